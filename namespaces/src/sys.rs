@@ -1,0 +1,331 @@
+//! The syscall layer: every `unsafe` block of hermetic lives in this module.
+//!
+//! Each wrapper is small, does one system call (or one fixed loop of them) and
+//! allocates nothing, so that the launcher can call it between `clone` and
+//! `execve` (see the crate documentation for why that matters). Identity
+//! changes (`setresuid`, `setresgid`, `setgroups`) go to the kernel directly:
+//! glibc's wrappers broadcast them to every thread glibc believes exists, and a
+//! child made by a raw `clone` of a threaded parent still carries the parent's
+//! thread list, so the broadcast would wait for threads that are not there.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use libc::c_char;
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// A NUL-terminated array of C strings, as `execve` takes for argv and envp.
+///
+/// It owns its strings; the pointer array is built once, in the parent, so
+/// the child can pass it to `execve` without allocating.
+#[derive(Debug)]
+pub struct CStringArray {
+    strings: Vec<CString>,
+    pointers: Vec<*const c_char>,
+}
+
+// SAFETY: the raw pointers point into the `CString`s owned by the same value,
+// which are never mutated after construction; sharing or moving the whole
+// value between threads keeps them valid.
+unsafe impl Send for CStringArray {}
+// SAFETY: see the `Send` impl: the value is immutable after construction.
+unsafe impl Sync for CStringArray {}
+
+impl CStringArray {
+    /// Builds the array from owned strings.
+    pub fn new(strings: Vec<CString>) -> Self {
+        let mut pointers: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        CStringArray { strings, pointers }
+    }
+
+    /// The strings, in order.
+    pub fn strings(&self) -> &[CString] {
+        &self.strings
+    }
+}
+
+/// `struct clone_args` of clone3(2), first version (64 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// Starts a new process with `flags` (namespace flags; `CLONE_PIDFD` and
+/// `SIGCHLD` are added), like fork(2), and runs `child` in it; returns the
+/// child's pid and a pidfd. Uses clone3 and falls back to clone where clone3
+/// is missing or filtered (ENOSYS).
+///
+/// The new process is a copy of a possibly threaded caller: `child` must not
+/// allocate, take a lock or unwind; should it return, the process exits. Only
+/// the launcher calls this, with `ChildProgram::run`, which keeps those rules.
+pub(crate) fn spawn(flags: u64, child: &dyn Fn()) -> Result<(Pid, OwnedFd), Errno> {
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 with a zero stack duplicates the caller like fork; `args`
+    // is a valid clone_args of the size passed, and the kernel writes the
+    // pidfd into `pidfd`, which outlives the call.
+    let mut ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 && Errno::last() == Errno::ENOSYS {
+        let legacy_flags = flags | libc::CLONE_PIDFD as u64 | libc::SIGCHLD as u64;
+        // SAFETY: clone with a NULL stack duplicates the caller like fork; with
+        // CLONE_PIDFD the third argument (parent_tid on every architecture) is
+        // where the kernel stores the pidfd.
+        ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                legacy_flags,
+                0usize,
+                &mut pidfd as *mut libc::c_int,
+                0usize,
+                0usize,
+            )
+        };
+    }
+    match ret {
+        r if r < 0 => Err(Errno::last()),
+        0 => {
+            child();
+            exit_immediately(127)
+        }
+        pid => Ok((
+            Pid::from_raw(pid as libc::pid_t),
+            // SAFETY: the kernel returned a fresh pidfd that nothing else owns.
+            unsafe { OwnedFd::from_raw_fd(pidfd) },
+        )),
+    }
+}
+
+/// Ends the calling process at once, without running destructors or atexit
+/// handlers (what a child that failed before `execve` must do).
+pub fn exit_immediately(status: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(status) }
+}
+
+/// Replaces the process image; returns only on failure, with the reason.
+pub fn execve(path: &CStr, argv: &CStringArray, envp: &CStringArray) -> Errno {
+    // SAFETY: `path` is NUL-terminated; both arrays are NULL-terminated arrays
+    // of pointers to NUL-terminated strings owned by `argv` and `envp`.
+    unsafe {
+        libc::execve(
+            path.as_ptr(),
+            argv.pointers.as_ptr(),
+            envp.pointers.as_ptr(),
+        )
+    };
+    Errno::last()
+}
+
+/// Sets the NIS domain name of the current UTS namespace.
+pub fn set_domainname(name: &[u8]) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe `name`, which outlives the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Closes every file descriptor from `first` to `last`, both included.
+pub fn close_range(first: u32, last: u32) -> Result<(), Errno> {
+    // SAFETY: close_range only closes descriptors; the caller owns the range.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    Errno::result(ret).map(drop)
+}
+
+/// Resets every signal to its default action and unblocks all signals, so
+/// that the builder does not inherit the supervisor's ignored or blocked
+/// signals (the Rust runtime ignores SIGPIPE, for one).
+pub fn reset_signals() {
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a zeroed sigaction with SIG_DFL is a valid argument; errors
+        // (the numbers libc reserves for itself) are ignored on purpose.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+    // SAFETY: an emptied sigset_t is a valid mask to install.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
+/// Removes every capability up to `last_cap` from the bounding set.
+pub fn drop_bounding_set(last_cap: u32) -> Result<(), Errno> {
+    for cap in 0..=last_cap {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if ret < 0 && Errno::last() != Errno::EINVAL {
+            return Err(Errno::last());
+        }
+    }
+    Ok(())
+}
+
+/// Clears the ambient capability set (a no-op on kernels without one).
+pub fn clear_ambient_capabilities() -> Result<(), Errno> {
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    match Errno::result(ret) {
+        Err(Errno::EINVAL) | Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Empties the effective, permitted and inheritable capability sets.
+pub fn clear_capability_sets() -> Result<(), Errno> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and data match the kernel's v3 layout (two data words).
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Reads the execution domain (personality) of the calling process.
+pub fn personality_get() -> Result<u64, Errno> {
+    // SAFETY: 0xffffffff queries the personality without changing it.
+    let ret = unsafe { libc::personality(0xffff_ffff) };
+    Errno::result(ret).map(|p| p as u32 as u64)
+}
+
+/// Sets the execution domain (personality) of the calling process.
+pub fn personality_set(persona: u64) -> Result<(), Errno> {
+    // SAFETY: personality takes a plain flag word.
+    let ret = unsafe { libc::personality(persona as libc::c_ulong) };
+    Errno::result(ret).map(drop)
+}
+
+/// Makes `fd` (a terminal) the controlling terminal of the calling session.
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument, no pointers.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    Errno::result(ret).map(drop)
+}
+
+/// Reads the window size of terminal `fd`.
+pub fn window_size(fd: BorrowedFd<'_>) -> Result<libc::winsize, Errno> {
+    // SAFETY: TIOCGWINSZ writes one winsize into the pointed-to value.
+    unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        let ret = libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size);
+        Errno::result(ret).map(|_| size)
+    }
+}
+
+/// Sets the window size of terminal `fd`.
+pub fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> Result<(), Errno> {
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointed-to value.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            size as *const libc::winsize,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// Sends `signal` to the process behind `pidfd` (no pid-reuse race).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> Result<(), Errno> {
+    // SAFETY: pidfd_send_signal with a NULL siginfo and no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// setresuid(2) straight to the kernel (see the module documentation).
+pub fn set_all_uids(uid: u32) -> Result<(), Errno> {
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
+    Errno::result(ret).map(drop)
+}
+
+/// setresgid(2) straight to the kernel (see the module documentation).
+pub fn set_all_gids(gid: u32) -> Result<(), Errno> {
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) };
+    Errno::result(ret).map(drop)
+}
+
+/// Empties the supplementary group list, straight to the kernel.
+pub fn clear_supplementary_groups() -> Result<(), Errno> {
+    // SAFETY: a zero-length list needs no valid pointer.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Returns the raw number of a descriptor.
+pub fn raw(fd: &impl AsFd) -> RawFd {
+    fd.as_fd().as_raw_fd()
+}
+
+/// Duplicates `fd` to the lowest free number above 2, close-on-exec.
+pub fn dup_above_stdio(fd: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer and returns a new descriptor.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    Errno::result(ret)?;
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
