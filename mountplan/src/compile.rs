@@ -1,0 +1,362 @@
+//! [`MountPlan`] → [`CompiledPlan`]: the plan as system-call arguments.
+//!
+//! Compiling happens in the parent. Every path becomes a C string once, mount
+//! options are rendered, and each creation step is tied to the creation
+//! layer (a tmpfs or scratch directory the plan mounted) that holds it, by a
+//! path relative to that layer's root: [`crate::apply`] then creates entries
+//! with `mkdirat`-style calls on a descriptor of the layer, and never walks
+//! a path from the host's root.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use crate::plan::{MountPlan, Step};
+
+/// How many creation layers a plan may declare.
+pub const MAX_LAYERS: usize = 4;
+
+/// One system-call-level operation.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: MsFlags,
+        data: Option<CString>,
+    },
+    OpenLayer {
+        slot: usize,
+        path: CString,
+    },
+    Mkdir {
+        slot: usize,
+        relative: CString,
+        mode: u32,
+    },
+    File {
+        slot: usize,
+        relative: CString,
+        mode: u32,
+        contents: Option<Vec<u8>>,
+    },
+    Symlink {
+        slot: usize,
+        relative: CString,
+        target: CString,
+    },
+    Chmod {
+        slot: usize,
+        relative: CString,
+        mode: u32,
+    },
+    PivotRoot {
+        new_root: CString,
+    },
+}
+
+/// A plan ready for [`crate::apply`]: operations tagged with the index of the
+/// plan step they come from.
+#[derive(Debug)]
+pub struct CompiledPlan {
+    pub(crate) ops: Vec<(u32, Op)>,
+}
+
+/// Why a plan cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// A path or option holds a NUL byte.
+    #[error("'{0}' contains a NUL byte")]
+    Nul(String),
+    /// overlayfs takes its directories in one option string, where `,`, `:`
+    /// and `\` have meanings of their own.
+    #[error(
+        "the path '{0}' contains ',', ':', '\\' or whitespace, which overlayfs cannot take; \
+         use a scratch directory without them"
+    )]
+    OverlayPath(String),
+    /// An entry to create lies outside every creation layer.
+    #[error("'{0}' is not inside a layer the plan mounted")]
+    NoLayer(String),
+    /// More layers than [`MAX_LAYERS`].
+    #[error("the plan declares more than {MAX_LAYERS} creation layers")]
+    TooManyLayers,
+    /// A plan without its root step.
+    #[error("the plan has no root step")]
+    NoRoot,
+}
+
+fn c_string(bytes: &[u8]) -> Result<CString, CompileError> {
+    CString::new(bytes)
+        .map_err(|_| CompileError::Nul(String::from_utf8_lossy(bytes).replace('\0', "\\0")))
+}
+
+fn c_path(path: &Path) -> Result<CString, CompileError> {
+    c_string(path.as_os_str().as_encoded_bytes())
+}
+
+struct Compiler {
+    /// Host directory of the sandbox root.
+    root: Option<PathBuf>,
+    /// Creation layers: sandbox path of each layer's root, by slot.
+    layers: Vec<PathBuf>,
+    ops: Vec<(u32, Op)>,
+}
+
+impl Compiler {
+    fn host_path(&self, inside: &Path) -> Result<PathBuf, CompileError> {
+        let root = self.root.as_ref().ok_or(CompileError::NoRoot)?;
+        Ok(root.join(inside.strip_prefix("/").unwrap_or(inside)))
+    }
+
+    fn push(&mut self, step: u32, op: Op) {
+        self.ops.push((step, op));
+    }
+
+    fn add_layer(&mut self, step: u32, inside: &Path) -> Result<(), CompileError> {
+        if self.layers.len() == MAX_LAYERS {
+            return Err(CompileError::TooManyLayers);
+        }
+        let path = c_path(&self.host_path(inside)?)?;
+        let slot = self.layers.len();
+        self.layers.push(inside.to_path_buf());
+        self.push(step, Op::OpenLayer { slot, path });
+        Ok(())
+    }
+
+    /// The innermost layer holding `inside`, and the path relative to it.
+    fn locate(&self, inside: &Path) -> Result<(usize, CString), CompileError> {
+        let (slot, base) = self
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, base)| inside.starts_with(base) && inside != base.as_path())
+            .max_by_key(|(_, base)| base.components().count())
+            .ok_or_else(|| CompileError::NoLayer(inside.display().to_string()))?;
+        let relative = inside.strip_prefix(base).expect("checked by starts_with");
+        Ok((slot, c_path(relative)?))
+    }
+
+    fn mount(
+        &mut self,
+        step: u32,
+        source: Option<&[u8]>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), CompileError> {
+        let op = Op::Mount {
+            source: source.map(c_string).transpose()?,
+            target: c_path(target)?,
+            fstype: fstype.map(|t| c_string(t.as_bytes())).transpose()?,
+            flags,
+            data: data.map(|d| c_string(d.as_bytes())).transpose()?,
+        };
+        self.push(step, op);
+        Ok(())
+    }
+
+    fn step(&mut self, index: u32, step: &Step) -> Result<(), CompileError> {
+        let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        match step {
+            Step::MakePrivate => self.mount(
+                index,
+                None,
+                Path::new("/"),
+                None,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None,
+            )?,
+            Step::RootTmpfs {
+                mount_point,
+                options,
+            } => {
+                self.root = Some(mount_point.clone());
+                self.mount(
+                    index,
+                    Some(b"tmpfs"),
+                    mount_point,
+                    Some("tmpfs"),
+                    tmpfs_flags,
+                    Some(options),
+                )?;
+                self.add_layer(index, Path::new("/"))?;
+            }
+            Step::Tmpfs {
+                target,
+                options,
+                layer,
+            } => {
+                let host = self.host_path(target)?;
+                self.mount(
+                    index,
+                    Some(b"tmpfs"),
+                    &host,
+                    Some("tmpfs"),
+                    tmpfs_flags,
+                    Some(options),
+                )?;
+                if *layer {
+                    self.add_layer(index, target)?;
+                }
+            }
+            Step::Mkdir { path, mode } => {
+                let (slot, relative) = self.locate(path)?;
+                self.push(
+                    index,
+                    Op::Mkdir {
+                        slot,
+                        relative,
+                        mode: *mode,
+                    },
+                );
+            }
+            Step::File {
+                path,
+                mode,
+                contents,
+            } => {
+                let (slot, relative) = self.locate(path)?;
+                let contents = contents.as_ref().map(|c| c.as_bytes().to_vec());
+                self.push(
+                    index,
+                    Op::File {
+                        slot,
+                        relative,
+                        mode: *mode,
+                        contents,
+                    },
+                );
+            }
+            Step::Symlink { path, target } => {
+                let (slot, relative) = self.locate(path)?;
+                let target = c_path(target)?;
+                self.push(
+                    index,
+                    Op::Symlink {
+                        slot,
+                        relative,
+                        target,
+                    },
+                );
+            }
+            Step::Chmod { path, mode } => {
+                let (slot, relative) = self.locate(path)?;
+                self.push(
+                    index,
+                    Op::Chmod {
+                        slot,
+                        relative,
+                        mode: *mode,
+                    },
+                );
+            }
+            Step::Bind {
+                source,
+                target,
+                recursive,
+                layer,
+            } => {
+                let host = self.host_path(target)?;
+                let mut flags = MsFlags::MS_BIND;
+                if *recursive {
+                    flags |= MsFlags::MS_REC;
+                }
+                let source = source.as_os_str().as_encoded_bytes();
+                self.mount(index, Some(source), &host, None, flags, None)?;
+                if *layer {
+                    self.add_layer(index, target)?;
+                }
+            }
+            Step::Overlay {
+                target,
+                upper,
+                work,
+                userxattr,
+            } => {
+                let host = self.host_path(target)?;
+                for dir in [&host, upper, work] {
+                    let text = dir.to_string_lossy();
+                    if text.contains([',', ':', '\\']) || text.contains(char::is_whitespace) {
+                        return Err(CompileError::OverlayPath(text.into_owned()));
+                    }
+                }
+                let mut options = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    host.display(),
+                    upper.display(),
+                    work.display()
+                );
+                if *userxattr {
+                    options.push_str(",userxattr");
+                }
+                self.mount(
+                    index,
+                    Some(b"overlay"),
+                    &host,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(&options),
+                )?;
+            }
+            Step::Proc { target } => {
+                let host = self.host_path(target)?;
+                self.mount(
+                    index,
+                    Some(b"proc"),
+                    &host,
+                    Some("proc"),
+                    MsFlags::empty(),
+                    None,
+                )?;
+            }
+            Step::Devpts { target, options } => {
+                let host = self.host_path(target)?;
+                self.mount(
+                    index,
+                    Some(b"devpts"),
+                    &host,
+                    Some("devpts"),
+                    MsFlags::empty(),
+                    Some(options),
+                )?;
+            }
+            Step::PivotRoot => {
+                let root = self.root.clone().ok_or(CompileError::NoRoot)?;
+                let new_root = c_path(&root)?;
+                self.push(index, Op::PivotRoot { new_root });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MountPlan {
+    /// Compiles the plan for [`crate::apply`].
+    pub fn compile(&self) -> Result<CompiledPlan, CompileError> {
+        let mut compiler = Compiler {
+            root: None,
+            layers: Vec::new(),
+            ops: Vec::with_capacity(self.steps.len() + 4),
+        };
+        for (index, step) in self.steps.iter().enumerate() {
+            compiler.step(index as u32, step)?;
+        }
+        Ok(CompiledPlan { ops: compiler.ops })
+    }
+}
+
+impl CompiledPlan {
+    /// How many operations it holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
