@@ -1,0 +1,335 @@
+//! `sandbox-run`: run anything in exactly the sandbox a build gets.
+//!
+//! Thin: parses the command line into a `SandboxSpec`, calls the runtime,
+//! prints the error chain. See `sandbox-run --help`.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hermetic_runtime::{
+    BuildUser, Network, RunOptions, Sandbox, SandboxPath, SandboxSpec, environment, host,
+};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// Exit status when sandbox-run itself fails (before the command runs).
+const EXIT_FAILURE: u8 = 125;
+/// Exit status when the command cannot be executed.
+const EXIT_CANNOT_EXECUTE: u8 = 126;
+/// Exit status when the command does not exist.
+const EXIT_NOT_FOUND: u8 = 127;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sandbox-run",
+    version,
+    about = "Run a command in exactly the sandbox a Nix build gets",
+    after_help = "Exit status: the command's, 128+N when signal N killed it; 125 when sandbox-run \
+                  itself fails, 126 when the command cannot be executed, 127 when it does not exist.\n\
+                  With no command, runs /bin/sh (interactively when stdin is a terminal).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    subcommand: Option<Subcommands>,
+
+    /// The real store directory, shown as /nix/store inside.
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    /// A store path the sandbox holds at its own path (repeatable).
+    #[arg(long = "input", value_name = "PATH")]
+    inputs: Vec<PathBuf>,
+
+    /// A host path to bind, in Nix's sandbox-paths syntax: P, T=S, trailing ? for optional
+    /// (repeatable).
+    #[arg(long = "sandbox-path", value_name = "SPEC")]
+    sandbox_paths: Vec<SandboxPath>,
+
+    /// Do not add the default sandbox path /bin/sh=<static busybox>.
+    #[arg(long)]
+    no_default_sandbox_paths: bool,
+
+    /// loopback (a network namespace with only lo) or host.
+    #[arg(long, value_name = "loopback|host", value_parser = parse_network)]
+    network: Option<Network>,
+
+    /// Set an environment variable (repeatable). Like a derivation attribute, it can override
+    /// PATH, HOME, NIX_STORE and NIX_BUILD_CORES but not TMPDIR, NIX_BUILD_TOP, PWD, TERM.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+
+    /// The build's system, e.g. i686-linux (32-bit personality).
+    #[arg(long, value_name = "SYSTEM")]
+    system: Option<String>,
+
+    /// Host directory to use as the build directory (default: a fresh one, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    build_dir: Option<PathBuf>,
+
+    /// The build directory inside the sandbox (setting sandbox-build-dir).
+    #[arg(long, value_name = "PATH")]
+    sandbox_build_dir: Option<PathBuf>,
+
+    /// Host ids of the builder when running as root: UID:GID, or a user name (its uid and
+    /// primary group).
+    #[arg(long, value_name = "UID:GID|NAME", value_parser = parse_build_user)]
+    build_user: Option<BuildUser>,
+
+    /// Size of /dev/shm (setting sandbox-dev-shm-size), e.g. 50% or 1G.
+    #[arg(long, value_name = "SIZE")]
+    shm_size: Option<String>,
+
+    /// Bind /dev/kvm when the host has it.
+    #[arg(long)]
+    kvm: bool,
+
+    /// NIX_BUILD_CORES (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    cores: Option<usize>,
+
+    /// Keep the scratch directory (build directory, /tmp, store writes) and say where.
+    #[arg(long)]
+    keep: bool,
+
+    /// Read the whole SandboxSpec from a JSON file (a command after -- replaces its builder).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["store", "inputs", "sandbox_paths", "network", "env", "system",
+                              "build_dir", "sandbox_build_dir", "build_user", "shm_size", "kvm", "cores",
+                              "no_default_sandbox_paths"]
+    )]
+    spec: Option<PathBuf>,
+
+    /// Print the spec and the plan (mounts, ids, process) as JSON; run nothing.
+    #[arg(long)]
+    print_plan: bool,
+
+    /// Run interactively with the terminal wired through.
+    #[arg(long)]
+    shell: bool,
+
+    /// Log each step (also: HERMETIC_LOG=debug).
+    #[arg(long)]
+    debug: bool,
+
+    /// The command and its arguments (an absolute path inside the sandbox).
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Subcommands {
+    /// Check whether this host can make sandboxes, and say how to fix what it cannot.
+    Doctor,
+}
+
+fn parse_network(text: &str) -> Result<Network, String> {
+    match text {
+        "loopback" => Ok(Network::Loopback),
+        "host" => Ok(Network::Host),
+        _ => Err(format!("'{text}' is neither 'loopback' nor 'host'")),
+    }
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("'{text}' is not NAME=VALUE")),
+    }
+}
+
+fn parse_build_user(text: &str) -> Result<BuildUser, String> {
+    if let Some((uid, gid)) = text.split_once(':')
+        && let (Ok(uid), Ok(gid)) = (uid.parse(), gid.parse())
+    {
+        return Ok(BuildUser { uid, gid });
+    }
+    match nix::unistd::User::from_name(text) {
+        Ok(Some(user)) => Ok(BuildUser {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }),
+        _ => Err(format!(
+            "'{text}' is neither UID:GID nor the name of a user"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.debug {
+        "debug".to_string()
+    } else {
+        std::env::var("HERMETIC_LOG").unwrap_or_else(|_| "warn".to_string())
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let result = match cli.subcommand {
+        Some(Subcommands::Doctor) => doctor(),
+        None => run(cli),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let code = match error.downcast_ref::<hermetic_runtime::SandboxError>() {
+                Some(hermetic_runtime::SandboxError::Exec { errno, .. })
+                    if *errno == nix::errno::Errno::ENOENT =>
+                {
+                    EXIT_NOT_FOUND
+                }
+                Some(hermetic_runtime::SandboxError::Exec { .. }) => EXIT_CANNOT_EXECUTE,
+                _ => EXIT_FAILURE,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn doctor() -> Result<ExitCode> {
+    let report = hermetic_runtime::doctor::examine();
+    print!("{report}");
+    Ok(if report.sandbox_possible() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The spec the command line describes.
+fn spec_from(cli: &Cli) -> Result<SandboxSpec> {
+    let (builder, args) = match cli.command.split_first() {
+        Some((builder, args)) => (Some(PathBuf::from(builder)), args.to_vec()),
+        None => (None, Vec::new()),
+    };
+    if let Some(file) = &cli.spec {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading '{}'", file.display()))?;
+        let mut spec: SandboxSpec = serde_json::from_str(&text)
+            .with_context(|| format!("'{}' is not a valid SandboxSpec", file.display()))?;
+        if let Some(builder) = builder {
+            spec.builder = builder;
+            spec.args = args;
+        }
+        return Ok(spec);
+    }
+    let mut spec = SandboxSpec::new(builder.unwrap_or_else(|| PathBuf::from("/bin/sh")), args);
+    if let Some(store) = &cli.store {
+        spec.real_store_dir = Some(store.clone());
+    }
+    spec.inputs = cli.inputs.clone();
+    spec.network = cli.network.unwrap_or_default();
+    if let Some(system) = &cli.system {
+        spec.system = system.clone();
+    }
+    spec.build_dir = cli.build_dir.clone();
+    if let Some(dir) = &cli.sandbox_build_dir {
+        spec.sandbox_build_dir = dir.clone();
+    }
+    spec.build_user = cli.build_user;
+    if let Some(size) = &cli.shm_size {
+        spec.sandbox_dev_shm_size = size.clone();
+    }
+    spec.kvm = cli.kvm;
+
+    let shell_bound = cli
+        .sandbox_paths
+        .iter()
+        .any(|p| p.target == Path::new("/bin/sh"));
+    if !cli.no_default_sandbox_paths && !shell_bound {
+        match host::static_shell() {
+            Some(shell) => spec.sandbox_paths.push(SandboxPath {
+                target: PathBuf::from("/bin/sh"),
+                source: shell,
+                optional: false,
+            }),
+            None if spec.builder == Path::new("/bin/sh") => bail!(
+                "the sandbox has no /bin/sh: no statically linked shell was found (looked at {}); {}",
+                host::STATIC_SHELL_CANDIDATES.join(", "),
+                host::STATIC_SHELL_HINT
+            ),
+            None => eprintln!(
+                "warning: the sandbox has no /bin/sh: no statically linked shell was found; {}",
+                host::STATIC_SHELL_HINT
+            ),
+        }
+    }
+    spec.sandbox_paths.extend(cli.sandbox_paths.iter().cloned());
+    let cores = cli.cores.unwrap_or_else(environment::detected_cores);
+    spec.env = environment::builder_environment(
+        &spec.store_dir,
+        &spec.sandbox_build_dir,
+        cores,
+        cli.env.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    );
+    Ok(spec)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let spec = spec_from(&cli)?;
+    let sandbox = Sandbox::prepare(&spec)?;
+    if cli.print_plan {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut stdout, &sandbox)?;
+        writeln!(stdout)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stdin_is_terminal = nix::unistd::isatty(std::io::stdin().as_fd()).unwrap_or(false);
+    let terminal = cli.shell || (cli.command.is_empty() && cli.spec.is_none() && stdin_is_terminal);
+
+    // SIGINT, SIGTERM and SIGHUP end the sandbox cleanly: blocked here and
+    // read from a signalfd by the supervisor, which kills the sandbox and
+    // removes its scratch directory before sandbox-run exits.
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).context("blocking signals")?;
+    let cancel = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("listening for signals")?;
+
+    let options = RunOptions {
+        keep: cli.keep,
+        terminal,
+        cancel: Some(cancel.as_fd()),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let outcome = sandbox.run(options, &mut stdout)?;
+    drop(stdout);
+    if let Some(kept) = &outcome.kept {
+        eprintln!(
+            "note: keeping build directory '{}'",
+            sandbox.build_dir_on_host().display()
+        );
+        eprintln!(
+            "note: keeping the sandbox's scratch directory '{}' (writes to the store in '{}', /tmp in '{}')",
+            kept.dir.display(),
+            kept.store.display(),
+            kept.tmp.display()
+        );
+    }
+    if outcome.cancelled {
+        let signal = cancel
+            .read_signal()
+            .ok()
+            .flatten()
+            .map(|info| info.ssi_signo as i32)
+            .unwrap_or(libc_sigterm());
+        eprintln!("sandbox-run: interrupted by signal {signal}; the sandbox was killed");
+        return Ok(ExitCode::from((128 + signal) as u8));
+    }
+    Ok(ExitCode::from(outcome.status.code().clamp(0, 255) as u8))
+}
+
+fn libc_sigterm() -> i32 {
+    Signal::SIGTERM as i32
+}

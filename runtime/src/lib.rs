@@ -1,0 +1,29 @@
+//! The runtime: [`SandboxSpec`] → [`Sandbox`] (planned) → run → [`Outcome`].
+//!
+//! ```text
+//! SandboxSpec ──prepare──▶ Sandbox { MountPlan, id maps, process } ──run──▶ Outcome
+//!              (checks, host facts,        (scratch dir, launch,
+//!               no effects)                 supervise, clean up)
+//! ```
+//!
+//! Nothing below the spec knows what a derivation is; the Nix semantics
+//! that shape a spec (the builder's environment, `/etc`) live in
+//! [`environment`] and [`etc`].
+
+pub mod doctor;
+pub mod environment;
+mod error;
+pub mod etc;
+pub mod host;
+mod run;
+mod sandbox;
+pub mod scratch;
+mod spec;
+mod terminal;
+
+pub use error::SandboxError;
+pub use hermetic_mountplan::{MountPlan, SandboxPath, Step};
+pub use hermetic_netns::Network;
+pub use run::{ExitStatus, Outcome, RunOptions};
+pub use sandbox::{Identity, ProcessPlan, Sandbox};
+pub use spec::{BuildUser, SandboxSpec, SpecError, host_system};

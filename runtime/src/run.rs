@@ -1,0 +1,416 @@
+//! Running a prepared [`Sandbox`]: scratch space, launch, supervision, and
+//! a clean end.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use hermetic_mountplan::{MountPlan, apply};
+use hermetic_namespaces::{
+    Child, ChildStep, LaunchError, LaunchRequest, SetupFailure, Stdio, Uts, launch, probe,
+};
+use hermetic_netns::{LoopbackError, loopback_up};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitStatus, waitpid};
+use serde::Serialize;
+
+use crate::error::SandboxError;
+use crate::sandbox::{Identity, Sandbox, mark_overlay_unusable};
+use crate::scratch::Scratch;
+use crate::terminal::{HostTerminal, above_stdio, open_pty};
+
+/// Set-up step numbers of the loopback interface (after the mount plan's).
+const LOOPBACK_SOCKET_STEP: u32 = u32::MAX - 1;
+const LOOPBACK_FLAGS_STEP: u32 = u32::MAX;
+
+/// How to run a prepared sandbox.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Keep the scratch directory (build directory, `/tmp`, store writes)
+    /// afterwards instead of removing it.
+    pub keep: bool,
+    /// Wire the caller's terminal (stdin must be one) through to the
+    /// sandbox, which gets it as its controlling terminal (`--shell`).
+    pub terminal: bool,
+    /// When this descriptor becomes readable (a signalfd for SIGINT and
+    /// SIGTERM, say), the sandbox is killed and the run ends.
+    pub cancel: Option<BorrowedFd<'a>>,
+}
+
+/// How the sandbox's PID 1 ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitStatus {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The status as a shell shows it: the exit status, or 128 + signal.
+    pub fn code(&self) -> i32 {
+        match *self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(signal) => 128 + signal,
+        }
+    }
+}
+
+/// What a run ended with.
+#[derive(Debug)]
+pub struct Outcome {
+    /// How PID 1 ended (when it ends, every process of the sandbox is gone).
+    pub status: ExitStatus,
+    /// The run was cancelled through [`RunOptions::cancel`].
+    pub cancelled: bool,
+    /// The scratch directory, when kept.
+    pub kept: Option<Scratch>,
+}
+
+/// Removes the scratch directory when the run ends, however it ends,
+/// unless asked to keep it.
+struct ScratchGuard<'a> {
+    scratch: &'a Scratch,
+    keep: bool,
+    done: bool,
+}
+
+impl ScratchGuard<'_> {
+    fn finish(mut self) -> Result<Option<Scratch>, SandboxError> {
+        self.done = true;
+        if self.keep {
+            return Ok(Some(self.scratch.clone()));
+        }
+        self.scratch.remove()?;
+        Ok(None)
+    }
+}
+
+impl Drop for ScratchGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done && !self.keep {
+            if let Err(error) = self.scratch.remove() {
+                tracing::warn!("{error}");
+            }
+        }
+    }
+}
+
+/// Whether an overlay mount failure means "overlayfs cannot be used here".
+fn overlay_refused(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::EINVAL
+            | Errno::EPERM
+            | Errno::ENODEV
+            | Errno::EOPNOTSUPP
+            | Errno::EXDEV
+            | Errno::ENOTDIR
+    )
+}
+
+impl Sandbox {
+    /// Runs the sandbox: creates its scratch directory, launches PID 1,
+    /// streams its output to `output` as it comes, waits for it to end and
+    /// removes everything it made (unless kept).
+    pub fn run(
+        &self,
+        options: RunOptions<'_>,
+        output: &mut dyn Write,
+    ) -> Result<Outcome, SandboxError> {
+        let host_terminal = if options.terminal {
+            Some(HostTerminal::enter()?)
+        } else {
+            None
+        };
+        self.scratch.create(self.identity.build_user())?;
+        let guard = ScratchGuard {
+            scratch: &self.scratch,
+            keep: options.keep,
+            done: false,
+        };
+        let window = host_terminal
+            .as_ref()
+            .and_then(|_| HostTerminal::window_size());
+        let pty = open_pty(!options.terminal, window, self.identity.build_user())?;
+        let devnull = nix::fcntl::open(
+            c"/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(SandboxError::io("cannot open /dev/null"))?;
+        let devnull = above_stdio(devnull)?;
+        let stdin = if options.terminal {
+            pty.slave.as_fd()
+        } else {
+            devnull.as_fd()
+        };
+        let stdio = Stdio {
+            stdin,
+            stdout: pty.slave.as_fd(),
+            stderr: pty.slave.as_fd(),
+        };
+        let child = self.launch_with_fallback(stdio, options.terminal)?;
+        drop(pty.slave);
+        drop(devnull);
+        let (status, cancelled) = supervise(
+            &child,
+            pty.master,
+            output,
+            options.cancel,
+            host_terminal.as_ref(),
+        )?;
+        drop(host_terminal);
+        let kept = guard.finish()?;
+        Ok(Outcome {
+            status,
+            cancelled,
+            kept,
+        })
+    }
+
+    /// Launches PID 1; if overlayfs cannot be used for the store directory
+    /// here, remembers that and launches again with mount points on disk.
+    fn launch_with_fallback(
+        &self,
+        stdio: Stdio<'_>,
+        terminal: bool,
+    ) -> Result<Child, SandboxError> {
+        let exec = self.exec(terminal)?;
+        let (namespaces, user_namespace) = self.namespaces();
+        let loopback = self.spec.network.own_namespace();
+        let mut plan = Cow::Borrowed(&self.mount_plan);
+        loop {
+            let compiled = plan.compile()?;
+            let setup = || -> Result<(), SetupFailure> {
+                if loopback {
+                    loopback_up().map_err(|error| match error {
+                        LoopbackError::Socket(errno) => SetupFailure {
+                            step: LOOPBACK_SOCKET_STEP,
+                            errno,
+                        },
+                        LoopbackError::SetFlags(errno) => SetupFailure {
+                            step: LOOPBACK_FLAGS_STEP,
+                            errno,
+                        },
+                    })?;
+                }
+                apply(&compiled)
+            };
+            let request = LaunchRequest {
+                namespaces,
+                user_namespace: user_namespace.clone(),
+                clear_groups: matches!(self.identity, Identity::Root { .. }),
+                uts: Some(Uts {
+                    hostname: c"localhost".into(),
+                    domainname: c"(none)".into(),
+                }),
+                setup: &setup,
+                exec: &exec,
+                stdio,
+            };
+            match launch(&request) {
+                Ok(child) => return Ok(child),
+                Err(LaunchError::Setup { step, errno })
+                    if Some(step as usize) == Sandbox::overlay_step(&plan)
+                        && overlay_refused(errno) =>
+                {
+                    tracing::info!(
+                        "overlayfs cannot be used for the store directory here ({errno}); \
+                         making its mount points on disk"
+                    );
+                    mark_overlay_unusable();
+                    self.scratch.reset_store_layer(self.identity.build_user())?;
+                    plan = Cow::Owned(self.plan_without_overlay()?);
+                }
+                Err(error) => return Err(self.explain(error, &plan)),
+            }
+        }
+    }
+
+    /// Turns a launch failure into an error that names what failed.
+    fn explain(&self, error: LaunchError, plan: &MountPlan) -> SandboxError {
+        match error {
+            LaunchError::Clone(errno) => {
+                let unprivileged = matches!(self.identity, Identity::Unprivileged { .. });
+                match probe::user_namespace_diagnosis(unprivileged, Some(errno)) {
+                    Some(diagnosis) => SandboxError::UserNamespaces {
+                        problem: diagnosis.problem,
+                        fix: diagnosis.fix,
+                        errno,
+                    },
+                    None => SandboxError::Launch(LaunchError::Clone(errno)),
+                }
+            }
+            LaunchError::Setup { step, errno } => SandboxError::Setup {
+                what: match step {
+                    LOOPBACK_SOCKET_STEP => "cannot open IP socket".to_string(),
+                    LOOPBACK_FLAGS_STEP => "cannot set loopback interface flags".to_string(),
+                    step => plan.describe(step as usize),
+                },
+                errno,
+            },
+            LaunchError::Child {
+                step: ChildStep::Exec,
+                errno,
+            } => SandboxError::Exec {
+                builder: self.spec.builder.clone(),
+                errno,
+            },
+            LaunchError::Child {
+                step: ChildStep::ChangeDirectory,
+                errno,
+            } => SandboxError::Setup {
+                what: format!("changing into '{}'", self.spec.sandbox_build_dir.display()),
+                errno,
+            },
+            other => SandboxError::Launch(other),
+        }
+    }
+}
+
+/// Relays the sandbox's output until PID 1 has exited, killing it when
+/// `cancel` becomes readable; returns how it ended and whether it was
+/// cancelled.
+fn supervise(
+    child: &Child,
+    master: OwnedFd,
+    output: &mut dyn Write,
+    cancel: Option<BorrowedFd<'_>>,
+    terminal: Option<&HostTerminal>,
+) -> Result<(ExitStatus, bool), SandboxError> {
+    let mut relay = Relay {
+        master,
+        master_open: true,
+        output,
+        output_open: true,
+    };
+    let stdin = std::io::stdin();
+    let mut stdin_open = terminal.is_some();
+    let mut cancelled = false;
+    loop {
+        let mut fds = vec![PollFd::new(child.pidfd.as_fd(), PollFlags::POLLIN)];
+        let master_at = relay.master_open.then(|| {
+            fds.push(PollFd::new(relay.master.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let cancel_at = cancel.filter(|_| !cancelled).map(|fd| {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let stdin_at = stdin_open.then(|| {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let winch_at = terminal.map(|t| {
+            fds.push(PollFd::new(t.winch.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(SandboxError::io("waiting for the sandbox")(errno)),
+            Ok(_) => {}
+        }
+        let ready =
+            |at: Option<usize>| at.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()));
+        let exited = ready(Some(0));
+        let master_ready = ready(master_at);
+        let cancel_ready = ready(cancel_at);
+        let stdin_ready = ready(stdin_at);
+        let winch_ready = ready(winch_at);
+        drop(fds);
+
+        if master_ready {
+            relay.read_available();
+        }
+        if cancel_ready {
+            tracing::debug!("cancelled: killing the sandbox");
+            let _ = hermetic_namespaces::sys::pidfd_send_signal(child.pidfd.as_fd(), libc::SIGKILL);
+            cancelled = true;
+        }
+        if stdin_ready {
+            stdin_open = relay.forward_input(stdin.as_fd());
+        }
+        if winch_ready && let Some(terminal) = terminal {
+            terminal.forward_window_size(relay.master.as_fd());
+        }
+        if exited {
+            let status = match waitpid(child.pid, None)
+                .map_err(SandboxError::io("waiting for the sandbox"))?
+            {
+                WaitStatus::Exited(_, code) => ExitStatus::Exited(code),
+                WaitStatus::Signaled(_, signal, _) => ExitStatus::Signaled(signal as i32),
+                other => {
+                    tracing::warn!(?other, "unexpected wait status");
+                    continue;
+                }
+            };
+            // PID 1 is gone, and with it every process of its namespace:
+            // what they wrote is in the pty's buffer. Do not wait for end of
+            // file, which a descriptor smuggled out could delay forever.
+            relay.read_available();
+            return Ok((status, cancelled));
+        }
+    }
+}
+
+/// Copies the sandbox's terminal output to the caller.
+struct Relay<'o> {
+    master: OwnedFd,
+    master_open: bool,
+    output: &'o mut dyn Write,
+    output_open: bool,
+}
+
+impl Relay<'_> {
+    /// Reads everything the master has now and writes it out.
+    fn read_available(&mut self) {
+        let mut buffer = [0u8; 65536];
+        while self.master_open {
+            match nix::unistd::read(&self.master, &mut buffer) {
+                Ok(0) | Err(Errno::EIO) => self.master_open = false,
+                Ok(n) => self.write(&buffer[..n]),
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.output_open
+            && (self.output.write_all(bytes).is_err() || self.output.flush().is_err())
+        {
+            // The reader went away (a closed pipe): keep draining the
+            // sandbox's output so that it never blocks, and drop it.
+            self.output_open = false;
+        }
+    }
+
+    /// Copies what the caller typed to the shell; false at end of input.
+    fn forward_input(&mut self, stdin: BorrowedFd<'_>) -> bool {
+        let mut buffer = [0u8; 4096];
+        match nix::unistd::read(stdin, &mut buffer) {
+            Ok(0) => false,
+            Ok(n) => {
+                let mut rest = &buffer[..n];
+                while !rest.is_empty() {
+                    match nix::unistd::write(&self.master, rest) {
+                        Ok(written) => rest = &rest[written..],
+                        Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
+                            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLOUT)];
+                            let _ = poll(&mut fds, PollTimeout::from(100u16));
+                        }
+                        Err(_) => return true,
+                    }
+                }
+                true
+            }
+            Err(Errno::EINTR) | Err(Errno::EAGAIN) => true,
+            Err(_) => false,
+        }
+    }
+}

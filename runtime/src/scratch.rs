@@ -1,0 +1,232 @@
+//! The sandbox's scratch directory on the host (D11).
+//!
+//! One directory per sandbox, on the real store's filesystem when possible,
+//! holding what the sandbox writes: the store directory's upper layer (so
+//! outputs can later be renamed into the store, never copied), overlayfs's
+//! work directory, `/tmp`, the build directory, and the empty directory the
+//! sandbox root is mounted on (only inside the sandbox's mount namespace).
+//! It is removed when the sandbox ends unless the caller keeps it.
+
+use std::fs::{DirBuilder, Permissions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::spec::BuildUser;
+
+/// The directories of one sandbox's scratch space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Scratch {
+    /// The scratch directory itself (mode 0700).
+    pub dir: PathBuf,
+    /// Where the sandbox root is mounted (in the sandbox's namespace only).
+    pub root: PathBuf,
+    /// Receives the builder's writes to the store directory (1775).
+    pub store: PathBuf,
+    /// overlayfs's work directory.
+    pub work: PathBuf,
+    /// The sandbox's `/tmp` (1777).
+    pub tmp: PathBuf,
+    /// The build directory, unless the spec names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<PathBuf>,
+}
+
+/// A scratch operation that failed, with the path.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} '{path}'")]
+pub struct ScratchError {
+    /// What was being done.
+    pub operation: &'static str,
+    /// To what.
+    pub path: PathBuf,
+    /// Why it failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Scratch {
+    /// Names a fresh scratch directory under `parent` (nothing is created
+    /// yet). The name starts with a dot, which no store path's name does.
+    pub fn choose(parent: &Path, with_build_dir: bool) -> Scratch {
+        let pid = std::process::id();
+        let dir = loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let candidate = parent.join(format!(".hermetic-{pid}-{n}"));
+            if std::fs::symlink_metadata(&candidate).is_err() {
+                break candidate;
+            }
+        };
+        Scratch {
+            root: dir.join("root"),
+            store: dir.join("store"),
+            work: dir.join("work"),
+            tmp: dir.join("tmp"),
+            build: with_build_dir.then(|| dir.join("build")),
+            dir,
+        }
+    }
+
+    /// Creates the directories. With a build user (hermetic runs as root),
+    /// the store directory is root:<build gid> and the build directory
+    /// belongs to the build user, as in Nix; otherwise everything belongs to
+    /// the caller.
+    pub fn create(&self, build_user: Option<BuildUser>) -> Result<(), ScratchError> {
+        let fail = |operation, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ScratchError {
+                operation,
+                path,
+                source,
+            }
+        };
+        let mkdir = |path: &Path, mode: u32| {
+            DirBuilder::new()
+                .mode(mode)
+                .create(path)
+                .map_err(fail("creating directory", path))
+        };
+        let chmod = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, Permissions::from_mode(mode))
+                .map_err(fail("changing the mode of", path))
+        };
+        let chown_to = |path: &Path, uid: Option<u32>, gid: Option<u32>| {
+            chown(path, uid, gid).map_err(fail("cannot change ownership of", path))
+        };
+        mkdir(&self.dir, 0o700)?;
+        mkdir(&self.root, 0o700)?;
+        mkdir(&self.work, 0o700)?;
+        mkdir(&self.store, 0o755)?;
+        chmod(&self.store, 0o1775)?;
+        mkdir(&self.tmp, 0o755)?;
+        chmod(&self.tmp, 0o1777)?;
+        if let Some(build) = &self.build {
+            mkdir(build, 0o700)?;
+        }
+        if let Some(user) = build_user {
+            chown_to(&self.store, None, Some(user.gid))?;
+            if let Some(build) = &self.build {
+                chown_to(build, Some(user.uid), Some(user.gid))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties the store layer and overlayfs's work directory (used before
+    /// a retry without overlayfs).
+    pub fn reset_store_layer(&self, build_user: Option<BuildUser>) -> Result<(), ScratchError> {
+        for dir in [&self.store, &self.work] {
+            remove_tree(dir)?;
+        }
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&self.work)
+            .and_then(|_| DirBuilder::new().mode(0o755).create(&self.store))
+            .and_then(|_| std::fs::set_permissions(&self.store, Permissions::from_mode(0o1775)))
+            .map_err(|source| ScratchError {
+                operation: "re-creating",
+                path: self.store.clone(),
+                source,
+            })?;
+        if let Some(user) = build_user {
+            chown(&self.store, None, Some(user.gid)).map_err(|source| ScratchError {
+                operation: "cannot change ownership of",
+                path: self.store.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes the whole scratch directory.
+    pub fn remove(&self) -> Result<(), ScratchError> {
+        remove_tree(&self.dir)
+    }
+}
+
+/// Removes `path` and everything below it without following symlinks,
+/// making directories writable where the builder left them read-only.
+pub fn remove_tree(path: &Path) -> Result<(), ScratchError> {
+    let error = |source| ScratchError {
+        operation: "removing",
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            make_writable(path);
+            std::fs::remove_dir_all(path).map_err(error)
+        }
+        Err(e) => Err(error(e)),
+    }
+}
+
+/// Gives the owner full access to every directory below `path` (not
+/// following symlinks), so that it can be removed.
+fn make_writable(path: &Path) {
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !metadata.is_dir() {
+        return;
+    }
+    let mode = metadata.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        let _ = std::fs::set_permissions(path, Permissions::from_mode(mode | 0o700));
+    }
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            make_writable(&entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_is_created_with_nix_modes_and_removed_entirely() {
+        let parent = std::env::temp_dir();
+        let scratch = Scratch::choose(&parent, true);
+        assert!(
+            scratch
+                .dir
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(".hermetic-")
+        );
+        scratch.create(None).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&scratch.dir), 0o700);
+        assert_eq!(mode(&scratch.store), 0o1775);
+        assert_eq!(mode(&scratch.tmp), 0o1777);
+        assert_eq!(mode(scratch.build.as_ref().unwrap()), 0o700);
+        // A read-only directory left by a builder does not stop removal.
+        let stuck = scratch.tmp.join("ro");
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("f"), "x").unwrap();
+        std::fs::set_permissions(&stuck, Permissions::from_mode(0o500)).unwrap();
+        scratch.remove().unwrap();
+        assert!(!scratch.dir.exists());
+    }
+
+    #[test]
+    fn two_choices_never_collide() {
+        let parent = std::env::temp_dir();
+        assert_ne!(
+            Scratch::choose(&parent, false).dir,
+            Scratch::choose(&parent, false).dir
+        );
+    }
+}
