@@ -3,8 +3,7 @@
 //! kernel's capability count. Read once per sandbox, before planning.
 
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
 use hermetic_mountplan::{Source, SourceKind};
@@ -103,66 +102,54 @@ pub const STATIC_SHELL_HINT: &str = "install a statically linked busybox (Debian
      or name one with --sandbox-path /bin/sh=/path/to/static/sh";
 
 /// Whether `path` is an ELF executable without an interpreter (statically
-/// linked).
+/// linked). Reads the ELF header and the program header table only.
 pub fn is_static_executable(path: &Path) -> bool {
-    let mut header = [0u8; 64];
-    let Ok(mut file) = File::open(path) else {
+    let Ok(file) = File::open(path) else {
         return false;
     };
-    if file.read_exact(&mut header).is_err() || &header[0..4] != b"\x7fELF" {
+    let mut header = [0u8; 64];
+    if file.read_exact_at(&mut header, 0).is_err() || &header[0..4] != b"\x7fELF" {
         return false;
     }
     let elf64 = header[4] == 2;
     let little = header[5] == 1;
-    let u16_at = |b: &[u8], i: usize| {
-        let v = [b[i], b[i + 1]];
-        if little {
-            u16::from_le_bytes(v)
-        } else {
-            u16::from_be_bytes(v)
+    let number = |bytes: &[u8]| {
+        let mut value: u64 = 0;
+        for i in 0..bytes.len() {
+            let byte = if little {
+                bytes[bytes.len() - 1 - i]
+            } else {
+                bytes[i]
+            };
+            value = value << 8 | byte as u64;
         }
+        value
     };
-    let u32_at = |b: &[u8], i: usize| {
-        let v = [b[i], b[i + 1], b[i + 2], b[i + 3]];
-        if little {
-            u32::from_le_bytes(v)
-        } else {
-            u32::from_be_bytes(v)
-        }
-    };
-    let u64_at = |b: &[u8], i: usize| {
-        let mut v = [0u8; 8];
-        v.copy_from_slice(&b[i..i + 8]);
-        if little {
-            u64::from_le_bytes(v)
-        } else {
-            u64::from_be_bytes(v)
-        }
-    };
-    let (program_headers, entry_size, count) = if elf64 {
+    let (table, entry_size, count) = if elf64 {
         (
-            u64_at(&header, 32),
-            u16_at(&header, 54),
-            u16_at(&header, 56),
+            number(&header[32..40]),
+            number(&header[54..56]),
+            number(&header[56..58]),
         )
     } else {
         (
-            u32_at(&header, 28) as u64,
-            u16_at(&header, 42),
-            u16_at(&header, 44),
+            number(&header[28..32]),
+            number(&header[42..44]),
+            number(&header[44..46]),
         )
     };
-    let Ok(mut contents) = std::fs::read(path) else {
+    if count == 0 || entry_size < 4 || count * entry_size > 1 << 16 {
         return false;
-    };
-    contents.truncate(1 << 20);
-    const PT_INTERP: u32 = 3;
-    (0..count as u64).all(|i| {
-        let offset = (program_headers + i * entry_size as u64) as usize;
-        contents.len() >= offset + 4 && u32_at(&contents, offset) != PT_INTERP
-    }) && count > 0
+    }
+    let mut entries = vec![0u8; (count * entry_size) as usize];
+    if file.read_exact_at(&mut entries, table).is_err() {
+        return false;
+    }
+    const PT_INTERP: u64 = 3;
+    entries
+        .chunks_exact(entry_size as usize)
+        .all(|entry| number(&entry[0..4]) != PT_INTERP)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +178,16 @@ mod tests {
                 .starts_with("getting attributes of path '")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn static_busybox_is_static_when_installed() {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            eprintln!("skipped: no /bin/busybox (apt-get install busybox-static)");
+            return;
+        }
+        assert!(is_static_executable(busybox));
     }
 
     #[test]

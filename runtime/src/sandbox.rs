@@ -149,18 +149,18 @@ fn overlay_usable(identity: &Identity) -> bool {
     }
 }
 
-/// The store layer of `scratch`: an overlay, or mount points on disk.
-pub(crate) fn store_layer(scratch: &Scratch, overlay: bool, identity: &Identity) -> StoreLayer {
-    if overlay {
-        StoreLayer::Overlay {
+/// The store layer of `scratch`: an overlay when it has a work directory,
+/// else the directory itself with any mount points made on disk.
+pub(crate) fn store_layer(scratch: &Scratch, identity: &Identity) -> StoreLayer {
+    match &scratch.work {
+        Some(work) => StoreLayer::Overlay {
             upper: scratch.store.clone(),
-            work: scratch.work.clone(),
+            work: work.clone(),
             userxattr: matches!(identity, Identity::Unprivileged { .. }),
-        }
-    } else {
-        StoreLayer::Direct {
+        },
+        None => StoreLayer::Direct {
             dir: scratch.store.clone(),
-        }
+        },
     }
 }
 
@@ -224,7 +224,15 @@ impl Sandbox {
             dev_nodes.push(("kvm".to_string(), path));
         }
 
-        let scratch = Scratch::choose(&scratch_parent(spec), spec.build_dir.is_none());
+        // Mount points in the store directory stay off the host disk in an
+        // overlay; a sandbox without any needs no overlay at all.
+        let store_entries = !inputs.is_empty()
+            || binds.iter().any(|bind| {
+                hermetic_mountplan::normalize_target(&bind.target)
+                    .is_ok_and(|t| t.starts_with(&spec.store_dir))
+            });
+        let overlay = store_entries && overlay_usable(&identity);
+        let scratch = Scratch::choose(&scratch_parent(spec), spec.build_dir.is_none(), overlay);
         let mut etc_files = vec![
             (
                 "passwd".to_string(),
@@ -245,7 +253,7 @@ impl Sandbox {
             root_mount_point: scratch.root.clone(),
             root_options,
             store_dir: spec.store_dir.clone(),
-            store: store_layer(&scratch, overlay_usable(&identity), &identity),
+            store: store_layer(&scratch, &identity),
             inputs,
             binds,
             build_dir: spec.sandbox_build_dir.clone(),
@@ -305,7 +313,9 @@ impl Sandbox {
     /// The same plan with the store's mount points on disk (no overlayfs).
     pub(crate) fn plan_without_overlay(&self) -> Result<MountPlan, SandboxError> {
         let mut layout = self.layout.clone();
-        layout.store = store_layer(&self.scratch, false, &self.identity);
+        layout.store = StoreLayer::Direct {
+            dir: self.scratch.store.clone(),
+        };
         Ok(layout.plan()?)
     }
 

@@ -27,8 +27,9 @@ pub struct Scratch {
     pub root: PathBuf,
     /// Receives the builder's writes to the store directory (1775).
     pub store: PathBuf,
-    /// overlayfs's work directory.
-    pub work: PathBuf,
+    /// overlayfs's work directory, when the store directory is an overlay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work: Option<PathBuf>,
     /// The sandbox's `/tmp` (1777).
     pub tmp: PathBuf,
     /// The build directory, unless the spec names one.
@@ -54,7 +55,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 impl Scratch {
     /// Names a fresh scratch directory under `parent` (nothing is created
     /// yet). The name starts with a dot, which no store path's name does.
-    pub fn choose(parent: &Path, with_build_dir: bool) -> Scratch {
+    pub fn choose(parent: &Path, with_build_dir: bool, with_work_dir: bool) -> Scratch {
         let pid = std::process::id();
         let dir = loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -66,7 +67,7 @@ impl Scratch {
         Scratch {
             root: dir.join("root"),
             store: dir.join("store"),
-            work: dir.join("work"),
+            work: with_work_dir.then(|| dir.join("work")),
             tmp: dir.join("tmp"),
             build: with_build_dir.then(|| dir.join("build")),
             dir,
@@ -101,7 +102,9 @@ impl Scratch {
         };
         mkdir(&self.dir, 0o700)?;
         mkdir(&self.root, 0o700)?;
-        mkdir(&self.work, 0o700)?;
+        if let Some(work) = &self.work {
+            mkdir(work, 0o700)?;
+        }
         mkdir(&self.store, 0o755)?;
         chmod(&self.store, 0o1775)?;
         mkdir(&self.tmp, 0o755)?;
@@ -118,16 +121,18 @@ impl Scratch {
         Ok(())
     }
 
-    /// Empties the store layer and overlayfs's work directory (used before
-    /// a retry without overlayfs).
+    /// Empties the store layer and removes overlayfs's work directory (used
+    /// before a retry without overlayfs).
     pub fn reset_store_layer(&self, build_user: Option<BuildUser>) -> Result<(), ScratchError> {
-        for dir in [&self.store, &self.work] {
+        for dir in [Some(&self.store), self.work.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             remove_tree(dir)?;
         }
         DirBuilder::new()
-            .mode(0o700)
-            .create(&self.work)
-            .and_then(|_| DirBuilder::new().mode(0o755).create(&self.store))
+            .mode(0o755)
+            .create(&self.store)
             .and_then(|_| std::fs::set_permissions(&self.store, Permissions::from_mode(0o1775)))
             .map_err(|source| ScratchError {
                 operation: "re-creating",
@@ -144,9 +149,31 @@ impl Scratch {
         Ok(())
     }
 
-    /// Removes the whole scratch directory.
+    /// Removes the whole scratch directory. The directories it made are
+    /// removed one by one when empty (the common case, and cheaper than a
+    /// walk); whatever holds files is removed as a tree.
     pub fn remove(&self) -> Result<(), ScratchError> {
-        remove_tree(&self.dir)
+        let overlay_inner = self.work.as_ref().map(|work| work.join("work"));
+        let known = [
+            overlay_inner.as_ref(),
+            self.work.as_ref(),
+            Some(&self.root),
+            Some(&self.store),
+            Some(&self.tmp),
+            self.build.as_ref(),
+        ];
+        for dir in known.into_iter().flatten() {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(_) => remove_tree(dir)?,
+            }
+        }
+        match std::fs::remove_dir(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(_) => remove_tree(&self.dir),
+        }
     }
 }
 
@@ -196,7 +223,7 @@ mod tests {
     #[test]
     fn scratch_is_created_with_nix_modes_and_removed_entirely() {
         let parent = std::env::temp_dir();
-        let scratch = Scratch::choose(&parent, true);
+        let scratch = Scratch::choose(&parent, true, true);
         assert!(
             scratch
                 .dir
@@ -225,8 +252,8 @@ mod tests {
     fn two_choices_never_collide() {
         let parent = std::env::temp_dir();
         assert_ne!(
-            Scratch::choose(&parent, false).dir,
-            Scratch::choose(&parent, false).dir
+            Scratch::choose(&parent, false, false).dir,
+            Scratch::choose(&parent, false, false).dir
         );
     }
 }
