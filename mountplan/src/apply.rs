@@ -60,6 +60,14 @@ fn run(op: &Op, layers: &mut [Option<OwnedFd>; MAX_LAYERS]) -> Result<(), Errno>
             layers[*slot] = Some(fd);
             Ok(())
         }
+        Op::Repin { path, fd } => {
+            let fresh = nix::fcntl::open(
+                path.as_c_str(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            hermetic_namespaces::sys::replace_fd(fresh.as_fd(), *fd)
+        }
         Op::Mkdir {
             slot,
             relative,

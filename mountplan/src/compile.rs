@@ -31,6 +31,10 @@ pub(crate) enum Op {
         slot: usize,
         path: CString,
     },
+    Repin {
+        path: CString,
+        fd: std::os::fd::RawFd,
+    },
     Mkdir {
         slot: usize,
         relative: CString,
@@ -86,6 +90,21 @@ pub enum CompileError {
     /// A plan without its root step.
     #[error("the plan has no root step")]
     NoRoot,
+    /// A host path below the root's mount point, hidden once the root is
+    /// mounted, that was not pinned by a descriptor.
+    #[error("'{0}' lies below the sandbox root's mount point and is not pinned")]
+    Shadowed(String),
+}
+
+/// A host directory the parent opened before launching: the child reaches
+/// it through `/proc/self/fd/<fd>` even after the sandbox root is mounted
+/// over its parent.
+#[derive(Debug, Clone, Copy)]
+pub struct Pinned<'a> {
+    /// The directory's host path.
+    pub path: &'a Path,
+    /// The descriptor the child inherits (`O_PATH`).
+    pub fd: std::os::fd::RawFd,
 }
 
 fn c_string(bytes: &[u8]) -> Result<CString, CompileError> {
@@ -97,15 +116,38 @@ fn c_path(path: &Path) -> Result<CString, CompileError> {
     c_string(path.as_os_str().as_encoded_bytes())
 }
 
-struct Compiler {
+struct Compiler<'p> {
     /// Host directory of the sandbox root.
     root: Option<PathBuf>,
+    /// Host directories reachable by descriptor.
+    pinned: &'p [Pinned<'p>],
     /// Creation layers: sandbox path of each layer's root, by slot.
     layers: Vec<PathBuf>,
     ops: Vec<(u32, Op)>,
 }
 
-impl Compiler {
+impl Compiler<'_> {
+    /// How the child names host path `path`: through a pinned descriptor
+    /// where one covers it (the root may be mounted over its parent).
+    fn host_source(&self, path: &Path) -> Result<PathBuf, CompileError> {
+        for pin in self.pinned {
+            if let Ok(rest) = path.strip_prefix(pin.path) {
+                let via = PathBuf::from(format!("/proc/self/fd/{}", pin.fd));
+                return Ok(if rest.as_os_str().is_empty() {
+                    via
+                } else {
+                    via.join(rest)
+                });
+            }
+        }
+        match &self.root {
+            Some(root) if path.starts_with(root) => {
+                Err(CompileError::Shadowed(path.display().to_string()))
+            }
+            _ => Ok(path.to_path_buf()),
+        }
+    }
+
     fn host_path(&self, inside: &Path) -> Result<PathBuf, CompileError> {
         let root = self.root.as_ref().ok_or(CompileError::NoRoot)?;
         Ok(root.join(inside.strip_prefix("/").unwrap_or(inside)))
@@ -162,14 +204,23 @@ impl Compiler {
     fn step(&mut self, index: u32, step: &Step) -> Result<(), CompileError> {
         let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         match step {
-            Step::MakePrivate => self.mount(
-                index,
-                None,
-                Path::new("/"),
-                None,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None,
-            )?,
+            Step::MakePrivate => {
+                self.mount(
+                    index,
+                    None,
+                    Path::new("/"),
+                    None,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None,
+                )?;
+                // The parent's descriptors name mounts of its own namespace,
+                // which cannot be bound from here: open the same directories
+                // again, in this namespace, at the same numbers.
+                for pin in self.pinned {
+                    let path = c_path(pin.path)?;
+                    self.push(index, Op::Repin { path, fd: pin.fd });
+                }
+            }
             Step::RootTmpfs {
                 mount_point,
                 options,
@@ -265,8 +316,15 @@ impl Compiler {
                 if *recursive {
                     flags |= MsFlags::MS_REC;
                 }
-                let source = source.as_os_str().as_encoded_bytes();
-                self.mount(index, Some(source), &host, None, flags, None)?;
+                let source = self.host_source(source)?;
+                self.mount(
+                    index,
+                    Some(source.as_os_str().as_encoded_bytes()),
+                    &host,
+                    None,
+                    flags,
+                    None,
+                )?;
                 if *layer {
                     self.add_layer(index, target)?;
                 }
@@ -278,7 +336,9 @@ impl Compiler {
                 userxattr,
             } => {
                 let host = self.host_path(target)?;
-                for dir in [&host, upper, work] {
+                let upper = self.host_source(upper)?;
+                let work = self.host_source(work)?;
+                for dir in [&host, &upper, &work] {
                     let text = dir.to_string_lossy();
                     if text.contains([',', ':', '\\']) || text.contains(char::is_whitespace) {
                         return Err(CompileError::OverlayPath(text.into_owned()));
@@ -335,10 +395,12 @@ impl Compiler {
 }
 
 impl MountPlan {
-    /// Compiles the plan for [`crate::apply`].
-    pub fn compile(&self) -> Result<CompiledPlan, CompileError> {
+    /// Compiles the plan for [`crate::apply`]. Host directories in `pinned`
+    /// are reached through their descriptors.
+    pub fn compile(&self, pinned: &[Pinned<'_>]) -> Result<CompiledPlan, CompileError> {
         let mut compiler = Compiler {
             root: None,
+            pinned,
             layers: Vec::new(),
             ops: Vec::with_capacity(self.steps.len() + 4),
         };

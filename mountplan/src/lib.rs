@@ -13,7 +13,7 @@ mod plan;
 mod sandbox_path;
 
 pub use apply::apply;
-pub use compile::{CompileError, CompiledPlan, MAX_LAYERS};
+pub use compile::{CompileError, CompiledPlan, MAX_LAYERS, Pinned};
 pub use layout::{
     BindEntry, DevLayout, Layout, LayoutError, Source, SourceKind, StoreInput, StoreLayer,
 };

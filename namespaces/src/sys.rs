@@ -329,3 +329,13 @@ pub fn dup_above_stdio(fd: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
+
+/// Makes descriptor number `target` refer to what `source` refers to
+/// (dup3, close-on-exec): the launched child re-opens pinned directories in
+/// its own mount namespace at the numbers the parent planned with.
+pub fn replace_fd(source: BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
+    // SAFETY: dup3 has no memory-safety preconditions; the caller owns
+    // `target` (a descriptor it pinned for this purpose).
+    let ret = unsafe { libc::dup3(source.as_raw_fd(), target, libc::O_CLOEXEC) };
+    Errno::result(ret).map(drop)
+}

@@ -3,9 +3,9 @@
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use hermetic_mountplan::{MountPlan, apply};
+use hermetic_mountplan::{MountPlan, Pinned, apply};
 use hermetic_namespaces::{
     Child, ChildStep, LaunchError, LaunchRequest, SetupFailure, Stdio, Uts, launch, probe,
 };
@@ -185,7 +185,26 @@ impl Sandbox {
         let loopback = self.spec.network.own_namespace();
         let mut plan = Cow::Borrowed(&self.mount_plan);
         loop {
-            let compiled = plan.compile()?;
+            // The sandbox root is mounted over the scratch directory: the
+            // directories below it are reached through descriptors.
+            let mut pinned_fds = Vec::new();
+            for dir in self.scratch.pinned_dirs() {
+                let fd = nix::fcntl::open(
+                    dir,
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(SandboxError::io("opening the scratch directory"))?;
+                pinned_fds.push((dir, above_stdio(fd)?));
+            }
+            let pinned: Vec<Pinned<'_>> = pinned_fds
+                .iter()
+                .map(|(path, fd)| Pinned {
+                    path,
+                    fd: fd.as_raw_fd(),
+                })
+                .collect();
+            let compiled = plan.compile(&pinned)?;
             let setup = || -> Result<(), SetupFailure> {
                 if loopback {
                     loopback_up().map_err(|error| match error {
@@ -223,8 +242,8 @@ impl Sandbox {
                         "overlayfs cannot be used for the store directory here ({errno}); \
                          making its mount points on disk"
                     );
+                    // The failed mount left the upper directory untouched.
                     mark_overlay_unusable();
-                    self.scratch.reset_store_layer(self.identity.build_user())?;
                     plan = Cow::Owned(self.plan_without_overlay()?);
                 }
                 Err(error) => return Err(self.explain(error, &plan)),

@@ -250,7 +250,7 @@ impl Sandbox {
             Identity::Unprivileged { .. } => "mode=0750,size=16m".to_string(),
         };
         let layout = Layout {
-            root_mount_point: scratch.root.clone(),
+            root_mount_point: scratch.dir.clone(),
             root_options,
             store_dir: spec.store_dir.clone(),
             store: store_layer(&scratch, &identity),

@@ -3,8 +3,10 @@
 //! One directory per sandbox, on the real store's filesystem when possible,
 //! holding what the sandbox writes: the store directory's upper layer (so
 //! outputs can later be renamed into the store, never copied), overlayfs's
-//! work directory, `/tmp`, the build directory, and the empty directory the
-//! sandbox root is mounted on (only inside the sandbox's mount namespace).
+//! work directory, `/tmp` and the build directory. The sandbox root (a
+//! tmpfs) is mounted on the scratch directory itself, inside the sandbox's
+//! mount namespace only; the launch reaches the directories below it
+//! through descriptors opened beforehand.
 //! It is removed when the sandbox ends unless the caller keeps it.
 
 use std::fs::{DirBuilder, Permissions};
@@ -21,10 +23,9 @@ use crate::spec::BuildUser;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Scratch {
-    /// The scratch directory itself (mode 0700).
+    /// The scratch directory itself (mode 0700); the sandbox root is mounted
+    /// on it, in the sandbox's mount namespace only.
     pub dir: PathBuf,
-    /// Where the sandbox root is mounted (in the sandbox's namespace only).
-    pub root: PathBuf,
     /// Receives the builder's writes to the store directory (1775).
     pub store: PathBuf,
     /// overlayfs's work directory, when the store directory is an overlay.
@@ -65,7 +66,6 @@ impl Scratch {
             }
         };
         Scratch {
-            root: dir.join("root"),
             store: dir.join("store"),
             work: with_work_dir.then(|| dir.join("work")),
             tmp: dir.join("tmp"),
@@ -101,7 +101,6 @@ impl Scratch {
             chown(path, uid, gid).map_err(fail("cannot change ownership of", path))
         };
         mkdir(&self.dir, 0o700)?;
-        mkdir(&self.root, 0o700)?;
         if let Some(work) = &self.work {
             mkdir(work, 0o700)?;
         }
@@ -121,32 +120,19 @@ impl Scratch {
         Ok(())
     }
 
-    /// Empties the store layer and removes overlayfs's work directory (used
-    /// before a retry without overlayfs).
-    pub fn reset_store_layer(&self, build_user: Option<BuildUser>) -> Result<(), ScratchError> {
-        for dir in [Some(&self.store), self.work.as_ref()]
-            .into_iter()
-            .flatten()
-        {
-            remove_tree(dir)?;
-        }
-        DirBuilder::new()
-            .mode(0o755)
-            .create(&self.store)
-            .and_then(|_| std::fs::set_permissions(&self.store, Permissions::from_mode(0o1775)))
-            .map_err(|source| ScratchError {
-                operation: "re-creating",
-                path: self.store.clone(),
-                source,
-            })?;
-        if let Some(user) = build_user {
-            chown(&self.store, None, Some(user.gid)).map_err(|source| ScratchError {
-                operation: "cannot change ownership of",
-                path: self.store.clone(),
-                source,
-            })?;
-        }
-        Ok(())
+    /// The directories the sandbox reaches by descriptor (everything below
+    /// the scratch directory it uses).
+    pub fn pinned_dirs(&self) -> Vec<&Path> {
+        [
+            Some(&self.store),
+            self.work.as_ref(),
+            Some(&self.tmp),
+            self.build.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect()
     }
 
     /// Removes the whole scratch directory. The directories it made are
@@ -157,7 +143,6 @@ impl Scratch {
         let known = [
             overlay_inner.as_ref(),
             self.work.as_ref(),
-            Some(&self.root),
             Some(&self.store),
             Some(&self.tmp),
             self.build.as_ref(),
