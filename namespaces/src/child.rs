@@ -101,6 +101,18 @@ impl ChildProgram<'_, '_> {
             }
             UserNamespace::AtClone(maps) => maps,
         };
+        // The bounding and ambient sets go while CAP_SETPCAP is still there:
+        // switching from a mapped root to another id clears it.
+        if exec.drop_capabilities {
+            step(
+                ChildStep::BoundingSet,
+                sys::drop_bounding_set(exec.last_capability),
+            )?;
+            step(
+                ChildStep::AmbientCapabilities,
+                sys::clear_ambient_capabilities(),
+            )?;
+        }
         step(ChildStep::SetGid, sys::set_all_gids(maps.gid))?;
         step(ChildStep::SetUid, sys::set_all_uids(maps.uid))?;
 
@@ -126,14 +138,6 @@ impl ChildProgram<'_, '_> {
         }
         umask(Mode::from_bits_truncate(exec.umask as libc::mode_t));
         if exec.drop_capabilities {
-            step(
-                ChildStep::BoundingSet,
-                sys::drop_bounding_set(exec.last_capability),
-            )?;
-            step(
-                ChildStep::AmbientCapabilities,
-                sys::clear_ambient_capabilities(),
-            )?;
             step(ChildStep::Capabilities, sys::clear_capability_sets())?;
         }
         if exec.no_new_privs {
