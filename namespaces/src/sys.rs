@@ -154,25 +154,40 @@ pub fn close_range(first: u32, last: u32) -> Result<(), Errno> {
 
 /// Resets every signal to its default action and unblocks all signals, so
 /// that the builder does not inherit the supervisor's ignored or blocked
-/// signals (the Rust runtime ignores SIGPIPE, for one).
+/// signals (the Rust runtime ignores SIGPIPE, for one). Goes to the kernel
+/// directly: glibc refuses the two signals it reserves for itself, which a
+/// caller may still have ignored.
 pub fn reset_signals() {
+    // A kernel `struct sigaction` with SIG_DFL, no flags and an empty mask
+    // is all zeroes on every architecture.
+    let default_action = [0u64; 4];
     for signal in 1..=64 {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: a zeroed sigaction with SIG_DFL is a valid argument; errors
-        // (the numbers libc reserves for itself) are ignored on purpose.
+        // SAFETY: rt_sigaction reads a kernel sigaction (zeroes: SIG_DFL)
+        // from a buffer that outlives the call; the size of a kernel sigset
+        // is 8 bytes. Errors are ignored on purpose.
         unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(signal, &action, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                default_action.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
     }
-    // SAFETY: an emptied sigset_t is a valid mask to install.
+    let empty: u64 = 0;
+    // SAFETY: rt_sigprocmask reads an 8-byte kernel sigset from `empty`.
     unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
     }
 }
 
@@ -338,4 +353,32 @@ pub fn replace_fd(source: BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
     // `target` (a descriptor it pinned for this purpose).
     let ret = unsafe { libc::dup3(source.as_raw_fd(), target, libc::O_CLOEXEC) };
     Errno::result(ret).map(drop)
+}
+
+/// A global allocator for tests: the system allocator, except that a
+/// launched child that allocates before `execve` exits at once with status
+/// [`ALLOCATED_IN_CHILD`] (see [`crate::IN_LAUNCHED_CHILD`]).
+pub struct NoAllocInChild;
+
+/// The status of a launched child that allocated.
+pub const ALLOCATED_IN_CHILD: i32 = 99;
+
+// SAFETY: every method forwards to the system allocator with the same
+// arguments; the only addition is an exit of a child that allocates.
+unsafe impl std::alloc::GlobalAlloc for NoAllocInChild {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if crate::IN_LAUNCHED_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
+            exit_immediately(ALLOCATED_IN_CHILD);
+        }
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if crate::IN_LAUNCHED_CHILD.load(std::sync::atomic::Ordering::Relaxed) {
+            exit_immediately(ALLOCATED_IN_CHILD);
+        }
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
 }
