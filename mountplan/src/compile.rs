@@ -422,3 +422,123 @@ impl CompiledPlan {
         self.ops.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(steps: Vec<Step>) -> MountPlan {
+        MountPlan { steps }
+    }
+
+    fn root() -> Step {
+        Step::RootTmpfs {
+            mount_point: PathBuf::from("/s/x"),
+            options: "mode=0750".into(),
+        }
+    }
+
+    #[test]
+    fn entries_are_created_relative_to_their_layer() {
+        let compiled = plan(vec![
+            Step::MakePrivate,
+            root(),
+            Step::Mkdir {
+                path: "/nix/store".into(),
+                mode: 0o755,
+            },
+            Step::Tmpfs {
+                target: "/nix/store".into(),
+                options: "mode=0755".into(),
+                layer: true,
+            },
+            Step::Mkdir {
+                path: "/nix/store/abc".into(),
+                mode: 0o755,
+            },
+        ])
+        .compile(&[])
+        .unwrap();
+        let creations: Vec<(usize, String)> = compiled
+            .ops
+            .iter()
+            .filter_map(|(_, op)| match op {
+                Op::Mkdir { slot, relative, .. } => {
+                    Some((*slot, relative.to_string_lossy().into_owned()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            creations,
+            vec![(0, "nix/store".to_string()), (1, "abc".to_string())]
+        );
+    }
+
+    #[test]
+    fn pinned_directories_are_reached_by_descriptor() {
+        let steps = vec![
+            Step::MakePrivate,
+            root(),
+            Step::Mkdir {
+                path: "/tmp".into(),
+                mode: 0o755,
+            },
+            Step::Bind {
+                source: "/s/x/tmp".into(),
+                target: "/tmp".into(),
+                recursive: false,
+                layer: false,
+            },
+        ];
+        let pinned = [Pinned {
+            path: Path::new("/s/x/tmp"),
+            fd: 7,
+        }];
+        let compiled = plan(steps.clone()).compile(&pinned).unwrap();
+        assert!(
+            compiled
+                .ops
+                .iter()
+                .any(|(_, op)| matches!(op, Op::Repin { fd: 7, .. }))
+        );
+        assert!(compiled.ops.iter().any(|(_, op)| matches!(
+            op,
+            Op::Mount { source: Some(source), .. } if source.as_bytes() == b"/proc/self/fd/7"
+        )));
+        assert_eq!(
+            plan(steps).compile(&[]).unwrap_err(),
+            CompileError::Shadowed("/s/x/tmp".into())
+        );
+    }
+
+    #[test]
+    fn overlay_refuses_paths_it_cannot_parse() {
+        let steps = vec![
+            Step::MakePrivate,
+            root(),
+            Step::Overlay {
+                target: "/nix/store".into(),
+                upper: "/a,b/store".into(),
+                work: "/a/work".into(),
+                userxattr: true,
+            },
+        ];
+        assert!(matches!(
+            plan(steps).compile(&[]),
+            Err(CompileError::OverlayPath(_))
+        ));
+    }
+
+    #[test]
+    fn creation_outside_any_layer_is_refused() {
+        let steps = vec![Step::Mkdir {
+            path: "/x".into(),
+            mode: 0o755,
+        }];
+        assert!(matches!(
+            plan(steps).compile(&[]),
+            Err(CompileError::NoLayer(_))
+        ));
+    }
+}

@@ -233,9 +233,11 @@ enum Origin {
     Skeleton,
 }
 
-/// The entries of one creation layer, by path relative to the layer's root.
-#[derive(Debug, Default)]
+/// The entries of one creation layer, by their path inside the sandbox.
+#[derive(Debug)]
 struct Tree {
+    /// Where the layer is mounted inside the sandbox.
+    root: PathBuf,
     nodes: BTreeMap<PathBuf, Node>,
 }
 
@@ -243,15 +245,24 @@ const DIR_MODE: u32 = 0o755;
 const FILE_MODE: u32 = 0o644;
 
 impl Tree {
-    /// Inserts `node` at `path` (absolute inside the layer), creating missing
-    /// parents. Returns `Ok(false)` when a skeleton entry yields to a user's.
+    fn new(root: &Path) -> Tree {
+        Tree {
+            root: root.to_path_buf(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Inserts `node` at `path` (inside the sandbox, below the layer's
+    /// root), creating missing parents. Returns `Ok(false)` when a skeleton
+    /// entry yields to a user's.
     fn insert(&mut self, path: &Path, node: Node, origin: Origin) -> Result<bool, LayoutError> {
-        let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+        let mut ancestors: Vec<&Path> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|a| *a != self.root.as_path())
+            .collect();
         ancestors.reverse();
         for ancestor in ancestors {
-            if ancestor.as_os_str() == "/" {
-                continue;
-            }
             match self.nodes.get(ancestor) {
                 None => {
                     self.nodes.insert(ancestor.to_path_buf(), Node::Dir);
@@ -340,31 +351,23 @@ impl Layout {
         if self.store_dir.starts_with(&self.build_dir) {
             return Err(LayoutError::StoreInBuildDir);
         }
-        let mut root = Tree::default();
-        let mut store = Tree::default();
+        let mut root = Tree::new(Path::new("/"));
+        let mut store = Tree::new(&self.store_dir);
 
-        // The user's sandbox paths first: they win over the skeleton. Sorted,
-        // so that an outer path is met before the paths inside it.
-        let mut binds: Vec<&BindEntry> = self.binds.iter().collect();
-        binds.sort_by(|a, b| a.target.cmp(&b.target));
-        for bind in binds {
-            self.insert_bind(bind, &mut root, &mut store)?;
-        }
+        // The inputs, then the user's sandbox paths: they win over the
+        // skeleton. Sorted, so that an outer path is met before the paths
+        // inside it.
         for input in &self.inputs {
             if input.name.is_empty() || input.name.contains('/') || input.name.starts_with('.') {
                 return Err(LayoutError::BadInputName(input.name.clone()));
             }
             let path = self.store_dir.join(&input.name);
-            let relative = Path::new("/").join(&input.name);
-            if store
-                .get(&relative)
-                .is_some_and(|n| *n != node_for(&input.source))
-            {
-                return Err(LayoutError::Conflict {
-                    path: path.display().to_string(),
-                });
-            }
-            store.insert(&relative, node_for(&input.source), Origin::User)?;
+            store.insert(&path, node_for(&input.source), Origin::User)?;
+        }
+        let mut binds: Vec<&BindEntry> = self.binds.iter().collect();
+        binds.sort_by(|a, b| a.target.cmp(&b.target));
+        for bind in binds {
+            self.insert_bind(bind, &mut root, &mut store)?;
         }
 
         // The skeleton.
@@ -448,7 +451,7 @@ impl Layout {
             },
         ];
         let mut mounts = Vec::new();
-        emit(&root, Path::new("/"), &mut steps, &mut mounts);
+        emit(&root, &mut steps, &mut mounts);
 
         // The store directory's layer, and its entries.
         match &self.store {
@@ -462,7 +465,7 @@ impl Layout {
                     options: "mode=0755".to_string(),
                     layer: true,
                 });
-                emit(&store, &self.store_dir, &mut steps, &mut mounts);
+                emit(&store, &mut steps, &mut mounts);
                 steps.push(Step::Overlay {
                     target: self.store_dir.clone(),
                     upper: upper.clone(),
@@ -477,7 +480,7 @@ impl Layout {
                     recursive: false,
                     layer: true,
                 });
-                emit(&store, &self.store_dir, &mut steps, &mut mounts);
+                emit(&store, &mut steps, &mut mounts);
             }
         }
 
@@ -546,20 +549,20 @@ impl Layout {
             return Err(hides("/proc"));
         }
         let node = node_for(&bind.source);
-        match target.strip_prefix(&self.store_dir) {
-            Ok(relative) => store.insert(&Path::new("/").join(relative), node, Origin::User)?,
-            Err(_) => root.insert(&target, node, Origin::User)?,
-        };
+        if target.starts_with(&self.store_dir) {
+            store.insert(&target, node, Origin::User)?;
+        } else {
+            root.insert(&target, node, Origin::User)?;
+        }
         Ok(())
     }
 }
 
-/// Appends the creation steps of `tree` (whose root is at `base` inside the
-/// sandbox) to `steps`, and the mounts onto its entries to `mounts`.
-fn emit(tree: &Tree, base: &Path, steps: &mut Vec<Step>, mounts: &mut Vec<Step>) {
-    let at = |relative: &Path| base.join(relative.strip_prefix("/").unwrap_or(relative));
-    for (relative, node) in &tree.nodes {
-        let path = at(relative);
+/// Appends the creation steps of `tree` to `steps`, and the mounts onto its
+/// entries to `mounts`.
+fn emit(tree: &Tree, steps: &mut Vec<Step>, mounts: &mut Vec<Step>) {
+    for (path, node) in &tree.nodes {
+        let path = path.clone();
         match node {
             Node::Dir => steps.push(Step::Mkdir {
                 path,
@@ -595,5 +598,316 @@ fn emit(tree: &Tree, base: &Path, steps: &mut Vec<Step>, mounts: &mut Vec<Step>)
                 contents: Some(contents.clone()),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(path: &str) -> Source {
+        Source {
+            path: PathBuf::from(path),
+            kind: SourceKind::Directory,
+        }
+    }
+
+    fn file(path: &str) -> Source {
+        Source {
+            path: PathBuf::from(path),
+            kind: SourceKind::File,
+        }
+    }
+
+    fn bind(target: &str, source: Source) -> BindEntry {
+        BindEntry {
+            target: PathBuf::from(target),
+            source,
+        }
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            root_mount_point: PathBuf::from("/s/scratch"),
+            root_options: "mode=0750".into(),
+            store_dir: PathBuf::from("/nix/store"),
+            store: StoreLayer::Overlay {
+                upper: PathBuf::from("/s/scratch/store"),
+                work: PathBuf::from("/s/scratch/work"),
+                userxattr: false,
+            },
+            inputs: vec![
+                StoreInput {
+                    name: "aaa-dir".into(),
+                    source: dir("/real/store/aaa-dir"),
+                },
+                StoreInput {
+                    name: "bbb-file".into(),
+                    source: file("/real/store/bbb-file"),
+                },
+                StoreInput {
+                    name: "ccc-link".into(),
+                    source: Source {
+                        path: PathBuf::from("/real/store/ccc-link"),
+                        kind: SourceKind::Symlink {
+                            target: PathBuf::from("aaa-dir/bin"),
+                        },
+                    },
+                },
+            ],
+            binds: vec![bind("/bin/sh", file("/usr/bin/busybox"))],
+            build_dir: PathBuf::from("/build"),
+            build_dir_source: PathBuf::from("/s/scratch/build"),
+            tmp_source: PathBuf::from("/s/scratch/tmp"),
+            etc_files: vec![
+                ("passwd".into(), "p\n".into()),
+                ("group".into(), "g\n".into()),
+            ],
+            dev: DevLayout {
+                nodes: vec![("null".into(), PathBuf::from("/dev/null"))],
+                shm_options: Some("size=50%".into()),
+                devpts: true,
+            },
+        }
+    }
+
+    fn position(plan: &MountPlan, wanted: impl Fn(&Step) -> bool) -> usize {
+        plan.steps.iter().position(wanted).expect("step present")
+    }
+
+    #[test]
+    fn steps_come_in_a_safe_order() {
+        let plan = layout().plan().unwrap();
+        assert_eq!(plan.steps[0], Step::MakePrivate);
+        assert!(matches!(plan.steps[1], Step::RootTmpfs { .. }));
+        assert_eq!(plan.steps.last(), Some(&Step::PivotRoot));
+        let lower = position(&plan, |s| matches!(s, Step::Tmpfs { layer: true, .. }));
+        let overlay = position(&plan, |s| matches!(s, Step::Overlay { .. }));
+        let input_dir = position(&plan, |s| {
+            *s == Step::Mkdir {
+                path: "/nix/store/aaa-dir".into(),
+                mode: 0o755,
+            }
+        });
+        let input_link = position(&plan, |s| {
+            *s == Step::Symlink {
+                path: "/nix/store/ccc-link".into(),
+                target: "aaa-dir/bin".into(),
+            }
+        });
+        assert!(lower < input_dir && input_dir < overlay && input_link < overlay);
+        let input_bind = position(
+            &plan,
+            |s| matches!(s, Step::Bind { target, .. } if target == Path::new("/nix/store/aaa-dir")),
+        );
+        assert!(overlay < input_bind, "binds go onto the overlay's entries");
+        // Every creation precedes every mount inside the root.
+        let last_creation = plan
+            .steps
+            .iter()
+            .rposition(|s| {
+                matches!(
+                    s,
+                    Step::Mkdir { .. } | Step::File { .. } | Step::Symlink { .. }
+                )
+            })
+            .unwrap();
+        let first_bind = position(&plan, |s| matches!(s, Step::Bind { .. }));
+        assert!(last_creation < first_bind);
+        // /etc becomes read-only after its files exist.
+        let chmod = position(
+            &plan,
+            |s| matches!(s, Step::Chmod { path, mode: 0o555 } if path == Path::new("/etc")),
+        );
+        let passwd = position(
+            &plan,
+            |s| matches!(s, Step::File { path, .. } if path == Path::new("/etc/passwd")),
+        );
+        assert!(passwd < chmod);
+    }
+
+    #[test]
+    fn the_skeleton_is_nix_s() {
+        let plan = layout().plan().unwrap();
+        let has = |step: Step| plan.steps.contains(&step);
+        assert!(has(Step::Symlink {
+            path: "/dev/fd".into(),
+            target: "/proc/self/fd".into()
+        }));
+        assert!(has(Step::Symlink {
+            path: "/dev/stderr".into(),
+            target: "/proc/self/fd/2".into()
+        }));
+        assert!(has(Step::Symlink {
+            path: "/dev/ptmx".into(),
+            target: "pts/ptmx".into()
+        }));
+        assert!(has(Step::Proc {
+            target: "/proc".into()
+        }));
+        assert!(has(Step::Devpts {
+            target: "/dev/pts".into(),
+            options: "newinstance,ptmxmode=0666,mode=0620".into()
+        }));
+        assert!(has(Step::Tmpfs {
+            target: "/dev/shm".into(),
+            options: "size=50%".into(),
+            layer: false
+        }));
+        assert!(has(Step::Bind {
+            source: "/s/scratch/tmp".into(),
+            target: "/tmp".into(),
+            recursive: false,
+            layer: false
+        }));
+        assert!(has(Step::Bind {
+            source: "/real/store/bbb-file".into(),
+            target: "/nix/store/bbb-file".into(),
+            recursive: false,
+            layer: false
+        }));
+        assert!(has(Step::Bind {
+            source: "/real/store/aaa-dir".into(),
+            target: "/nix/store/aaa-dir".into(),
+            recursive: true,
+            layer: false
+        }));
+        assert!(
+            !plan
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Mkdir { path, .. } if path.starts_with("/sys")))
+        );
+    }
+
+    #[test]
+    fn a_bound_dev_replaces_the_skeleton_but_keeps_shm() {
+        let mut layout = layout();
+        layout.binds.push(bind("/dev", dir("/dev")));
+        let plan = layout.plan().unwrap();
+        assert!(!plan.steps.iter().any(|s| matches!(s, Step::Devpts { .. })));
+        assert!(
+            !plan
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::File { path, .. } if path.starts_with("/dev/")))
+        );
+        let shm = position(
+            &plan,
+            |s| matches!(s, Step::Tmpfs { target, .. } if target == Path::new("/dev/shm")),
+        );
+        let dev = position(
+            &plan,
+            |s| matches!(s, Step::Bind { target, .. } if target == Path::new("/dev")),
+        );
+        assert!(dev < shm);
+    }
+
+    #[test]
+    fn proc_sources_are_ignored() {
+        let mut layout = layout();
+        layout.binds.push(bind("/myproc", dir("/proc")));
+        let plan = layout.plan().unwrap();
+        assert!(
+            !plan
+                .steps
+                .iter()
+                .any(|s| matches!(s, Step::Bind { source, .. } if source == Path::new("/proc")))
+        );
+    }
+
+    #[test]
+    fn colliding_targets_are_refused_with_the_reason() {
+        let refused = |extra: Vec<BindEntry>| {
+            let mut layout = layout();
+            layout.binds.extend(extra);
+            layout.plan().unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused(vec![
+                bind("/usr", dir("/usr")),
+                bind("/usr/lib/x", file("/x"))
+            ]),
+            "sandbox path '/usr/lib/x' lies inside '/usr', which is a mount point; list only one of them"
+        );
+        assert_eq!(
+            refused(vec![bind("/", dir("/"))]),
+            "sandbox path '/' escapes the chroot"
+        );
+        assert_eq!(
+            refused(vec![bind("/a/..", dir("/a"))]),
+            "sandbox path to bind mount in the chroot has an invalid filename: '/a/..'"
+        );
+        assert_eq!(
+            refused(vec![bind("/x/", file("/f"))]),
+            "creating regular file '/x/': No such file or directory"
+        );
+        assert_eq!(
+            refused(vec![bind("/nix", dir("/nix"))]),
+            "sandbox path '/nix' would hide the store directory"
+        );
+        assert_eq!(
+            refused(vec![bind("/build/x", dir("/x"))]),
+            "sandbox path '/build/x' would hide the build directory"
+        );
+        assert_eq!(
+            refused(vec![bind("/proc/sys", dir("/x"))]),
+            "sandbox path '/proc/sys' would hide /proc"
+        );
+        assert_eq!(
+            refused(vec![bind("/nix/store/aaa-dir", dir("/elsewhere"))]),
+            "sandbox path '/nix/store/aaa-dir' is given twice, with different sources"
+        );
+        assert_eq!(
+            refused(vec![bind("/nix/store/ccc-link/x", dir("/x"))]),
+            "sandbox path '/nix/store/ccc-link/x' lies inside '/nix/store/ccc-link', which is a symlink; list only one of them"
+        );
+    }
+
+    #[test]
+    fn user_paths_win_over_the_skeleton() {
+        let mut layout = layout();
+        layout.binds.push(bind("/etc/hosts", file("/etc/hosts")));
+        layout.binds.push(bind("/tmp", dir("/var/tmp")));
+        layout
+            .etc_files
+            .push(("hosts".into(), "127.0.0.1 localhost\n".into()));
+        let plan = layout.plan().unwrap();
+        assert!(!plan.steps.iter().any(|s| matches!(s, Step::File { path, contents: Some(_), .. } if path == Path::new("/etc/hosts"))));
+        assert!(plan.steps.contains(&Step::Bind {
+            source: "/var/tmp".into(),
+            target: "/tmp".into(),
+            recursive: true,
+            layer: false
+        }));
+        assert!(!plan.steps.iter().any(
+            |s| matches!(s, Step::Bind { source, .. } if source == Path::new("/s/scratch/tmp"))
+        ));
+    }
+
+    #[test]
+    fn direct_store_layer_makes_entries_in_the_bound_scratch_directory() {
+        let mut layout = layout();
+        layout.store = StoreLayer::Direct {
+            dir: PathBuf::from("/s/scratch/store"),
+        };
+        let plan = layout.plan().unwrap();
+        let store = position(
+            &plan,
+            |s| matches!(s, Step::Bind { layer: true, target, .. } if target == Path::new("/nix/store")),
+        );
+        let entry = position(
+            &plan,
+            |s| matches!(s, Step::Mkdir { path, .. } if path == Path::new("/nix/store/aaa-dir")),
+        );
+        assert!(store < entry);
+        assert!(!plan.steps.iter().any(|s| matches!(s, Step::Overlay { .. })));
+    }
+
+    #[test]
+    fn store_inside_build_dir_is_refused() {
+        let mut layout = layout();
+        layout.build_dir = PathBuf::from("/nix");
+        assert_eq!(layout.plan().unwrap_err(), LayoutError::StoreInBuildDir);
     }
 }
