@@ -1,0 +1,145 @@
+//! Supervision: output as it comes, exit statuses, and nothing left behind.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hermetic_runtime::{ExitStatus, RunOptions, Sandbox};
+use hermetic_tests::{HostSnapshot, TestStore, probe, probe_spec, root_or_skip};
+
+#[test]
+fn exit_status_and_signal_come_back() {
+    if !root_or_skip("exit_status_and_signal_come_back") {
+        return;
+    }
+    assert_eq!(probe("exit 0").status, ExitStatus::Exited(0));
+    assert_eq!(probe("exit 42").status, ExitStatus::Exited(42));
+    // PID 1 ignores signals it has no handler for, from inside the
+    // sandbox; the kernel's SIGKILL at the hard CPU-time limit still ends
+    // it, and that comes back as a signal.
+    let p =
+        probe("kill -TERM $$; kill -KILL $$; echo ignored=yes; ulimit -t 1; while :; do :; done");
+    assert_eq!(p.get("ignored"), "yes");
+    assert_eq!(p.status, ExitStatus::Signaled(9));
+    assert_eq!(p.status.code(), 137);
+}
+
+/// A writer that reports each write to a channel, with the time.
+struct Recorder(mpsc::Sender<(Instant, Vec<u8>)>);
+
+impl Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.send((Instant::now(), buf.to_vec()));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn output_streams_while_the_builder_runs() {
+    if !root_or_skip("output_streams_while_the_builder_runs") {
+        return;
+    }
+    let spec = probe_spec("echo first; sleep 1; echo second");
+    let sandbox = Sandbox::prepare(&spec).unwrap();
+    let (sender, receiver) = mpsc::channel();
+    let mut recorder = Recorder(sender);
+    sandbox.run(RunOptions::default(), &mut recorder).unwrap();
+    let ended = Instant::now();
+    drop(recorder);
+    let writes: Vec<(Instant, Vec<u8>)> = receiver.iter().collect();
+    let first = writes
+        .iter()
+        .find(|(_, bytes)| String::from_utf8_lossy(bytes).contains("first"))
+        .expect("the first line arrived");
+    assert!(
+        ended.duration_since(first.0) > Duration::from_millis(500),
+        "the first line arrived as it was written, not at the end"
+    );
+    let all: Vec<u8> = writes.into_iter().flat_map(|(_, b)| b).collect();
+    assert_eq!(String::from_utf8_lossy(&all), "first\nsecond\n");
+}
+
+#[test]
+fn background_processes_die_with_pid_1() {
+    if !root_or_skip("background_processes_die_with_pid_1") {
+        return;
+    }
+    // A double-forked sleeper in a new session is still in the PID
+    // namespace, so it dies with PID 1.
+    let marker = format!("hermetic-sleeper-{}", std::process::id());
+    let p = probe(&format!(
+        "(setsid sh -c 'exec -a {marker} sleep 300' &) ; sleep 0.2; echo started=yes"
+    ));
+    assert_eq!(p.get("started"), "yes");
+    let found = std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+            .unwrap_or(false)
+    });
+    assert!(!found, "a sandbox process outlived PID 1");
+}
+
+#[test]
+fn kept_scratch_holds_the_build_directory_and_tmp() {
+    if !root_or_skip("kept_scratch_holds_the_build_directory_and_tmp") {
+        return;
+    }
+    let spec = probe_spec("echo b > /build/file; echo t > /tmp/file");
+    let sandbox = Sandbox::prepare(&spec).unwrap();
+    let outcome = sandbox
+        .run(
+            RunOptions {
+                keep: true,
+                ..Default::default()
+            },
+            &mut Vec::new(),
+        )
+        .unwrap();
+    let kept = outcome.kept.expect("kept");
+    assert_eq!(
+        std::fs::read_to_string(kept.build.as_ref().unwrap().join("file")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(kept.tmp.join("file")).unwrap(),
+        "t\n"
+    );
+    kept.remove().unwrap();
+    assert!(!kept.dir.exists());
+}
+
+#[test]
+fn a_cancelled_run_kills_the_sandbox_and_cleans_up() {
+    if !root_or_skip("a_cancelled_run_kills_the_sandbox_and_cleans_up") {
+        return;
+    }
+    let store = TestStore::new("cancel");
+    let mut spec = probe_spec("echo running; sleep 300");
+    spec.real_store_dir = Some(store.dir.clone());
+    let sandbox = Sandbox::prepare(&spec).unwrap();
+    // The cancel descriptor: the read end of a pipe whose write end a
+    // thread writes to after a moment.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        nix::unistd::write(&write, b"x").unwrap();
+    });
+    let started = Instant::now();
+    let outcome = sandbox
+        .run(
+            RunOptions {
+                cancel: Some(std::os::fd::AsFd::as_fd(&read)),
+                ..Default::default()
+            },
+            &mut Vec::new(),
+        )
+        .unwrap();
+    writer.join().unwrap();
+    assert!(outcome.cancelled);
+    assert_eq!(outcome.status, ExitStatus::Signaled(9));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(HostSnapshot::take(&store.dir).scratch.is_empty());
+}

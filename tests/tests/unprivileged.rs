@@ -1,0 +1,227 @@
+//! An ordinary user's sandbox (Nix single-user): the caller's own ids
+//! outside, the same sandbox inside. Runs `sandbox-run` as the test user.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+
+use hermetic_namespaces::sys::CStringArray;
+use hermetic_namespaces::{
+    Exec, IdMaps, LaunchRequest, Namespaces, SetupFailure, Stdio, UserNamespace, launch,
+};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::sys::wait::WaitStatus;
+
+use hermetic_tests::{
+    TEST_USER, TempDir, sandbox_run, sandbox_run_as_test_user, test_user_or_skip,
+};
+
+fn test_user() -> nix::unistd::User {
+    nix::unistd::User::from_name(TEST_USER).unwrap().unwrap()
+}
+
+/// A store directory owned by the test user.
+fn user_store() -> (TempDir, String) {
+    let root = TempDir::new("user-store");
+    hermetic_tests::set_mode(&root.path, 0o755);
+    let store = root.path.join("nix/store");
+    std::fs::create_dir_all(&store).unwrap();
+    let user = test_user();
+    for dir in [root.path.join("nix"), store.clone()] {
+        nix::unistd::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    let text = store.display().to_string();
+    (root, text)
+}
+
+#[test]
+fn an_ordinary_user_gets_the_same_sandbox() {
+    if !test_user_or_skip("an_ordinary_user_gets_the_same_sandbox") {
+        return;
+    }
+    let (_root, store) = user_store();
+    let output = sandbox_run_as_test_user(&[
+        "--store",
+        &store,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo id=$(id -u):$(id -g); echo root=$(ls / | tr '\\n' ' '); echo host=$(hostname); \
+         echo uid_map=$(cat /proc/self/uid_map); echo caps=$(grep CapEff /proc/self/status | cut -f2); \
+         echo nnp=$(grep NoNewPrivs /proc/self/status | cut -f2); echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '); \
+         echo etc=$(stat -c %a /etc); echo x > /etc/x 2>/dev/null || echo etc_write=denied; \
+         mkdir /nix/store/out && echo stored=yes",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {stdout}"))
+            .to_string()
+    };
+    let user = test_user();
+    assert_eq!(value("id"), "1000:100");
+    assert_eq!(value("root").trim(), "bin build dev etc nix proc tmp");
+    assert_eq!(value("host"), "localhost");
+    assert_eq!(
+        value("uid_map").split_whitespace().collect::<Vec<_>>(),
+        vec!["1000".to_string(), user.uid.to_string(), "1".to_string()]
+    );
+    assert_eq!(value("caps"), "0000000000000000");
+    assert_eq!(value("nnp"), "1");
+    assert_eq!(value("ifaces"), "lo");
+    assert_eq!(value("etc"), "555");
+    assert_eq!(value("etc_write"), "denied");
+    assert_eq!(value("stored"), "yes");
+    // Nothing is left in the store directory.
+    let left: Vec<_> = std::fs::read_dir(&store).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn an_ordinary_users_inputs_are_bound_through_the_overlay() {
+    if !test_user_or_skip("an_ordinary_users_inputs_are_bound_through_the_overlay") {
+        return;
+    }
+    let (_root, store) = user_store();
+    let input = std::path::Path::new(&store).join("aaaa-input");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::write(input.join("f"), "user input").unwrap();
+    let user = test_user();
+    nix::unistd::chown(&input, Some(user.uid), Some(user.gid)).unwrap();
+    let output = sandbox_run_as_test_user(&[
+        "--store",
+        &store,
+        "--keep",
+        "--input",
+        &input.display().to_string(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /nix/store/aaaa-input/f; echo out > /nix/store/bbbb-out",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "user input");
+    // The output landed in the kept scratch directory, in the store
+    // directory, owned by the user.
+    let scratch = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(".hermetic-"))
+        .expect("the kept scratch directory");
+    let out = scratch.path().join("store/bbbb-out");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "out\n");
+    assert_eq!(std::fs::metadata(&out).unwrap().uid(), user.uid.as_raw());
+}
+
+#[test]
+fn an_ordinary_user_cannot_pick_other_ids() {
+    if !test_user_or_skip("an_ordinary_user_cannot_pick_other_ids") {
+        return;
+    }
+    let output = sandbox_run_as_test_user(&["--build-user", "0:0", "--", "/bin/sh", "-c", "true"]);
+    assert_eq!(output.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("only root can run a sandbox as another user"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn disabled_user_namespaces_are_named_with_their_sysctl() {
+    if !test_user_or_skip("disabled_user_namespaces_are_named_with_their_sysctl") {
+        return;
+    }
+    // In a user namespace of its own (so that the host is untouched), set
+    // user.max_user_namespaces to 0, then run sandbox-run there as the
+    // ordinary user. hermetic's own launcher makes that namespace.
+    let user = test_user();
+    let maps = IdMaps {
+        uid_map: "0 0 65536\n".into(),
+        gid_map: "0 0 65536\n".into(),
+        deny_setgroups: false,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    };
+    let setup = || -> Result<(), SetupFailure> {
+        let fail = |errno| SetupFailure { step: 0, errno };
+        let fd = nix::fcntl::open(
+            c"/proc/sys/user/max_user_namespaces",
+            OFlag::O_WRONLY,
+            Mode::empty(),
+        )
+        .map_err(fail)?;
+        nix::unistd::write(&fd, b"0").map_err(fail)?;
+        Ok(())
+    };
+    let binary = sandbox_run();
+    let exec = Exec {
+        program: CString::new(binary.as_os_str().as_encoded_bytes()).unwrap(),
+        argv: CStringArray::new(vec![
+            c"sandbox-run".into(),
+            c"--".into(),
+            c"/bin/sh".into(),
+            c"-c".into(),
+            c"true".into(),
+        ]),
+        envp: CStringArray::new(vec![c"PATH=/usr/bin:/bin".into()]),
+        cwd: c"/".into(),
+        umask: 0o022,
+        personality: None,
+        no_core_dumps: false,
+        drop_capabilities: true,
+        last_capability: hermetic_runtime::host::last_capability(),
+        no_new_privs: false,
+        controlling_terminal: false,
+    };
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+    let request = LaunchRequest {
+        namespaces: Namespaces {
+            mount: false,
+            pid: false,
+            net: false,
+            uts: false,
+            ipc: false,
+        },
+        user_namespace: UserNamespace::AtClone(maps),
+        clear_groups: false,
+        uts: None,
+        setup: &setup,
+        exec: &exec,
+        stdio: Stdio {
+            stdin: devnull.as_fd(),
+            stdout: devnull.as_fd(),
+            stderr: stderr_write.as_fd(),
+        },
+    };
+    let child = launch(&request).expect("launching sandbox-run in a user namespace");
+    drop(stderr_write);
+    let mut stderr = String::new();
+    std::fs::File::from(stderr_read)
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = nix::sys::wait::waitpid(child.pid, None).unwrap();
+    assert_eq!(status, WaitStatus::Exited(child.pid, 125), "{stderr}");
+    assert!(
+        stderr.contains(
+            "user namespaces do not work on this system: user namespaces appear to be disabled; \
+             check '/proc/sys/user/max_user_namespaces'"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sysctl -w user.max_user_namespaces="),
+        "{stderr}"
+    );
+}
