@@ -1,0 +1,215 @@
+//! Benchmark (not a test): how long a minimal sandboxed `true` takes from
+//! start to exit, for hermetic, `unshare` and bubblewrap side by side in one
+//! run, and how hermetic's start-up grows with the number of input paths.
+//! Prints medians and ratios; decides nothing. Run with `scripts/bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hermetic_runtime::{SandboxPath, SandboxSpec, environment};
+use hermetic_tests::{TempDir, TestStore, build_user};
+
+/// Runs of each command for the side-by-side comparison.
+const RUNS: usize = 60;
+/// Runs per input count.
+const INPUT_RUNS: usize = 15;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time(command: &mut Command) -> Duration {
+    let started = Instant::now();
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let elapsed = started.elapsed();
+    assert!(status.success(), "{command:?} failed: {status}");
+    elapsed
+}
+
+fn sandbox_run() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("sandbox-run");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release --bins` first (scripts/bench does)",
+        binary.display()
+    );
+    binary
+}
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn hermetic_args() -> Vec<String> {
+    let mut args = Vec::new();
+    if root() {
+        let user = build_user();
+        args.extend([
+            "--build-user".to_string(),
+            format!("{}:{}", user.uid, user.gid),
+        ]);
+    }
+    args
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is expected.
+    let busybox =
+        hermetic_runtime::host::static_shell().expect("a static busybox (scripts/setup-test-host)");
+    let sandbox_run = sandbox_run();
+    let bwrap_root = [
+        "--unshare-all",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+    ];
+    let true_path = format!("/bin/true={}", busybox.display());
+
+    let hermetic = || {
+        let mut c = Command::new(&sandbox_run);
+        c.args(hermetic_args()).args([
+            "--no-default-sandbox-paths",
+            "--sandbox-path",
+            &true_path,
+            "--",
+            "/bin/true",
+        ]);
+        c
+    };
+    let unshare = || {
+        let mut c = Command::new("unshare");
+        c.args(["-Urmnpfiu", "--mount-proc", "true"]);
+        c
+    };
+    let bwrap = || {
+        let mut c = Command::new("bwrap");
+        c.args(bwrap_root).arg("true");
+        c
+    };
+
+    println!("sandboxed `true`, start to exit, {RUNS} runs each, interleaved:");
+    let mut samples: [Vec<Duration>; 3] = [vec![], vec![], vec![]];
+    for _ in 0..3 {
+        // Warm up caches.
+        time(&mut hermetic());
+        time(&mut unshare());
+        time(&mut bwrap());
+    }
+    for _ in 0..RUNS {
+        samples[0].push(time(&mut hermetic()));
+        samples[1].push(time(&mut unshare()));
+        samples[2].push(time(&mut bwrap()));
+    }
+    let [h, u, b] = samples.map(median);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("  hermetic sandbox-run    {:7.3} ms", ms(h));
+    println!("  unshare -Urmnpfiu       {:7.3} ms", ms(u));
+    println!("  bubblewrap --unshare-all{:7.3} ms", ms(b));
+    println!(
+        "  ratios: hermetic/unshare {:.2}, hermetic/bubblewrap {:.2}, unshare/bubblewrap {:.2}",
+        ms(h) / ms(u),
+        ms(h) / ms(b),
+        ms(u) / ms(b)
+    );
+
+    println!("\nhermetic with N directory inputs ({INPUT_RUNS} runs each, median):");
+    let store = TestStore::new("bench");
+    let specs = TempDir::new("bench-specs");
+    let mut made = 0;
+    let mut baseline = None;
+    for n in [0usize, 10, 100, 1000, 5000] {
+        while made < n {
+            let name = format!("{:032}-input-{made}", made);
+            std::fs::create_dir(store.dir.join(&name)).unwrap();
+            made += 1;
+        }
+        let mut spec = SandboxSpec::new("/bin/true", vec![]);
+        spec.real_store_dir = Some(store.dir.clone());
+        spec.inputs = (0..n)
+            .map(|i| store.dir.join(format!("{:032}-input-{i}", i)))
+            .collect();
+        spec.sandbox_paths = vec![true_path.parse::<SandboxPath>().unwrap()];
+        spec.env =
+            environment::builder_environment(&spec.store_dir, &spec.sandbox_build_dir, 1, []);
+        if root() {
+            spec.build_user = Some(build_user());
+        }
+        let file = specs.path.join(format!("spec-{n}.json"));
+        std::fs::write(&file, serde_json::to_vec(&spec).unwrap()).unwrap();
+        let run = || {
+            let mut c = Command::new(&sandbox_run);
+            c.arg("--spec").arg(&file);
+            c
+        };
+        time(&mut run());
+        let m = median((0..INPUT_RUNS).map(|_| time(&mut run())).collect());
+        match baseline {
+            None => {
+                baseline = Some(m);
+                println!("  N = {n:5}: {:8.3} ms", ms(m));
+            }
+            Some(base) => {
+                let per_input = (m.as_secs_f64() - base.as_secs_f64()) / n as f64 * 1e6;
+                println!(
+                    "  N = {n:5}: {:8.3} ms, {per_input:6.1} µs per input",
+                    ms(m)
+                );
+            }
+        }
+    }
+
+    println!("\nbubblewrap with N --ro-bind directories ({INPUT_RUNS} runs each, median):");
+    let mut bwrap_base = None;
+    for n in [0usize, 100, 1000] {
+        let mut args: Vec<String> = bwrap_root.iter().map(|s| s.to_string()).collect();
+        for i in 0..n {
+            let path = store
+                .dir
+                .join(format!("{:032}-input-{i}", i))
+                .display()
+                .to_string();
+            args.extend(["--ro-bind".to_string(), path.clone(), path]);
+        }
+        let run = || {
+            let mut c = Command::new("bwrap");
+            c.args(&args).arg("true");
+            c
+        };
+        let m = median((0..INPUT_RUNS).map(|_| time(&mut run())).collect());
+        match bwrap_base {
+            None => {
+                bwrap_base = Some(m);
+                println!("  N = {n:5}: {:8.3} ms", ms(m));
+            }
+            Some(base) => {
+                let per_bind = (m.as_secs_f64() - base.as_secs_f64()) / n as f64 * 1e6;
+                println!("  N = {n:5}: {:8.3} ms, {per_bind:6.1} µs per bind", ms(m));
+            }
+        }
+    }
+}
