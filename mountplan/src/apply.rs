@@ -118,6 +118,7 @@ fn run(op: &Op, layers: &mut [Option<OwnedFd>; MAX_LAYERS]) -> Result<(), Errno>
             mode(*bits),
             FchmodatFlags::FollowSymlink,
         ),
+        Op::Chdir { path } => chdir(path.as_c_str()),
         Op::PivotRoot { new_root } => {
             // The layer descriptors point into the old root's view; they are
             // no longer needed.

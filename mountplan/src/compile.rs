@@ -7,7 +7,8 @@
 //! with `mkdirat`-style calls on a descriptor of the layer, and never walks
 //! a path from the host's root.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -55,6 +56,9 @@ pub(crate) enum Op {
         slot: usize,
         relative: CString,
         mode: u32,
+    },
+    Chdir {
+        path: CString,
     },
     PivotRoot {
         new_root: CString,
@@ -112,6 +116,20 @@ fn c_string(bytes: &[u8]) -> Result<CString, CompileError> {
         .map_err(|_| CompileError::Nul(String::from_utf8_lossy(bytes).replace('\0', "\\0")))
 }
 
+/// The part of `path` below `base` (both absolute, as bytes): `Some(b"")`
+/// when they are equal, `None` when `path` is not inside `base`.
+fn below<'a>(path: &'a [u8], base: &[u8]) -> Option<&'a [u8]> {
+    if base == b"/" {
+        return path.strip_prefix(b"/");
+    }
+    let rest = path.strip_prefix(base)?;
+    if rest.is_empty() {
+        Some(rest)
+    } else {
+        rest.strip_prefix(b"/")
+    }
+}
+
 fn c_path(path: &Path) -> Result<CString, CompileError> {
     c_string(path.as_os_str().as_encoded_bytes())
 }
@@ -119,6 +137,9 @@ fn c_path(path: &Path) -> Result<CString, CompileError> {
 struct Compiler<'p> {
     /// Host directory of the sandbox root.
     root: Option<PathBuf>,
+    /// The directory the child will be in (binds name their targets
+    /// relative to it: one path component to look up instead of a dozen).
+    cwd: Option<PathBuf>,
     /// Host directories reachable by descriptor.
     pinned: &'p [Pinned<'p>],
     /// Creation layers: sandbox path of each layer's root, by slot.
@@ -130,18 +151,19 @@ impl Compiler<'_> {
     /// How the child names host path `path`: through a pinned descriptor
     /// where one covers it (the root may be mounted over its parent).
     fn host_source(&self, path: &Path) -> Result<PathBuf, CompileError> {
+        let text = path.as_os_str().as_encoded_bytes();
         for pin in self.pinned {
-            if let Ok(rest) = path.strip_prefix(pin.path) {
-                let via = PathBuf::from(format!("/proc/self/fd/{}", pin.fd));
-                return Ok(if rest.as_os_str().is_empty() {
-                    via
-                } else {
-                    via.join(rest)
-                });
+            if let Some(rest) = below(text, pin.path.as_os_str().as_encoded_bytes()) {
+                let mut via = format!("/proc/self/fd/{}", pin.fd).into_bytes();
+                if !rest.is_empty() {
+                    via.push(b'/');
+                    via.extend_from_slice(rest);
+                }
+                return Ok(PathBuf::from(OsStr::from_bytes(&via)));
             }
         }
         match &self.root {
-            Some(root) if path.starts_with(root) => {
+            Some(root) if below(text, root.as_os_str().as_encoded_bytes()).is_some() => {
                 Err(CompileError::Shadowed(path.display().to_string()))
             }
             _ => Ok(path.to_path_buf()),
@@ -150,7 +172,12 @@ impl Compiler<'_> {
 
     fn host_path(&self, inside: &Path) -> Result<PathBuf, CompileError> {
         let root = self.root.as_ref().ok_or(CompileError::NoRoot)?;
-        Ok(root.join(inside.strip_prefix("/").unwrap_or(inside)))
+        let mut host = root.as_os_str().as_encoded_bytes().to_vec();
+        let inside = inside.as_os_str().as_encoded_bytes();
+        if inside != b"/" {
+            host.extend_from_slice(inside);
+        }
+        Ok(PathBuf::from(OsStr::from_bytes(&host)))
     }
 
     fn push(&mut self, step: u32, op: Op) {
@@ -168,17 +195,37 @@ impl Compiler<'_> {
         Ok(())
     }
 
+    /// `host` as a name in its parent directory, changing into that
+    /// directory first unless the child is already there.
+    fn relative_to_cwd(&mut self, step: u32, host: &Path) -> Result<PathBuf, CompileError> {
+        let (Some(parent), Some(name)) = (host.parent(), host.file_name()) else {
+            return Ok(host.to_path_buf());
+        };
+        if self.cwd.as_deref() != Some(parent) {
+            let path = c_path(parent)?;
+            self.push(step, Op::Chdir { path });
+            self.cwd = Some(parent.to_path_buf());
+        }
+        Ok(PathBuf::from(name))
+    }
+
     /// The innermost layer holding `inside`, and the path relative to it.
     fn locate(&self, inside: &Path) -> Result<(usize, CString), CompileError> {
-        let (slot, base) = self
+        let text = inside.as_os_str().as_encoded_bytes();
+        let (slot, relative) = self
             .layers
             .iter()
             .enumerate()
-            .filter(|(_, base)| inside.starts_with(base) && inside != base.as_path())
-            .max_by_key(|(_, base)| base.components().count())
+            .filter_map(|(slot, base)| {
+                let base = base.as_os_str().as_encoded_bytes();
+                below(text, base)
+                    .filter(|rest| !rest.is_empty())
+                    .map(|rest| (slot, base.len(), rest))
+            })
+            .max_by_key(|(_, depth, _)| *depth)
+            .map(|(slot, _, rest)| (slot, rest))
             .ok_or_else(|| CompileError::NoLayer(inside.display().to_string()))?;
-        let relative = inside.strip_prefix(base).expect("checked by starts_with");
-        Ok((slot, c_path(relative)?))
+        Ok((slot, c_string(relative)?))
     }
 
     fn mount(
@@ -317,10 +364,15 @@ impl Compiler<'_> {
                     flags |= MsFlags::MS_REC;
                 }
                 let source = self.host_source(source)?;
+                let mount_at = if *layer {
+                    host
+                } else {
+                    self.relative_to_cwd(index, &host)?
+                };
                 self.mount(
                     index,
                     Some(source.as_os_str().as_encoded_bytes()),
-                    &host,
+                    &mount_at,
                     None,
                     flags,
                     None,
@@ -400,6 +452,7 @@ impl MountPlan {
     pub fn compile(&self, pinned: &[Pinned<'_>]) -> Result<CompiledPlan, CompileError> {
         let mut compiler = Compiler {
             root: None,
+            cwd: None,
             pinned,
             layers: Vec::new(),
             ops: Vec::with_capacity(self.steps.len() + 4),
@@ -436,6 +489,15 @@ mod tests {
             mount_point: PathBuf::from("/s/x"),
             options: "mode=0750".into(),
         }
+    }
+
+    #[test]
+    fn below_respects_component_boundaries() {
+        assert_eq!(below(b"/a/b/c", b"/a/b"), Some(&b"c"[..]));
+        assert_eq!(below(b"/a/b", b"/a/b"), Some(&b""[..]));
+        assert_eq!(below(b"/a/bc", b"/a/b"), None);
+        assert_eq!(below(b"/x", b"/"), Some(&b"x"[..]));
+        assert_eq!(below(b"/", b"/"), Some(&b""[..]));
     }
 
     #[test]

@@ -41,6 +41,53 @@ pub fn source(path: &Path) -> Result<Source, StatError> {
     })
 }
 
+/// A store directory opened once, to look at many store paths in it with
+/// one short lookup each.
+pub struct StoreDir {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl StoreDir {
+    /// Opens the store directory at `path`.
+    pub fn open(path: &Path) -> Result<StoreDir, StatError> {
+        let fd = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|errno| StatError {
+            path: path.to_path_buf(),
+            source: errno.into(),
+        })?;
+        Ok(StoreDir {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// What the store path `name` is; symlinks are read, not followed.
+    pub fn source(&self, name: &str) -> Result<Source, StatError> {
+        let path = self.path.join(name);
+        let error = |errno: nix::errno::Errno| StatError {
+            path: path.clone(),
+            source: errno.into(),
+        };
+        let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        let stat = nix::sys::stat::fstatat(&self.fd, name, flags).map_err(error)?;
+        let kind = match stat.st_mode & libc::S_IFMT {
+            libc::S_IFLNK => SourceKind::Symlink {
+                target: PathBuf::from(nix::fcntl::readlinkat(&self.fd, name).map_err(error)?),
+            },
+            libc::S_IFDIR => SourceKind::Directory,
+            _ => SourceKind::File,
+        };
+        Ok(Source { path, kind })
+    }
+}
+
 /// The device nodes every sandbox gets (B42), without `kvm`.
 pub const DEV_NODES: [&str; 6] = ["full", "null", "random", "tty", "urandom", "zero"];
 

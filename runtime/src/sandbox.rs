@@ -184,15 +184,20 @@ impl Sandbox {
         let (host_uid, host_gid) = identity.host_ids();
 
         let mut inputs = Vec::with_capacity(spec.inputs.len());
-        for input in &spec.inputs {
-            let name = spec.input_name(input)?;
-            let source = host::source(&spec.real_store_dir().join(&name)).map_err(|source| {
-                SandboxError::MissingInput {
-                    path: input.clone(),
+        if let Some(first) = spec.inputs.first() {
+            let missing = |input: &Path| {
+                let input = input.to_path_buf();
+                move |source| SandboxError::MissingInput {
+                    path: input,
                     source,
                 }
-            })?;
-            inputs.push(StoreInput { name, source });
+            };
+            let store = host::StoreDir::open(spec.real_store_dir()).map_err(missing(first))?;
+            for input in &spec.inputs {
+                let name = spec.input_name(input)?;
+                let source = store.source(&name).map_err(missing(input))?;
+                inputs.push(StoreInput { name, source });
+            }
         }
         let mut binds = Vec::with_capacity(spec.sandbox_paths.len());
         for entry in &spec.sandbox_paths {

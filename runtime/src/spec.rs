@@ -208,19 +208,17 @@ impl SandboxSpec {
             path: input.display().to_string(),
             store: self.store_dir.display().to_string(),
         };
-        let relative = input
-            .strip_prefix(&self.store_dir)
-            .or_else(|_| input.strip_prefix(self.real_store_dir()))
-            .map_err(|_| not_a_store_path())?;
-        let mut components = relative.components();
-        match (components.next(), components.next()) {
-            (Some(std::path::Component::Normal(name)), None) => {
-                let name = name.to_str().ok_or_else(not_a_store_path)?;
-                if name.starts_with('.') {
-                    return Err(not_a_store_path());
-                }
-                Ok(name.to_string())
-            }
+        let text = input.as_os_str().as_encoded_bytes();
+        let name = [&self.store_dir, self.real_store_dir()]
+            .iter()
+            .find_map(|dir| {
+                text.strip_prefix(dir.as_os_str().as_encoded_bytes())
+                    .and_then(|rest| rest.strip_prefix(b"/"))
+            })
+            .ok_or_else(not_a_store_path)?;
+        let valid = !name.is_empty() && !name.starts_with(b".") && !name.contains(&b'/');
+        match std::str::from_utf8(name) {
+            Ok(name) if valid => Ok(name.to_string()),
             _ => Err(not_a_store_path()),
         }
     }
