@@ -137,14 +137,10 @@ fn an_ordinary_user_cannot_pick_other_ids() {
     );
 }
 
-#[test]
-fn disabled_user_namespaces_are_named_with_their_sysctl() {
-    if !test_user_or_skip("disabled_user_namespaces_are_named_with_their_sysctl") {
-        return;
-    }
-    // In a user namespace of its own (so that the host is untouched), set
-    // user.max_user_namespaces to 0, then run sandbox-run there as the
-    // ordinary user. hermetic's own launcher makes that namespace.
+/// Runs `sandbox-run ARGS` as the test user in a user namespace of its own
+/// whose `user.max_user_namespaces` is 0 (so the host is untouched), made
+/// with hermetic's own launcher. Returns the exit status, stdout and stderr.
+fn sandbox_run_without_user_namespaces(args: &[&str]) -> (i32, String, String) {
     let user = test_user();
     let maps = IdMaps {
         uid_map: "0 0 65536\n".into(),
@@ -165,15 +161,11 @@ fn disabled_user_namespaces_are_named_with_their_sysctl() {
         Ok(())
     };
     let binary = sandbox_run();
+    let mut argv = vec![c"sandbox-run".to_owned()];
+    argv.extend(args.iter().map(|a| CString::new(*a).unwrap()));
     let exec = Exec {
         program: CString::new(binary.as_os_str().as_encoded_bytes()).unwrap(),
-        argv: CStringArray::new(vec![
-            c"sandbox-run".into(),
-            c"--".into(),
-            c"/bin/sh".into(),
-            c"-c".into(),
-            c"true".into(),
-        ]),
+        argv: CStringArray::new(argv),
         envp: CStringArray::new(vec![c"PATH=/usr/bin:/bin".into()]),
         cwd: c"/".into(),
         umask: 0o022,
@@ -185,6 +177,7 @@ fn disabled_user_namespaces_are_named_with_their_sysctl() {
         controlling_terminal: false,
     };
     let devnull = std::fs::File::open("/dev/null").unwrap();
+    let (stdout_read, stdout_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
     let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
     let request = LaunchRequest {
         namespaces: Namespaces {
@@ -201,18 +194,39 @@ fn disabled_user_namespaces_are_named_with_their_sysctl() {
         exec: &exec,
         stdio: Stdio {
             stdin: devnull.as_fd(),
-            stdout: devnull.as_fd(),
+            stdout: stdout_write.as_fd(),
             stderr: stderr_write.as_fd(),
         },
     };
     let child = launch(&request).expect("launching sandbox-run in a user namespace");
+    drop(stdout_write);
     drop(stderr_write);
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::fs::File::from(stdout_read)
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    });
     let mut stderr = String::new();
     std::fs::File::from(stderr_read)
         .read_to_string(&mut stderr)
         .unwrap();
-    let status = nix::sys::wait::waitpid(child.pid, None).unwrap();
-    assert_eq!(status, WaitStatus::Exited(child.pid, 125), "{stderr}");
+    let stdout = reader.join().unwrap();
+    let code = match nix::sys::wait::waitpid(child.pid, None).unwrap() {
+        WaitStatus::Exited(_, code) => code,
+        other => panic!("sandbox-run ended with {other:?}"),
+    };
+    (code, stdout, stderr)
+}
+
+#[test]
+fn disabled_user_namespaces_are_named_with_their_sysctl() {
+    if !test_user_or_skip("disabled_user_namespaces_are_named_with_their_sysctl") {
+        return;
+    }
+    let (code, _, stderr) = sandbox_run_without_user_namespaces(&["--", "/bin/sh", "-c", "true"]);
+    assert_eq!(code, 125, "{stderr}");
     assert!(
         stderr.contains(
             "user namespaces do not work on this system: user namespaces appear to be disabled; \
@@ -223,5 +237,31 @@ fn disabled_user_namespaces_are_named_with_their_sysctl() {
     assert!(
         stderr.contains("sysctl -w user.max_user_namespaces="),
         "{stderr}"
+    );
+}
+
+#[test]
+fn doctor_fails_where_no_sandbox_can_be_made() {
+    if !test_user_or_skip("doctor_fails_where_no_sandbox_can_be_made") {
+        return;
+    }
+    let (code, stdout, stderr) = sandbox_run_without_user_namespaces(&["doctor"]);
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("running as an ordinary user"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  namespaces: clone() failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("check '/proc/sys/user/max_user_namespaces'"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fix: sysctl -w user.max_user_namespaces="),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("verdict: no sandbox can be made here"),
+        "{stdout}"
     );
 }
