@@ -127,7 +127,10 @@ impl Sandbox {
         } else {
             None
         };
+        let span = tracing::debug_span!("sandbox", scratch = %self.scratch.dir.display());
+        let _entered = span.enter();
         self.scratch.create(self.identity.build_user())?;
+        tracing::debug!("made the scratch directory");
         let guard = ScratchGuard {
             scratch: &self.scratch,
             keep: options.keep,
@@ -155,6 +158,7 @@ impl Sandbox {
             stderr: pty.slave.as_fd(),
         };
         let child = self.launch_with_fallback(stdio, options.terminal)?;
+        tracing::debug!(pid = child.pid.as_raw(), "PID 1 runs the builder");
         drop(pty.slave);
         drop(devnull);
         let (status, cancelled) = supervise(
@@ -164,8 +168,10 @@ impl Sandbox {
             options.cancel,
             host_terminal.as_ref(),
         )?;
+        tracing::debug!(?status, cancelled, "PID 1 ended, and with it the sandbox");
         drop(host_terminal);
         let kept = guard.finish()?;
+        tracing::debug!(kept = kept.is_some(), "done with the scratch directory");
         Ok(Outcome {
             status,
             cancelled,
@@ -205,6 +211,9 @@ impl Sandbox {
                 })
                 .collect();
             let compiled = plan.compile(&pinned)?;
+            for (index, step) in plan.steps.iter().enumerate() {
+                tracing::trace!(index, ?step, "mount plan step");
+            }
             let setup = || -> Result<(), SetupFailure> {
                 if loopback {
                     loopback_up().map_err(|error| match error {

@@ -298,6 +298,14 @@ impl Sandbox {
             stdio: "stdin /dev/null; stdout and stderr one pseudo-terminal in raw mode",
             uts: ("localhost", "(none)"),
         };
+        tracing::debug!(
+            inputs = spec.inputs.len(),
+            sandbox_paths = spec.sandbox_paths.len(),
+            steps = mount_plan.steps.len(),
+            overlay,
+            ?identity,
+            "planned the sandbox"
+        );
         Ok(Sandbox {
             spec: spec.clone(),
             identity,

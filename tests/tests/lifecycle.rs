@@ -1,11 +1,10 @@
 //! Supervision: output as it comes, exit statuses, and nothing left behind.
 
 use std::io::Write;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hermetic_runtime::{ExitStatus, RunOptions, Sandbox};
-use hermetic_tests::{HostSnapshot, TestStore, probe, probe_spec, root_or_skip};
+use hermetic_tests::{HostSnapshot, TempDir, TestStore, probe, probe_spec, root_or_skip};
 
 #[test]
 fn exit_status_and_signal_come_back() {
@@ -24,12 +23,19 @@ fn exit_status_and_signal_come_back() {
     assert_eq!(p.status.code(), 137);
 }
 
-/// A writer that reports each write to a channel, with the time.
-struct Recorder(mpsc::Sender<(Instant, Vec<u8>)>);
+/// A writer that collects the sandbox's output and, once it has seen
+/// `first`, creates `go` in the build directory the builder waits on.
+struct Releaser {
+    seen: Vec<u8>,
+    go: std::path::PathBuf,
+}
 
-impl Write for Recorder {
+impl Write for Releaser {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = self.0.send((Instant::now(), buf.to_vec()));
+        self.seen.extend_from_slice(buf);
+        if String::from_utf8_lossy(&self.seen).contains("first\n") && !self.go.exists() {
+            std::fs::write(&self.go, "")?;
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -42,24 +48,24 @@ fn output_streams_while_the_builder_runs() {
     if !root_or_skip("output_streams_while_the_builder_runs") {
         return;
     }
-    let spec = probe_spec("echo first; sleep 1; echo second");
-    let sandbox = Sandbox::prepare(&spec).unwrap();
-    let (sender, receiver) = mpsc::channel();
-    let mut recorder = Recorder(sender);
-    sandbox.run(RunOptions::default(), &mut recorder).unwrap();
-    let ended = Instant::now();
-    drop(recorder);
-    let writes: Vec<(Instant, Vec<u8>)> = receiver.iter().collect();
-    let first = writes
-        .iter()
-        .find(|(_, bytes)| String::from_utf8_lossy(bytes).contains("first"))
-        .expect("the first line arrived");
-    assert!(
-        ended.duration_since(first.0) > Duration::from_millis(500),
-        "the first line arrived as it was written, not at the end"
+    // The builder prints `first`, then waits until the test has received
+    // it (the test then creates /build/go). Output that only arrived at the
+    // end would leave it waiting until it gives up.
+    let build = TempDir::new("streaming");
+    let user = hermetic_tests::build_user();
+    nix::unistd::chown(&build.path, Some(user.uid.into()), Some(user.gid.into())).unwrap();
+    let mut spec = probe_spec(
+        "echo first; i=0; while [ ! -e /build/go ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; \
+         [ -e /build/go ] && echo second || echo gave-up",
     );
-    let all: Vec<u8> = writes.into_iter().flat_map(|(_, b)| b).collect();
-    assert_eq!(String::from_utf8_lossy(&all), "first\nsecond\n");
+    spec.build_dir = Some(build.path.clone());
+    let sandbox = Sandbox::prepare(&spec).unwrap();
+    let mut releaser = Releaser {
+        seen: Vec::new(),
+        go: build.path.join("go"),
+    };
+    sandbox.run(RunOptions::default(), &mut releaser).unwrap();
+    assert_eq!(String::from_utf8_lossy(&releaser.seen), "first\nsecond\n");
 }
 
 #[test]

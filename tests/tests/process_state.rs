@@ -64,7 +64,7 @@ fn only_stdio_is_open_and_stdin_is_dev_null() {
     }
     // An inheritable descriptor of the supervising process must not reach
     // the builder.
-    let leaked = std::fs::File::open("/etc/hostname").unwrap();
+    let leaked = std::fs::File::open("/etc/passwd").unwrap();
     let raw = std::os::fd::AsRawFd::as_raw_fd(&leaked);
     nix::fcntl::fcntl(
         &leaked,
