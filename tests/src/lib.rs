@@ -119,6 +119,22 @@ pub fn run(spec: &SandboxSpec) -> Result<Probe, SandboxError> {
     })
 }
 
+/// Runs `spec` and keeps its scratch directory; returns the output and the
+/// kept scratch directory (the caller removes it).
+pub fn run_kept(spec: &SandboxSpec) -> (String, hermetic_runtime::scratch::Scratch) {
+    let sandbox = Sandbox::prepare(spec).unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let mut output = Vec::new();
+    let options = RunOptions {
+        keep: true,
+        ..Default::default()
+    };
+    let outcome = sandbox
+        .run(options, &mut output)
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    let kept = outcome.kept.expect("the scratch directory was kept");
+    (String::from_utf8_lossy(&output).into_owned(), kept)
+}
+
 /// Runs `script` in a default sandbox (see [`probe_spec`]).
 pub fn probe(script: &str) -> Probe {
     run(&probe_spec(script)).unwrap_or_else(|e| panic!("sandbox failed: {}", chain(&e)))
@@ -326,6 +342,15 @@ impl TestStore {
         let path = self.dir.join(name);
         std::os::unix::fs::symlink(target, &path).unwrap();
         path
+    }
+
+    /// A default sandbox (see [`probe_spec`]) running `script` over this
+    /// store, holding `inputs`.
+    pub fn spec(&self, script: &str, inputs: Vec<PathBuf>) -> SandboxSpec {
+        let mut spec = probe_spec(script);
+        spec.real_store_dir = Some(self.dir.clone());
+        spec.inputs = inputs;
+        spec
     }
 
     /// The device number of the store's filesystem.

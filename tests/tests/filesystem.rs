@@ -3,8 +3,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use hermetic_runtime::{Sandbox, SandboxPath};
-use hermetic_tests::{TestStore, probe, probe_spec, root_or_skip, run};
+use hermetic_runtime::SandboxPath;
+use hermetic_tests::{TestStore, probe, probe_spec, root_or_skip, run, run_kept};
 
 #[test]
 fn root_holds_only_the_sandbox_directories() {
@@ -103,14 +103,14 @@ fn inputs_appear_at_their_own_paths() {
     store.add_file("bbbb-file", "a regular file");
     let link = store.add_symlink("cccc-link", "/nix/store/aaaa-dir/data");
     store.add_dir("dddd-not-an-input", "x", "hidden");
-    let mut spec = probe_spec(
+    // Inputs may be named under the logical or the real store directory.
+    let inputs = vec![dir, PathBuf::from("/nix/store/bbbb-file"), link];
+    let spec = store.spec(
         "echo dir=$(cat /nix/store/aaaa-dir/data); echo file=$(cat /nix/store/bbbb-file); \
          echo link=$(readlink /nix/store/cccc-link); echo via=$(cat /nix/store/cccc-link); \
          echo ls=$(ls /nix/store | tr '\\n' ' ')",
+        inputs,
     );
-    spec.real_store_dir = Some(store.dir.clone());
-    // Inputs may be named under the logical or the real store directory.
-    spec.inputs = vec![dir, PathBuf::from("/nix/store/bbbb-file"), link];
     let p = run(&spec).unwrap();
     assert_eq!(p.get("dir"), "in a directory");
     assert_eq!(p.get("file"), "a regular file");
@@ -267,23 +267,11 @@ fn store_writes_land_on_the_real_store_filesystem() {
     // store's filesystem (to be renamed into the store, never copied).
     let store = TestStore::new("outputs");
     let input = store.add_dir("aaaa-input", "f", "x");
-    let mut spec = probe_spec(
+    let spec = store.spec(
         "mkdir /nix/store/zzzz-out && echo built > /nix/store/zzzz-out/result && echo done=yes",
+        vec![input],
     );
-    spec.real_store_dir = Some(store.dir.clone());
-    spec.inputs = vec![input];
-    let sandbox = Sandbox::prepare(&spec).unwrap();
-    let mut output = Vec::new();
-    let outcome = sandbox
-        .run(
-            hermetic_runtime::RunOptions {
-                keep: true,
-                ..Default::default()
-            },
-            &mut output,
-        )
-        .unwrap();
-    let kept = outcome.kept.expect("kept");
+    let (_, kept) = run_kept(&spec);
     let result = kept.store.join("zzzz-out/result");
     assert_eq!(std::fs::read_to_string(&result).unwrap(), "built\n");
     assert_eq!(std::fs::metadata(&result).unwrap().dev(), store.device());

@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 use std::process::Command;
 
-use hermetic_tests::{TestStore, probe, probe_spec, root_or_skip, run};
+use hermetic_tests::{TestStore, probe, root_or_skip, run};
 
 #[test]
 fn cannot_read_a_host_file_that_is_not_an_input() {
@@ -32,16 +32,12 @@ fn cannot_write_into_an_input_path() {
     let store = TestStore::new("readonly-input");
     let input = store.add_dir("aaaa-input", "f", "original");
     let file = store.add_file("bbbb-file", "original");
-    let mut spec = probe_spec(
-        "echo x > /nix/store/aaaa-input/f 2>/dev/null && echo wrote=yes || echo wrote=no; \
+    let spec = store.spec("echo x > /nix/store/aaaa-input/f 2>/dev/null && echo wrote=yes || echo wrote=no; \
          touch /nix/store/aaaa-input/new 2>/dev/null && echo created=yes || echo created=no; \
          chmod 777 /nix/store/aaaa-input 2>/dev/null && echo chmod=yes || echo chmod=no; \
          echo x > /nix/store/bbbb-file 2>/dev/null && echo file=yes || echo file=no; \
          rm -rf /nix/store/aaaa-input 2>/dev/null; [ -d /nix/store/aaaa-input ] && echo removed=no || echo removed=yes; \
-         mv /nix/store/bbbb-file /nix/store/cccc 2>/dev/null && echo renamed=yes || echo renamed=no",
-    );
-    spec.real_store_dir = Some(store.dir.clone());
-    spec.inputs = vec![input.clone(), file.clone()];
+         mv /nix/store/bbbb-file /nix/store/cccc 2>/dev/null && echo renamed=yes || echo renamed=no", vec![input.clone(), file.clone()]);
     let p = run(&spec).unwrap();
     for key in ["wrote", "created", "chmod", "file", "removed", "renamed"] {
         assert_eq!(p.get(key), "no", "{key}");

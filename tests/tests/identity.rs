@@ -1,6 +1,6 @@
 //! Who the builder is (SPEC B18, B21, B23, D13), seen from inside.
 
-use hermetic_tests::{TestStore, build_user, probe, probe_spec, root_or_skip, run};
+use hermetic_tests::{TestStore, build_user, probe, root_or_skip, run};
 
 #[test]
 fn builder_is_nixbld_1000_100_without_supplementary_groups() {
@@ -34,11 +34,10 @@ fn host_root_owned_files_show_as_65534() {
     }
     let store = TestStore::new("owners");
     let input = store.add_dir("aaaa-input", "f", "x");
-    let mut spec = probe_spec(
+    let spec = store.spec(
         "echo owner=$(stat -c %u:%g /nix/store/aaaa-input/f); echo sh=$(stat -c %u:%g /bin/sh)",
+        vec![input],
     );
-    spec.real_store_dir = Some(store.dir.clone());
-    spec.inputs = vec![input];
     let p = run(&spec).unwrap();
     assert_eq!(p.get("owner"), "65534:65534");
     assert_eq!(p.get("sh"), "65534:65534");

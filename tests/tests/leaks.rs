@@ -2,7 +2,7 @@
 //! mounts, no extra process, no leftover directory. Alone in its binary, so
 //! that no other test's sandbox is running while it compares.
 
-use hermetic_tests::{HostSnapshot, TestStore, probe_spec, root_or_skip, run};
+use hermetic_tests::{HostSnapshot, TestStore, root_or_skip, run};
 
 #[test]
 fn two_hundred_sandboxes_leave_the_host_as_it_was() {
@@ -12,11 +12,10 @@ fn two_hundred_sandboxes_leave_the_host_as_it_was() {
     // Inputs, so that the store directory is an overlay with mount points.
     let store = TestStore::new("leaks");
     let input = store.add_dir("aaaa-input", "f", "x");
-    let mut spec = probe_spec(
+    let spec = store.spec(
         "echo x > /tmp/t; echo y > /build/b; mkdir /nix/store/out; cat /nix/store/aaaa-input/f",
+        vec![input],
     );
-    spec.real_store_dir = Some(store.dir.clone());
-    spec.inputs = vec![input];
     let before = HostSnapshot::take(&store.dir);
     for round in 0..200 {
         let p =

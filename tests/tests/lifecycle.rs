@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use hermetic_runtime::{ExitStatus, RunOptions, Sandbox};
-use hermetic_tests::{HostSnapshot, TempDir, TestStore, probe, probe_spec, root_or_skip};
+use hermetic_tests::{HostSnapshot, TempDir, TestStore, probe, probe_spec, root_or_skip, run_kept};
 
 #[test]
 fn exit_status_and_signal_come_back() {
@@ -94,17 +94,7 @@ fn kept_scratch_holds_the_build_directory_and_tmp() {
         return;
     }
     let spec = probe_spec("echo b > /build/file; echo t > /tmp/file");
-    let sandbox = Sandbox::prepare(&spec).unwrap();
-    let outcome = sandbox
-        .run(
-            RunOptions {
-                keep: true,
-                ..Default::default()
-            },
-            &mut Vec::new(),
-        )
-        .unwrap();
-    let kept = outcome.kept.expect("kept");
+    let (_, kept) = run_kept(&spec);
     assert_eq!(
         std::fs::read_to_string(kept.build.as_ref().unwrap().join("file")).unwrap(),
         "b\n"

@@ -19,9 +19,10 @@ fn a_full_sandbox_launches_without_allocating() {
     let dir = store.add_dir("aaaa-dir", "f", "dir");
     let file = store.add_file("bbbb-file", "file");
     let link = store.add_symlink("cccc-link", "aaaa-dir");
-    let mut spec = probe_spec("cat /nix/store/aaaa-dir/f /nix/store/bbbb-file /opt/f; echo");
-    spec.real_store_dir = Some(store.dir.clone());
-    spec.inputs = vec![dir.clone(), file, link];
+    let mut spec = store.spec(
+        "cat /nix/store/aaaa-dir/f /nix/store/bbbb-file /opt/f; echo",
+        vec![dir.clone(), file, link],
+    );
     spec.sandbox_paths.push(
         format!("/opt/f={}", dir.join("f").display())
             .parse::<SandboxPath>()
