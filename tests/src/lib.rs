@@ -169,6 +169,36 @@ pub fn sandbox_run() -> PathBuf {
     binary
 }
 
+/// `sandbox-run` where the ordinary test user can execute it: the built
+/// binary itself when every directory above it lets others through, else a
+/// copy in a world-readable directory under the system temporary directory
+/// (a clone in root's home directory, say).
+pub fn sandbox_run_for_test_user() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let binary = sandbox_run();
+        let reachable = binary
+            .ancestors()
+            .skip(1)
+            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+        if reachable {
+            return binary;
+        }
+        let dir = std::env::temp_dir().join("hermetic-tests-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        set_mode(&dir, 0o755);
+        // One copy, replaced atomically on each run.
+        let partial = dir.join(format!(".sandbox-run-{}", std::process::id()));
+        std::fs::copy(&binary, &partial).unwrap();
+        set_mode(&partial, 0o755);
+        let copy = dir.join("sandbox-run");
+        std::fs::rename(&partial, &copy).unwrap();
+        copy
+    })
+    .clone()
+}
+
 /// Whether the test user exists; prints why a test is skipped if not.
 pub fn test_user_or_skip(test: &str) -> bool {
     if !root_or_skip(test) {
@@ -193,7 +223,7 @@ pub fn sandbox_run_as_test_user(args: &[&str]) -> Output {
         .arg(format!("--regid={}", user.gid))
         .arg("--init-groups")
         .arg("--reset-env")
-        .arg(sandbox_run())
+        .arg(sandbox_run_for_test_user())
         .args(args)
         .current_dir("/")
         .output()

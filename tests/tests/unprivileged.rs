@@ -15,7 +15,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::WaitStatus;
 
 use hermetic_tests::{
-    TEST_USER, TempDir, sandbox_run, sandbox_run_as_test_user, test_user_or_skip,
+    TEST_USER, TempDir, sandbox_run_as_test_user, sandbox_run_for_test_user, test_user_or_skip,
 };
 
 fn test_user() -> nix::unistd::User {
@@ -160,7 +160,7 @@ fn sandbox_run_without_user_namespaces(args: &[&str]) -> (i32, String, String) {
         nix::unistd::write(&fd, b"0").map_err(fail)?;
         Ok(())
     };
-    let binary = sandbox_run();
+    let binary = sandbox_run_for_test_user();
     let mut argv = vec![c"sandbox-run".to_owned()];
     argv.extend(args.iter().map(|a| CString::new(*a).unwrap()));
     let exec = Exec {
