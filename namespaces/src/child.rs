@@ -84,7 +84,7 @@ impl ChildProgram<'_, '_> {
         }
         (request.setup)().map_err(|failure| (ChildStep::Setup, failure.step, failure.errno))?;
 
-        let maps = match &request.user_namespace {
+        match &request.user_namespace {
             UserNamespace::AfterSetup(maps) => {
                 step(
                     ChildStep::UnshareUser,
@@ -97,24 +97,23 @@ impl ChildProgram<'_, '_> {
                         .map(drop),
                 )?;
                 self.wait_for_go()?;
-                maps
+                drop_inheritable_capabilities(exec)?;
+                switch_ids(maps.uid, maps.gid)?;
             }
-            UserNamespace::AtClone(maps) => maps,
-        };
-        // The bounding and ambient sets go while CAP_SETPCAP is still there:
-        // switching from a mapped root to another id clears it.
-        if exec.drop_capabilities {
-            step(
-                ChildStep::BoundingSet,
-                sys::drop_bounding_set(exec.last_capability),
-            )?;
-            step(
-                ChildStep::AmbientCapabilities,
-                sys::clear_ambient_capabilities(),
-            )?;
+            UserNamespace::AtClone(maps) => {
+                drop_inheritable_capabilities(exec)?;
+                switch_ids(maps.uid, maps.gid)?;
+            }
+            UserNamespace::None(Some(ids)) => {
+                drop_inheritable_capabilities(exec)?;
+                step(
+                    ChildStep::ClearGroups,
+                    sys::set_supplementary_groups(&ids.groups),
+                )?;
+                switch_ids(ids.uid, ids.gid)?;
+            }
+            UserNamespace::None(None) => drop_inheritable_capabilities(exec)?,
         }
-        step(ChildStep::SetGid, sys::set_all_gids(maps.gid))?;
-        step(ChildStep::SetUid, sys::set_all_uids(maps.uid))?;
 
         if let Some(persona) = exec.personality {
             step(
@@ -151,6 +150,10 @@ impl ChildProgram<'_, '_> {
         )?;
         self.check_parent_alive()?;
         self.close_other_descriptors()?;
+        // Last: from here on the filter rules every call, execve included.
+        if let Some(program) = exec.seccomp {
+            step(ChildStep::Seccomp, sys::install_seccomp_filter(program))?;
+        }
         let errno = sys::execve(&exec.program, &exec.argv, &exec.envp);
         Err((ChildStep::Exec, 0, errno))
     }
@@ -192,6 +195,30 @@ impl ChildProgram<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Empties the bounding and ambient sets (when asked to drop capabilities).
+/// Done right before the identity switch: entering a user namespace fills
+/// the bounding set again, and switching from a mapped root to another id
+/// takes CAP_SETPCAP, which dropping needs.
+fn drop_inheritable_capabilities(exec: &crate::launch::Exec) -> StepResult {
+    if exec.drop_capabilities {
+        step(
+            ChildStep::BoundingSet,
+            sys::drop_bounding_set(exec.last_capability),
+        )?;
+        step(
+            ChildStep::AmbientCapabilities,
+            sys::clear_ambient_capabilities(),
+        )?;
+    }
+    Ok(())
+}
+
+/// setresgid, then setresuid.
+fn switch_ids(uid: u32, gid: u32) -> StepResult {
+    step(ChildStep::SetGid, sys::set_all_gids(gid))?;
+    step(ChildStep::SetUid, sys::set_all_uids(uid))
 }
 
 fn no_core_dumps() -> Result<(), Errno> {

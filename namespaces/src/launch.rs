@@ -96,14 +96,21 @@ pub enum UserNamespace {
     /// After the setup step, which then runs as real root in the child's
     /// other namespaces. For a root caller.
     AfterSetup(IdMaps),
+    /// No user namespace (an unsandboxed build, B9): switch to these host
+    /// ids directly (a root caller), or keep the caller's own (`None`).
+    None(Option<HostIds>),
 }
 
-impl UserNamespace {
-    fn maps(&self) -> &IdMaps {
-        match self {
-            UserNamespace::AtClone(maps) | UserNamespace::AfterSetup(maps) => maps,
-        }
-    }
+/// Host ids to switch to without a user namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostIds {
+    /// The uid.
+    pub uid: u32,
+    /// The gid.
+    pub gid: u32,
+    /// The supplementary groups (B23: the build user's, for unsandboxed
+    /// builds).
+    pub groups: Vec<u32>,
 }
 
 /// Host and NIS domain name to set in the child's new UTS namespace.
@@ -143,6 +150,8 @@ pub struct Exec {
     /// Make stdin the controlling terminal of the new session (interactive
     /// shells); otherwise the session has none.
     pub controlling_terminal: bool,
+    /// A seccomp program to install last, just before `execve` (D3).
+    pub seccomp: Option<&'static [libc::sock_filter]>,
 }
 
 /// Descriptors that become the child's 0, 1 and 2.
@@ -248,6 +257,8 @@ pub enum ChildStep {
     NoNewPrivs,
     /// The parent exited during setup.
     ParentGone,
+    /// Loading the seccomp program.
+    Seccomp,
     /// Closing inherited descriptors.
     CloseDescriptors,
     /// execve().
@@ -255,7 +266,7 @@ pub enum ChildStep {
 }
 
 impl ChildStep {
-    const ALL: [ChildStep; 25] = [
+    const ALL: [ChildStep; 26] = [
         ChildStep::DeathSignal,
         ChildStep::WaitForParent,
         ChildStep::NewSession,
@@ -279,6 +290,7 @@ impl ChildStep {
         ChildStep::Capabilities,
         ChildStep::NoNewPrivs,
         ChildStep::ParentGone,
+        ChildStep::Seccomp,
         ChildStep::CloseDescriptors,
         ChildStep::Exec,
     ];
@@ -317,6 +329,7 @@ impl fmt::Display for ChildStep {
             ChildStep::Capabilities => "couldn't set capabilities",
             ChildStep::NoNewPrivs => "PR_SET_NO_NEW_PRIVS failed",
             ChildStep::ParentGone => "the supervising process exited during setup",
+            ChildStep::Seccomp => "unable to load seccomp BPF program",
             ChildStep::CloseDescriptors => "closing inherited file descriptors",
             ChildStep::Exec => "executing the program",
         })
@@ -434,15 +447,16 @@ fn run_parent_side(
             write_id_maps(pid, maps)?;
             send_go(channel)?;
         }
-        UserNamespace::AfterSetup(_) => {
+        UserNamespace::AfterSetup(maps) => {
             match receive(channel)? {
                 Some((READY, _, _)) => {}
                 Some(failure) => return Err(failure_error(failure)),
                 None => return Ok(()),
             }
-            write_id_maps(pid, request.user_namespace.maps())?;
+            write_id_maps(pid, maps)?;
             send_go(channel)?;
         }
+        UserNamespace::None(_) => {}
     }
     match receive(channel)? {
         None => Ok(()),

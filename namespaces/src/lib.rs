@@ -30,8 +30,8 @@ pub mod probe;
 pub mod sys;
 
 pub use launch::{
-    Child, ChildStep, Exec, IdMaps, LaunchError, LaunchRequest, Namespaces, Setup, SetupFailure,
-    Stdio, UserNamespace, Uts, launch,
+    Child, ChildStep, Exec, HostIds, IdMaps, LaunchError, LaunchRequest, Namespaces, Setup,
+    SetupFailure, Stdio, UserNamespace, Uts, launch,
 };
 
 /// Set to `true` in a launched child, before its first step. Only a test's

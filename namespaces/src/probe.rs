@@ -153,6 +153,7 @@ pub fn sandbox_probe(unprivileged: bool) -> Result<(), ProbeFailure> {
         last_capability: 0,
         no_new_privs: true,
         controlling_terminal: false,
+        seccomp: None,
     };
     let stdio = Stdio {
         stdin: devnull.as_fd(),

@@ -323,6 +323,36 @@ pub fn set_all_gids(gid: u32) -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// Sets the supplementary group list, straight to the kernel.
+pub fn set_supplementary_groups(groups: &[u32]) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe `groups`, a slice of gid_t
+    // (u32) that outlives the call.
+    let ret = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Installs a seccomp filter program (SECCOMP_SET_MODE_FILTER). The caller
+/// has set no_new_privs (or holds CAP_SYS_ADMIN).
+pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> Result<(), Errno> {
+    let length = u16::try_from(program.len()).map_err(|_| Errno::EINVAL)?;
+    let fprog = libc::sock_fprog {
+        len: length,
+        filter: program.as_ptr().cast_mut(),
+    };
+    const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+    // SAFETY: `fprog` points to `program`, which outlives the call; the
+    // kernel copies the program.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            0u32,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
 /// Empties the supplementary group list, straight to the kernel.
 pub fn clear_supplementary_groups() -> Result<(), Errno> {
     // SAFETY: a zero-length list needs no valid pointer.
