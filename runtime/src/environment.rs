@@ -3,6 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The variables that name the build directory (B62): the sandbox's
+/// (`/build`) in a sandbox, the host's for an unsandboxed build.
+pub const BUILD_DIR_VARIABLES: [&str; 6] =
+    ["NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP", "PWD"];
+
 /// The environment of a sandboxed builder, in Nix's order (later wins):
 /// `PATH`, `HOME`, `NIX_STORE`, `NIX_BUILD_CORES`; then `attributes` (the
 /// derivation's attributes, or `sandbox-run --env`), which may override
@@ -27,7 +32,7 @@ pub fn builder_environment<'a>(
         set(name, value);
     }
     let build_dir = sandbox_build_dir.to_string_lossy();
-    for name in ["NIX_BUILD_TOP", "TMPDIR", "TEMPDIR", "TMP", "TEMP", "PWD"] {
+    for name in BUILD_DIR_VARIABLES {
         set(name, &build_dir);
     }
     set("NIX_LOG_FD", "2");

@@ -42,6 +42,19 @@ pub enum SandboxError {
         /// The gid asked for.
         gid: u32,
     },
+    /// No seccomp profile was compiled for this architecture.
+    #[error(
+        "hermetic has no seccomp profile for {arch}; set filter-syscalls to false to run without one"
+    )]
+    NoSeccompProfile {
+        /// The architecture.
+        arch: &'static str,
+    },
+    /// An unsandboxed build with `/homeless-shelter` present (Lix's text).
+    #[error(
+        "home directory '/homeless-shelter' exists; please remove it to assure purity of builds without sandboxing"
+    )]
+    HomelessShelter,
     /// An input path that does not exist.
     #[error("input path '{path}' does not exist")]
     MissingInput {

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use hermetic_mountplan::{MountPlan, Pinned, apply};
 use hermetic_namespaces::{
-    Child, ChildStep, LaunchError, LaunchRequest, SetupFailure, Stdio, Uts, launch, probe,
+    Child, ChildStep, LaunchError, LaunchRequest, SetupFailure, Stdio, launch, probe,
 };
 use hermetic_netns::{LoopbackError, loopback_up};
 use nix::errno::Errno;
@@ -18,7 +18,9 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use serde::Serialize;
 
 use crate::error::SandboxError;
-use crate::sandbox::{Identity, Sandbox, mark_overlay_unusable};
+use crate::filesystem::mark_overlay_unusable;
+use crate::identity::Identity;
+use crate::sandbox::Sandbox;
 use crate::scratch::Scratch;
 use crate::terminal::{HostTerminal, above_stdio, open_pty};
 
@@ -168,6 +170,12 @@ impl Sandbox {
             options.cancel,
             host_terminal.as_ref(),
         )?;
+        if !self.spec.sandbox {
+            // No PID namespace takes the builder's processes with it: end
+            // its process group (a full sweep of the build user's processes
+            // is the build-user pool's job).
+            let _ = nix::sys::signal::killpg(child.pid, nix::sys::signal::Signal::SIGKILL);
+        }
         tracing::debug!(?status, cancelled, "PID 1 ended, and with it the sandbox");
         drop(host_terminal);
         let kept = guard.finish()?;
@@ -187,8 +195,8 @@ impl Sandbox {
         terminal: bool,
     ) -> Result<Child, SandboxError> {
         let exec = self.exec(terminal)?;
-        let (namespaces, user_namespace) = self.namespaces();
-        let loopback = self.spec.network.own_namespace();
+        let (namespaces, user_namespace, clear_groups, uts) = self.launch_shape();
+        let loopback = namespaces.net;
         let mut plan = Cow::Borrowed(&self.mount_plan);
         loop {
             // The sandbox root is mounted over the scratch directory: the
@@ -214,7 +222,11 @@ impl Sandbox {
             for (index, step) in plan.steps.iter().enumerate() {
                 tracing::trace!(index, ?step, "mount plan step");
             }
+            let sandboxed = self.spec.sandbox;
             let setup = || -> Result<(), SetupFailure> {
+                if !sandboxed {
+                    return Ok(());
+                }
                 if loopback {
                     loopback_up().map_err(|error| match error {
                         LoopbackError::Socket(errno) => SetupFailure {
@@ -232,11 +244,8 @@ impl Sandbox {
             let request = LaunchRequest {
                 namespaces,
                 user_namespace: user_namespace.clone(),
-                clear_groups: matches!(self.identity, Identity::Root { .. }),
-                uts: Some(Uts {
-                    hostname: c"localhost".into(),
-                    domainname: c"(none)".into(),
-                }),
+                clear_groups,
+                uts: uts.clone(),
                 setup: &setup,
                 exec: &exec,
                 stdio,
@@ -293,7 +302,7 @@ impl Sandbox {
                 step: ChildStep::ChangeDirectory,
                 errno,
             } => SandboxError::Setup {
-                what: format!("changing into '{}'", self.spec.sandbox_build_dir.display()),
+                what: format!("changing into '{}'", self.process.cwd.display()),
                 errno,
             },
             other => SandboxError::Launch(other),

@@ -26,13 +26,16 @@ pub struct Scratch {
     /// The scratch directory itself (mode 0700); the sandbox root is mounted
     /// on it, in the sandbox's mount namespace only.
     pub dir: PathBuf,
-    /// Receives the builder's writes to the store directory (1775).
-    pub store: PathBuf,
+    /// Receives the builder's writes to the store directory (1775); absent
+    /// for an unsandboxed build, which writes to the real store directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<PathBuf>,
     /// overlayfs's work directory, when the store directory is an overlay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub work: Option<PathBuf>,
-    /// The sandbox's `/tmp` (1777).
-    pub tmp: PathBuf,
+    /// The sandbox's `/tmp` (1777); absent for an unsandboxed build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmp: Option<PathBuf>,
     /// The build directory, unless the spec names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<PathBuf>,
@@ -53,10 +56,21 @@ pub struct ScratchError {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Which directories a scratch space holds besides itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScratchNeeds {
+    /// The store layer and `/tmp` of a sandbox (not for an unsandboxed build).
+    pub sandbox: bool,
+    /// overlayfs's work directory.
+    pub work: bool,
+    /// A build directory (the spec names none).
+    pub build: bool,
+}
+
 impl Scratch {
     /// Names a fresh scratch directory under `parent` (nothing is created
     /// yet). The name starts with a dot, which no store path's name does.
-    pub fn choose(parent: &Path, with_build_dir: bool, with_work_dir: bool) -> Scratch {
+    pub fn choose(parent: &Path, needs: ScratchNeeds) -> Scratch {
         let pid = std::process::id();
         let dir = loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -66,10 +80,10 @@ impl Scratch {
             }
         };
         Scratch {
-            store: dir.join("store"),
-            work: with_work_dir.then(|| dir.join("work")),
-            tmp: dir.join("tmp"),
-            build: with_build_dir.then(|| dir.join("build")),
+            store: needs.sandbox.then(|| dir.join("store")),
+            work: (needs.sandbox && needs.work).then(|| dir.join("work")),
+            tmp: needs.sandbox.then(|| dir.join("tmp")),
+            build: needs.build.then(|| dir.join("build")),
             dir,
         }
     }
@@ -101,19 +115,30 @@ impl Scratch {
             chown(path, uid, gid).map_err(fail("cannot change ownership of", path))
         };
         mkdir(&self.dir, 0o700)?;
+        if let (None, Some(user)) = (&self.store, build_user) {
+            // An unsandboxed build reaches its build directory through this
+            // directory on the host, not through a bind mount: let the build
+            // group through (0710, as Lix does).
+            chown_to(&self.dir, None, Some(user.gid))?;
+            chmod(&self.dir, 0o710)?;
+        }
         if let Some(work) = &self.work {
             mkdir(work, 0o700)?;
         }
-        mkdir(&self.store, 0o755)?;
-        chmod(&self.store, 0o1775)?;
-        mkdir(&self.tmp, 0o755)?;
-        chmod(&self.tmp, 0o1777)?;
+        if let Some(store) = &self.store {
+            mkdir(store, 0o755)?;
+            chmod(store, 0o1775)?;
+            if let Some(user) = build_user {
+                chown_to(store, None, Some(user.gid))?;
+            }
+        }
+        if let Some(tmp) = &self.tmp {
+            mkdir(tmp, 0o755)?;
+            chmod(tmp, 0o1777)?;
+        }
         if let Some(build) = &self.build {
             mkdir(build, 0o700)?;
-        }
-        if let Some(user) = build_user {
-            chown_to(&self.store, None, Some(user.gid))?;
-            if let Some(build) = &self.build {
+            if let Some(user) = build_user {
                 chown_to(build, Some(user.uid), Some(user.gid))?;
             }
         }
@@ -124,9 +149,9 @@ impl Scratch {
     /// the scratch directory it uses).
     pub fn pinned_dirs(&self) -> Vec<&Path> {
         [
-            Some(&self.store),
+            self.store.as_ref(),
             self.work.as_ref(),
-            Some(&self.tmp),
+            self.tmp.as_ref(),
             self.build.as_ref(),
         ]
         .into_iter()
@@ -143,8 +168,8 @@ impl Scratch {
         let known = [
             overlay_inner.as_ref(),
             self.work.as_ref(),
-            Some(&self.store),
-            Some(&self.tmp),
+            self.store.as_ref(),
+            self.tmp.as_ref(),
             self.build.as_ref(),
         ];
         for dir in known.into_iter().flatten() {
@@ -208,7 +233,14 @@ mod tests {
     #[test]
     fn scratch_is_created_with_nix_modes_and_removed_entirely() {
         let parent = std::env::temp_dir();
-        let scratch = Scratch::choose(&parent, true, true);
+        let scratch = Scratch::choose(
+            &parent,
+            ScratchNeeds {
+                sandbox: true,
+                work: true,
+                build: true,
+            },
+        );
         assert!(
             scratch
                 .dir
@@ -221,11 +253,11 @@ mod tests {
         scratch.create(None).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&scratch.dir), 0o700);
-        assert_eq!(mode(&scratch.store), 0o1775);
-        assert_eq!(mode(&scratch.tmp), 0o1777);
+        assert_eq!(mode(scratch.store.as_ref().unwrap()), 0o1775);
+        assert_eq!(mode(scratch.tmp.as_ref().unwrap()), 0o1777);
         assert_eq!(mode(scratch.build.as_ref().unwrap()), 0o700);
         // A read-only directory left by a builder does not stop removal.
-        let stuck = scratch.tmp.join("ro");
+        let stuck = scratch.tmp.as_ref().unwrap().join("ro");
         std::fs::create_dir(&stuck).unwrap();
         std::fs::write(stuck.join("f"), "x").unwrap();
         std::fs::set_permissions(&stuck, Permissions::from_mode(0o500)).unwrap();
@@ -236,9 +268,14 @@ mod tests {
     #[test]
     fn two_choices_never_collide() {
         let parent = std::env::temp_dir();
+        let needs = ScratchNeeds {
+            sandbox: false,
+            work: false,
+            build: true,
+        };
         assert_ne!(
-            Scratch::choose(&parent, false, false).dir,
-            Scratch::choose(&parent, false, false).dir
+            Scratch::choose(&parent, needs).dir,
+            Scratch::choose(&parent, needs).dir
         );
     }
 }

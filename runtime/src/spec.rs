@@ -70,12 +70,31 @@ pub struct SandboxSpec {
     /// 32-bit personality (B75).
     #[serde(default = "host_system")]
     pub system: String,
+    /// Run the builder in a sandbox (the default). `false` runs it without
+    /// any namespace, as Nix's unsandboxed builds (B9): on the host's
+    /// filesystem, as the build user, still under the seccomp filter.
+    #[serde(default = "yes")]
+    pub sandbox: bool,
+    /// `sandbox-block-nested-userns` (D4): the builder cannot make user
+    /// namespaces (`clone`/`unshare` with CLONE_NEWUSER fail with EPERM,
+    /// `clone3` with ENOSYS).
+    #[serde(default)]
+    pub sandbox_block_nested_userns: bool,
+    /// `filter-syscalls` (Nix's name): install the seccomp filter (D3). On
+    /// by default and everywhere; off only to find out whether the filter
+    /// is what breaks a build (a builder can then make setuid files).
+    #[serde(default = "yes")]
+    pub filter_syscalls: bool,
     /// Where the sandbox's scratch directory is made (root mount point,
     /// store writes, `/tmp`, the build directory). Defaults to the real store
     /// directory when it is writable, so that outputs can later be renamed
     /// into the store (D11), else the system's temporary directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch_parent: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_store_dir() -> PathBuf {
@@ -192,6 +211,9 @@ impl SandboxSpec {
             sandbox_dev_shm_size: default_shm_size(),
             kvm: false,
             system: host_system(),
+            sandbox: true,
+            sandbox_block_nested_userns: false,
+            filter_syscalls: true,
             scratch_parent: None,
         }
     }

@@ -88,6 +88,20 @@ struct Cli {
     #[arg(long)]
     kvm: bool,
 
+    /// No sandbox: run on the host's filesystem without namespaces, as Nix's unsandboxed builds
+    /// (as the build user, under the seccomp filter).
+    #[arg(long)]
+    no_sandbox: bool,
+
+    /// The builder cannot make user namespaces (setting sandbox-block-nested-userns).
+    #[arg(long)]
+    block_nested_userns: bool,
+
+    /// Do not install the seccomp filter (Nix's filter-syscalls = false): only to find out
+    /// whether the filter breaks a build; the builder can then make setuid files.
+    #[arg(long)]
+    no_filter_syscalls: bool,
+
     /// NIX_BUILD_CORES (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
@@ -102,7 +116,8 @@ struct Cli {
         value_name = "FILE",
         conflicts_with_all = ["store", "inputs", "sandbox_paths", "network", "env", "system",
                               "build_dir", "sandbox_build_dir", "build_user", "shm_size", "kvm", "cores",
-                              "no_default_sandbox_paths"]
+                              "no_default_sandbox_paths", "no_sandbox", "block_nested_userns",
+                              "no_filter_syscalls"]
     )]
     spec: Option<PathBuf>,
 
@@ -240,6 +255,9 @@ fn spec_from(cli: &Cli) -> Result<SandboxSpec> {
         spec.sandbox_dev_shm_size = size.clone();
     }
     spec.kvm = cli.kvm;
+    spec.sandbox = !cli.no_sandbox;
+    spec.sandbox_block_nested_userns = cli.block_nested_userns;
+    spec.filter_syscalls = !cli.no_filter_syscalls;
 
     let shell_bound = cli
         .sandbox_paths
@@ -310,12 +328,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             "note: keeping build directory '{}'",
             sandbox.build_dir_on_host().display()
         );
-        eprintln!(
-            "note: keeping the sandbox's scratch directory '{}' (writes to the store in '{}', /tmp in '{}')",
-            kept.dir.display(),
-            kept.store.display(),
-            kept.tmp.display()
-        );
+        if let Some(store) = &kept.store {
+            eprintln!(
+                "note: the sandbox's writes to the store directory are in '{}'",
+                store.display()
+            );
+        }
+        if let Some(tmp) = &kept.tmp {
+            eprintln!("note: the sandbox's /tmp is '{}'", tmp.display());
+        }
     }
     if outcome.cancelled {
         let signal = cancel
