@@ -90,9 +90,9 @@ fn main() {
     ];
     let true_path = format!("/bin/true={}", busybox.display());
 
-    let hermetic = || {
+    let hermetic_with = |options: &[&str]| {
         let mut c = Command::new(&sandbox_run);
-        c.args(hermetic_args()).args([
+        c.args(hermetic_args()).args(options).args([
             "--no-default-sandbox-paths",
             "--sandbox-path",
             &true_path,
@@ -101,6 +101,7 @@ fn main() {
         ]);
         c
     };
+    let hermetic = || hermetic_with(&[]);
     let unshare = || {
         let mut c = Command::new("unshare");
         c.args(["-Urmnpfiu", "--mount-proc", "true"]);
@@ -135,6 +136,22 @@ fn main() {
         ms(h) / ms(u),
         ms(h) / ms(b),
         ms(u) / ms(b)
+    );
+
+    println!("\nhermetic with and without the seccomp filter ({RUNS} runs each, interleaved):");
+    let without_filter = || hermetic_with(&["--no-filter-syscalls"]);
+    let mut filtered = Vec::new();
+    let mut unfiltered = Vec::new();
+    for _ in 0..RUNS {
+        filtered.push(time(&mut hermetic()));
+        unfiltered.push(time(&mut without_filter()));
+    }
+    let (f, n) = (median(filtered), median(unfiltered));
+    println!("  with the filter     {:7.3} ms", ms(f));
+    println!("  without the filter  {:7.3} ms", ms(n));
+    println!(
+        "  ratio with/without {:.3} (the filter is compiled at build time: this is the load alone)",
+        ms(f) / ms(n)
     );
 
     println!("\nhermetic with N directory inputs ({INPUT_RUNS} runs each, median):");

@@ -255,7 +255,41 @@ fn print_plan_shows_spec_and_mounts_and_runs_nothing() {
     assert_eq!(steps.last().unwrap()["op"], "pivot-root");
     assert!(steps.iter().any(|s| s["op"] == "proc"));
     assert!(!stdout.contains("must-not-run\n"));
+    let seccomp = &plan["process"]["seccomp"];
+    assert_eq!(seccomp["name"], "default");
+    assert_eq!(seccomp["default-action"], "ENOSYS");
+    assert_eq!(seccomp["block-nested-userns"], false);
+    if std::env::consts::ARCH == "x86_64" {
+        assert_eq!(
+            seccomp["abis"],
+            serde_json::json!(["x86_64", "i386", "x32"])
+        );
+    }
+    let rules: Vec<&str> = seccomp["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        rules.contains(&"fchmodat2: EPERM if arg2 & 0o2000 == 0o2000"),
+        "{rules:?}"
+    );
+    assert!(rules.contains(&"setxattr: ENOTSUP"), "{rules:?}");
     assert_no_scratch_left(&store);
+
+    let (_, stdout, _, _) =
+        sandbox_run_in_store(&["--print-plan", "--block-nested-userns", "--", "/bin/sh"]);
+    let plan: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(
+        plan["process"]["seccomp"]["name"],
+        "default+block-nested-userns"
+    );
+    assert_eq!(plan["process"]["seccomp"]["block-nested-userns"], true);
+    let (_, stdout, _, _) =
+        sandbox_run_in_store(&["--print-plan", "--no-filter-syscalls", "--", "/bin/sh"]);
+    let plan: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert!(plan["process"].get("seccomp").is_none());
 }
 
 #[test]

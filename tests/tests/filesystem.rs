@@ -272,7 +272,7 @@ fn store_writes_land_on_the_real_store_filesystem() {
         vec![input],
     );
     let (_, kept) = run_kept(&spec);
-    let result = kept.store.join("zzzz-out/result");
+    let result = kept.store.as_ref().unwrap().join("zzzz-out/result");
     assert_eq!(std::fs::read_to_string(&result).unwrap(), "built\n");
     assert_eq!(std::fs::metadata(&result).unwrap().dev(), store.device());
     assert!(

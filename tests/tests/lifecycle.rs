@@ -100,7 +100,7 @@ fn kept_scratch_holds_the_build_directory_and_tmp() {
         "b\n"
     );
     assert_eq!(
-        std::fs::read_to_string(kept.tmp.join("file")).unwrap(),
+        std::fs::read_to_string(kept.tmp.as_ref().unwrap().join("file")).unwrap(),
         "t\n"
     );
     kept.remove().unwrap();

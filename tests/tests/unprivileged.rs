@@ -175,6 +175,7 @@ fn sandbox_run_without_user_namespaces(args: &[&str]) -> (i32, String, String) {
         last_capability: hermetic_runtime::host::last_capability(),
         no_new_privs: false,
         controlling_terminal: false,
+        seccomp: None,
     };
     let devnull = std::fs::File::open("/dev/null").unwrap();
     let (stdout_read, stdout_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
