@@ -51,13 +51,24 @@ fn syscall(name: &str, abi: Abi) -> Option<(ScmpSyscall, bool)> {
     }
     profile::BY_NUMBER
         .iter()
-        .find(|(known, _)| *known == name && ScmpSyscall::from_name(name).is_err())
+        .find(|(known, _)| {
+            *known == name && (forced_by_number(name) || ScmpSyscall::from_name(name).is_err())
+        })
         .map(|(_, number)| {
             (
                 ScmpSyscall::from_raw_syscall(abi.unified_number(*number) as i32),
                 true,
             )
         })
+}
+
+/// Whether `name` is ruled by number although libseccomp knows it: the
+/// names listed in HERMETIC_SECCOMP_BY_NUMBER (comma-separated), so that the
+/// by-number path, which older libseccomp releases need for fchmodat2, is
+/// built and tested on this one too (.ci/run does).
+fn forced_by_number(name: &str) -> bool {
+    std::env::var("HERMETIC_SECCOMP_BY_NUMBER")
+        .is_ok_and(|names| names.split(',').any(|n| n.trim() == name))
 }
 
 fn context(
@@ -112,6 +123,7 @@ fn main() {
     println!("cargo:rerun-if-changed=allowlist.txt");
     println!("cargo:rerun-if-changed=src/profile.rs");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=HERMETIC_SECCOMP_BY_NUMBER");
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let abis = profile::abis(&arch);
