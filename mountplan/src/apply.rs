@@ -7,10 +7,11 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{OFlag, openat};
 use nix::mount::{MntFlags, mount, umount2};
 use nix::sys::stat::{FchmodatFlags, Mode, fchmodat, mkdirat};
-use nix::unistd::{chdir, pivot_root, symlinkat, write};
+use nix::unistd::{chdir, fchownat, pivot_root, symlinkat, write};
 
 use hermetic_namespaces::SetupFailure;
 
@@ -117,6 +118,18 @@ fn run(op: &Op, layers: &mut [Option<OwnedFd>; MAX_LAYERS]) -> Result<(), Errno>
             relative.as_c_str(),
             mode(*bits),
             FchmodatFlags::FollowSymlink,
+        ),
+        Op::Chown {
+            slot,
+            relative,
+            uid,
+            gid,
+        } => fchownat(
+            layer(layers, *slot)?.as_fd(),
+            relative.as_c_str(),
+            Some((*uid).into()),
+            Some((*gid).into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
         ),
         Op::Chdir { path } => chdir(path.as_c_str()),
         Op::PivotRoot { new_root } => {

@@ -57,6 +57,12 @@ pub(crate) enum Op {
         relative: CString,
         mode: u32,
     },
+    Chown {
+        slot: usize,
+        relative: CString,
+        uid: u32,
+        gid: u32,
+    },
     Chdir {
         path: CString,
     },
@@ -413,6 +419,29 @@ impl Compiler<'_> {
                     MsFlags::empty(),
                     Some(&options),
                 )?;
+            }
+            Step::Sysfs { target } => {
+                let host = self.host_path(target)?;
+                self.mount(
+                    index,
+                    Some(b"sysfs"),
+                    &host,
+                    Some("sysfs"),
+                    MsFlags::empty(),
+                    None,
+                )?;
+            }
+            Step::Chown { path, uid, gid } => {
+                let (slot, relative) = self.locate(path)?;
+                self.push(
+                    index,
+                    Op::Chown {
+                        slot,
+                        relative,
+                        uid: *uid,
+                        gid: *gid,
+                    },
+                );
             }
             Step::Proc { target } => {
                 let host = self.host_path(target)?;

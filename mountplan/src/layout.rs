@@ -121,6 +121,11 @@ pub struct Layout {
     pub etc_files: Vec<(String, String)>,
     /// `/dev`.
     pub dev: DevLayout,
+    /// Mount a fresh `/sys` (uid-range builds, B46).
+    pub sysfs: bool,
+    /// Give `/etc` and its files to these host ids and leave it writable
+    /// (uid-range builds, B19); otherwise `/etc` becomes 0555 (B37).
+    pub etc_owner: Option<(u32, u32)>,
 }
 
 /// Why a layout cannot be planned.
@@ -195,6 +200,7 @@ enum Mount {
         recursive: bool,
     },
     Proc,
+    Sysfs,
     Tmpfs(String),
     Devpts(String),
     /// The store directory's layer (mounted separately).
@@ -212,6 +218,7 @@ impl Mount {
                 layer: false,
             },
             Mount::Proc => Step::Proc { target },
+            Mount::Sysfs => Step::Sysfs { target },
             Mount::Tmpfs(options) => Step::Tmpfs {
                 target,
                 options: options.clone(),
@@ -413,6 +420,9 @@ impl Layout {
             etc_created |= root.insert(&path, Node::File(contents.clone()), Origin::Skeleton)?;
         }
         skeleton(&mut root, "/proc", Node::MountDir(Mount::Proc))?;
+        if self.sysfs {
+            skeleton(&mut root, "/sys", Node::MountDir(Mount::Sysfs))?;
+        }
         for (name, host) in &self.dev.nodes {
             let path = Path::new("/dev").join(name);
             root.insert(&path, Node::MountFile(host.clone()), Origin::Skeleton)?;
@@ -508,11 +518,20 @@ impl Layout {
                 layer: false,
             });
         }
-        if etc_created {
-            steps.push(Step::Chmod {
+        match (etc_created, self.etc_owner) {
+            (false, _) => {}
+            (true, None) => steps.push(Step::Chmod {
                 path: PathBuf::from("/etc"),
                 mode: 0o555,
-            });
+            }),
+            (true, Some((uid, gid))) => {
+                let etc = PathBuf::from("/etc");
+                for path in std::iter::once(etc.clone())
+                    .chain(self.etc_files.iter().map(|(name, _)| etc.join(name)))
+                {
+                    steps.push(Step::Chown { path, uid, gid });
+                }
+            }
         }
         steps.push(Step::PivotRoot);
         Ok(MountPlan { steps })
@@ -684,6 +703,8 @@ mod tests {
                 shm_options: Some("size=50%".into()),
                 devpts: true,
             },
+            sysfs: false,
+            etc_owner: None,
         }
     }
 
@@ -918,6 +939,31 @@ mod tests {
         );
         assert!(store < entry);
         assert!(!plan.steps.iter().any(|s| matches!(s, Step::Overlay { .. })));
+    }
+
+    #[test]
+    fn uid_range_layouts_get_sys_and_an_etc_of_their_own() {
+        let mut layout = layout();
+        layout.sysfs = true;
+        layout.etc_owner = Some((872415232, 872415232));
+        let plan = layout.plan().unwrap();
+        assert!(plan.steps.contains(&Step::Sysfs {
+            target: "/sys".into()
+        }));
+        assert!(plan.steps.contains(&Step::Chown {
+            path: "/etc".into(),
+            uid: 872415232,
+            gid: 872415232
+        }));
+        assert!(plan.steps.contains(&Step::Chown {
+            path: "/etc/passwd".into(),
+            uid: 872415232,
+            gid: 872415232
+        }));
+        assert!(
+            !plan.steps.iter().any(|s| matches!(s, Step::Chmod { .. })),
+            "/etc stays writable"
+        );
     }
 
     #[test]

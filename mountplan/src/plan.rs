@@ -96,6 +96,20 @@ pub enum Step {
         /// Where, inside the sandbox.
         target: PathBuf,
     },
+    /// Mount a fresh sysfs (uid-range builds only, B46).
+    Sysfs {
+        /// Where, inside the sandbox.
+        target: PathBuf,
+    },
+    /// Give an entry the plan created to a host uid and gid.
+    Chown {
+        /// Which, inside the sandbox.
+        path: PathBuf,
+        /// The host uid.
+        uid: u32,
+        /// The host gid.
+        gid: u32,
+    },
     /// Mount a new devpts instance.
     Devpts {
         /// Where, inside the sandbox.
@@ -143,6 +157,8 @@ impl MountPlan {
                 q(upper)
             ),
             Step::Proc { .. } => "mounting /proc".into(),
+            Step::Sysfs { .. } => "mounting /sys".into(),
+            Step::Chown { path, .. } => format!("cannot change ownership of {}", q(path)),
             Step::Devpts { .. } => "mounting /dev/pts".into(),
             Step::PivotRoot => "cannot pivot to the sandbox root".into(),
         }

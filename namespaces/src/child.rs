@@ -17,7 +17,9 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{self, MsgFlags};
 use nix::sys::stat::{Mode, umask};
 
-use crate::launch::{ChildStep, LaunchRequest, MESSAGE_LEN, READY, UserNamespace, encode};
+use crate::launch::{
+    ChildStep, LaunchRequest, MESSAGE_LEN, READY, UserNamespace, encode, waits_at_start,
+};
 use crate::sys;
 
 /// Status of a child that failed before `execve`.
@@ -61,8 +63,14 @@ impl ChildProgram<'_, '_> {
         )?;
         sys::reset_signals();
 
-        if let UserNamespace::AtClone(_) = request.user_namespace {
+        if waits_at_start(request) {
             self.wait_for_go()?;
+        }
+        if request.cgroup_namespace {
+            step(
+                ChildStep::UnshareCgroup,
+                nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
+            )?;
         }
         step(ChildStep::NewSession, nix::unistd::setsid().map(drop))?;
         if request.clear_groups {

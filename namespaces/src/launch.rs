@@ -180,6 +180,10 @@ pub struct SetupFailure {
 /// not allocate, take locks or panic (see the crate documentation).
 pub type Setup<'a> = &'a dyn Fn() -> Result<(), SetupFailure>;
 
+/// Work the parent does for a child before the child may start: the child
+/// waits until it is done (joining the build's cgroup, say).
+pub type ParentHook<'a> = &'a dyn Fn(Pid) -> std::io::Result<()>;
+
 /// Everything [`launch`] needs, computed in the parent.
 pub struct LaunchRequest<'a> {
     /// The namespaces besides the user namespace.
@@ -190,6 +194,11 @@ pub struct LaunchRequest<'a> {
     pub clear_groups: bool,
     /// Host and domain name, when the child has its own UTS namespace.
     pub uts: Option<Uts>,
+    /// Run in the parent right after the clone; the child waits for it.
+    pub before_start: Option<ParentHook<'a>>,
+    /// Unshare a cgroup namespace first, so that the builder sees its
+    /// cgroup as the root (B16).
+    pub cgroup_namespace: bool,
     /// The caller's setup.
     pub setup: Setup<'a>,
     /// The program and its process state.
@@ -207,6 +216,14 @@ pub struct Child {
     pub pidfd: OwnedFd,
 }
 
+impl Child {
+    /// Sends it SIGKILL through its pidfd (never another process that
+    /// reused its pid).
+    pub fn kill(&self) -> Result<(), Errno> {
+        sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL)
+    }
+}
+
 /// The steps of the launcher's own part of the child's setup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -219,6 +236,8 @@ pub enum ChildStep {
     NewSession,
     /// Dropping supplementary groups.
     ClearGroups,
+    /// unshare(CLONE_NEWCGROUP).
+    UnshareCgroup,
     /// Setting `RLIMIT_CORE`.
     CoreLimit,
     /// sethostname().
@@ -266,11 +285,12 @@ pub enum ChildStep {
 }
 
 impl ChildStep {
-    const ALL: [ChildStep; 26] = [
+    const ALL: [ChildStep; 27] = [
         ChildStep::DeathSignal,
         ChildStep::WaitForParent,
         ChildStep::NewSession,
         ChildStep::ClearGroups,
+        ChildStep::UnshareCgroup,
         ChildStep::CoreLimit,
         ChildStep::HostName,
         ChildStep::DomainName,
@@ -310,6 +330,7 @@ impl fmt::Display for ChildStep {
             ChildStep::WaitForParent => "user namespace initialisation failed",
             ChildStep::NewSession => "creating a new session",
             ChildStep::ClearGroups => "setgroups failed",
+            ChildStep::UnshareCgroup => "unsharing cgroup namespace",
             ChildStep::CoreLimit => "setting the core dump limit",
             ChildStep::HostName => "cannot set host name",
             ChildStep::DomainName => "cannot set domain name",
@@ -357,6 +378,9 @@ pub enum LaunchError {
     /// Talking to the child failed.
     #[error("user namespace initialisation failed")]
     Protocol(#[source] Errno),
+    /// The parent's work before the child's start failed.
+    #[error("preparing the child before it starts")]
+    BeforeStart(#[source] std::io::Error),
     /// The caller's setup failed at its step `step`.
     #[error("while setting up the build environment (step {step})")]
     Setup {
@@ -437,16 +461,27 @@ pub fn launch(request: &LaunchRequest<'_>) -> Result<Child, LaunchError> {
     }
 }
 
+/// Whether the child waits for a first *go* before anything else.
+pub(crate) fn waits_at_start(request: &LaunchRequest<'_>) -> bool {
+    matches!(request.user_namespace, UserNamespace::AtClone(_)) || request.before_start.is_some()
+}
+
 fn run_parent_side(
     request: &LaunchRequest<'_>,
     pid: Pid,
     channel: &OwnedFd,
 ) -> Result<(), LaunchError> {
+    if let Some(hook) = request.before_start {
+        hook(pid).map_err(LaunchError::BeforeStart)?;
+    }
+    if let UserNamespace::AtClone(maps) = &request.user_namespace {
+        write_id_maps(pid, maps)?;
+    }
+    if waits_at_start(request) {
+        send_go(channel)?;
+    }
     match &request.user_namespace {
-        UserNamespace::AtClone(maps) => {
-            write_id_maps(pid, maps)?;
-            send_go(channel)?;
-        }
+        UserNamespace::AtClone(_) => {}
         UserNamespace::AfterSetup(maps) => {
             match receive(channel)? {
                 Some((READY, _, _)) => {}

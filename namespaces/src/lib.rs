@@ -27,12 +27,15 @@
 mod child;
 mod launch;
 pub mod probe;
+mod sweep;
 pub mod sys;
 
 pub use launch::{
-    Child, ChildStep, Exec, HostIds, IdMaps, LaunchError, LaunchRequest, Namespaces, Setup,
-    SetupFailure, Stdio, UserNamespace, Uts, launch,
+    Child, ChildStep, Exec, HostIds, IdMaps, LaunchError, LaunchRequest, Namespaces, ParentHook,
+    Setup, SetupFailure, Stdio, UserNamespace, Uts, launch,
 };
+
+pub use sweep::{SweepError, kill_processes_of};
 
 /// Set to `true` in a launched child, before its first step. Only a test's
 /// allocator reads it, to prove that the child never allocates.

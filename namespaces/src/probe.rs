@@ -171,6 +171,8 @@ pub fn sandbox_probe(unprivileged: bool) -> Result<(), ProbeFailure> {
         user_namespace,
         clear_groups: false,
         uts: None,
+        before_start: None,
+        cgroup_namespace: false,
         setup: &setup,
         exec: &exec,
         stdio,

@@ -19,7 +19,7 @@ pub enum SandboxError {
     /// Running as root without a build user.
     #[error(
         "hermetic runs as root and the sandbox has no build user: it never runs a builder as root on the host; \
-         give one (sandbox-run --build-user UID:GID, or \"build-user\" in the spec), e.g. a member of the 'nixbld' group"
+         give one (\"build-user\" in the spec, sandbox-run --build-user UID:GID) or take one from the pool (job::Job::start)"
     )]
     RootWithoutBuildUser,
     /// A build user that is root.
@@ -55,6 +55,37 @@ pub enum SandboxError {
         "home directory '/homeless-shelter' exists; please remove it to assure purity of builds without sandboxing"
     )]
     HomelessShelter,
+    /// B10's text.
+    #[error("feature 'uid-range' is only supported in sandboxed builds")]
+    UidRangeUnsandboxed,
+    /// B19's text.
+    #[error("feature 'uid-range' requires the setting 'auto-allocate-uids' to be enabled")]
+    UidRangeNeedsAutoAllocation,
+    /// B19's text (Lix).
+    #[error("feature 'uid-range' requires the setting 'use-cgroups' to be enabled")]
+    UidRangeNeedsCgroups,
+    /// B29's text (Lix).
+    #[error(
+        "Running builds with UID ranges (setting `auto-allocate-uids` enabled and `{0}` UIDs) requires the setting 'use-cgroups' to be enabled."
+    )]
+    RangesNeedCgroups(u32),
+    /// B29's text (Lix, with hermetic's name).
+    #[error(
+        "Running all builds with cgroups requires privilege separation for build users but hermetic is not configured to use build users."
+    )]
+    CgroupsNeedBuildUsers,
+    /// A limit without cgroups.
+    #[error("'{0}' limits a build through its cgroup: it needs use-cgroups = true")]
+    LimitNeedsCgroups(&'static str),
+    /// No build user could be had.
+    #[error(transparent)]
+    Pool(#[from] hermetic_uidmap::pool::PoolError),
+    /// The uid sweep failed (B79).
+    #[error(transparent)]
+    Sweep(#[from] hermetic_namespaces::SweepError),
+    /// The build's cgroup failed.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// An input path that does not exist.
     #[error("input path '{path}' does not exist")]
     MissingInput {

@@ -140,19 +140,28 @@ pub(crate) fn layout(
         build: spec.build_dir.is_none(),
     };
     let scratch = Scratch::choose(scratch_parent, needs);
+    // A uid-range build is root inside (B19).
+    let (uid, gid) = if spec.uid_range {
+        (0, 0)
+    } else {
+        (SANDBOX_UID, SANDBOX_GID)
+    };
     let mut etc_files = vec![
         (
             "passwd".to_string(),
-            etc::passwd(SANDBOX_UID, SANDBOX_GID, &spec.sandbox_build_dir),
+            etc::passwd(uid, gid, &spec.sandbox_build_dir),
         ),
-        ("group".to_string(), etc::group(SANDBOX_GID)),
+        ("group".to_string(), etc::group(gid)),
     ];
     if spec.network.own_namespace() {
         etc_files.push(("hosts".to_string(), etc::HOSTS.to_string()));
     }
-    let root_options = match identity.build_user() {
-        Some(user) => format!("mode=0750,uid=0,gid={},size=16m", user.gid),
-        None => "mode=0750,size=16m".to_string(),
+    let builder = identity.build_user().filter(|_| spec.uid_range);
+    let root_options = match (identity.build_user(), builder) {
+        // B32: a uid-range build's root belongs to it, mode 0755.
+        (_, Some(user)) => format!("mode=0755,uid={},gid={},size=16m", user.uid, user.gid),
+        (Some(user), None) => format!("mode=0750,uid=0,gid={},size=16m", user.gid),
+        (None, None) => "mode=0750,size=16m".to_string(),
     };
     let layout = Layout {
         root_mount_point: scratch.dir.clone(),
@@ -174,6 +183,8 @@ pub(crate) fn layout(
             shm_options: host::has_dev_shm().then(|| format!("size={}", spec.sandbox_dev_shm_size)),
             devpts: host::has_devpts(),
         },
+        sysfs: spec.uid_range,
+        etc_owner: builder.map(|user| (user.uid, user.gid)),
     };
     Ok((scratch, layout))
 }

@@ -10,6 +10,7 @@
 //! that shape a spec (the builder's environment, `/etc`) live in
 //! [`environment`] and [`etc`].
 
+pub mod cgroup;
 pub mod doctor;
 pub mod environment;
 mod error;
@@ -17,10 +18,13 @@ pub mod etc;
 mod filesystem;
 pub mod host;
 mod identity;
+pub mod job;
 mod run;
 mod sandbox;
 pub mod scratch;
+pub mod settings;
 mod spec;
+mod supervise;
 mod terminal;
 
 pub use error::SandboxError;
@@ -30,3 +34,4 @@ pub use identity::Identity;
 pub use run::{ExitStatus, Outcome, RunOptions};
 pub use sandbox::{ProcessPlan, Sandbox};
 pub use spec::{BuildUser, SandboxSpec, SpecError, host_system};
+pub use supervise::TimedOut;

@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::Duration;
 
 use hermetic_mountplan::{MountPlan, Pinned, apply};
 use hermetic_namespaces::{
@@ -12,16 +13,18 @@ use hermetic_namespaces::{
 use hermetic_netns::{LoopbackError, loopback_up};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, killpg};
 use nix::sys::stat::Mode;
-use nix::sys::wait::{WaitStatus, waitpid};
 use serde::Serialize;
+
+use crate::cgroup::BuildCgroup;
 
 use crate::error::SandboxError;
 use crate::filesystem::mark_overlay_unusable;
 use crate::identity::Identity;
 use crate::sandbox::Sandbox;
 use crate::scratch::Scratch;
+use crate::supervise::{TimedOut, Watch, supervise};
 use crate::terminal::{HostTerminal, above_stdio, open_pty};
 
 /// Set-up step numbers of the loopback interface (after the mount plan's).
@@ -40,6 +43,13 @@ pub struct RunOptions<'a> {
     /// When this descriptor becomes readable (a signalfd for SIGINT and
     /// SIGTERM, say), the sandbox is killed and the run ends.
     pub cancel: Option<BorrowedFd<'a>>,
+    /// The build's cgroup: PID 1 joins it before it starts, and killing
+    /// the sandbox kills every process in it.
+    pub cgroup: Option<&'a BuildCgroup>,
+    /// Kill the sandbox after this long without output (`max-silent-time`).
+    pub max_silent_time: Option<Duration>,
+    /// Kill the sandbox after this long in all (`timeout`).
+    pub timeout: Option<Duration>,
 }
 
 /// How the sandbox's PID 1 ended.
@@ -69,6 +79,8 @@ pub struct Outcome {
     pub status: ExitStatus,
     /// The run was cancelled through [`RunOptions::cancel`].
     pub cancelled: bool,
+    /// A time limit ended the run.
+    pub timed_out: Option<TimedOut>,
     /// The scratch directory, when kept.
     pub kept: Option<Scratch>,
 }
@@ -159,23 +171,45 @@ impl Sandbox {
             stdout: pty.slave.as_fd(),
             stderr: pty.slave.as_fd(),
         };
-        let child = self.launch_with_fallback(stdio, options.terminal)?;
+        let child = self.launch_with_fallback(stdio, options.terminal, options.cgroup)?;
         tracing::debug!(pid = child.pid.as_raw(), "PID 1 runs the builder");
         drop(pty.slave);
         drop(devnull);
-        let (status, cancelled) = supervise(
-            &child,
+        let sandboxed = self.spec.sandbox;
+        let kill = || match options.cgroup {
+            Some(cgroup) => {
+                if let Err(error) = cgroup.kill() {
+                    tracing::warn!("{error}");
+                }
+            }
+            // Without a PID namespace the builder's processes outlive PID 1
+            // unless its whole process group goes.
+            None if !sandboxed => {
+                let _ = killpg(child.pid, Signal::SIGKILL);
+            }
+            // PID 1 of a PID namespace takes every process with it.
+            None => {
+                let _ = child.kill();
+            }
+        };
+        let ended = supervise(
+            &Watch {
+                child: &child,
+                cancel: options.cancel,
+                terminal: host_terminal.as_ref(),
+                max_silent_time: options.max_silent_time,
+                timeout: options.timeout,
+                kill: &kill,
+            },
             pty.master,
             output,
-            options.cancel,
-            host_terminal.as_ref(),
         )?;
-        if !self.spec.sandbox {
-            // No PID namespace takes the builder's processes with it: end
-            // its process group (a full sweep of the build user's processes
-            // is the build-user pool's job).
-            let _ = nix::sys::signal::killpg(child.pid, nix::sys::signal::Signal::SIGKILL);
+        if !sandboxed {
+            // Whatever the builder left behind in its process group goes
+            // too (the build user's other processes are the pool's job).
+            kill();
         }
+        let (status, cancelled, timed_out) = (ended.status, ended.cancelled, ended.timed_out);
         tracing::debug!(?status, cancelled, "PID 1 ended, and with it the sandbox");
         drop(host_terminal);
         let kept = guard.finish()?;
@@ -183,6 +217,7 @@ impl Sandbox {
         Ok(Outcome {
             status,
             cancelled,
+            timed_out,
             kept,
         })
     }
@@ -193,6 +228,7 @@ impl Sandbox {
         &self,
         stdio: Stdio<'_>,
         terminal: bool,
+        cgroup: Option<&BuildCgroup>,
     ) -> Result<Child, SandboxError> {
         let exec = self.exec(terminal)?;
         let (namespaces, user_namespace, clear_groups, uts) = self.launch_shape();
@@ -223,6 +259,7 @@ impl Sandbox {
                 tracing::trace!(index, ?step, "mount plan step");
             }
             let sandboxed = self.spec.sandbox;
+            let join_cgroup = cgroup.map(|cgroup| move |pid| cgroup.attach(pid));
             let setup = || -> Result<(), SetupFailure> {
                 if !sandboxed {
                     return Ok(());
@@ -249,6 +286,9 @@ impl Sandbox {
                 setup: &setup,
                 exec: &exec,
                 stdio,
+                before_start: join_cgroup.as_ref().map(|hook| hook as _),
+                // Lix always gives a sandbox its own cgroup namespace (B16).
+                cgroup_namespace: sandboxed,
             };
             match launch(&request) {
                 Ok(child) => return Ok(child),
@@ -306,148 +346,6 @@ impl Sandbox {
                 errno,
             },
             other => SandboxError::Launch(other),
-        }
-    }
-}
-
-/// Relays the sandbox's output until PID 1 has exited, killing it when
-/// `cancel` becomes readable; returns how it ended and whether it was
-/// cancelled.
-fn supervise(
-    child: &Child,
-    master: OwnedFd,
-    output: &mut dyn Write,
-    cancel: Option<BorrowedFd<'_>>,
-    terminal: Option<&HostTerminal>,
-) -> Result<(ExitStatus, bool), SandboxError> {
-    let mut relay = Relay {
-        master,
-        master_open: true,
-        output,
-        output_open: true,
-    };
-    let stdin = std::io::stdin();
-    let mut stdin_open = terminal.is_some();
-    let mut cancelled = false;
-    loop {
-        let mut fds = vec![PollFd::new(child.pidfd.as_fd(), PollFlags::POLLIN)];
-        let master_at = relay.master_open.then(|| {
-            fds.push(PollFd::new(relay.master.as_fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let cancel_at = cancel.filter(|_| !cancelled).map(|fd| {
-            fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let stdin_at = stdin_open.then(|| {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let winch_at = terminal.map(|t| {
-            fds.push(PollFd::new(t.winch.as_fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(Errno::EINTR) => continue,
-            Err(errno) => return Err(SandboxError::io("waiting for the sandbox")(errno)),
-            Ok(_) => {}
-        }
-        let ready =
-            |at: Option<usize>| at.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()));
-        let exited = ready(Some(0));
-        let master_ready = ready(master_at);
-        let cancel_ready = ready(cancel_at);
-        let stdin_ready = ready(stdin_at);
-        let winch_ready = ready(winch_at);
-        drop(fds);
-
-        if master_ready {
-            relay.read_available();
-        }
-        if cancel_ready {
-            tracing::debug!("cancelled: killing the sandbox");
-            let _ = hermetic_namespaces::sys::pidfd_send_signal(child.pidfd.as_fd(), libc::SIGKILL);
-            cancelled = true;
-        }
-        if stdin_ready {
-            stdin_open = relay.forward_input(stdin.as_fd());
-        }
-        if winch_ready && let Some(terminal) = terminal {
-            terminal.forward_window_size(relay.master.as_fd());
-        }
-        if exited {
-            let status = match waitpid(child.pid, None)
-                .map_err(SandboxError::io("waiting for the sandbox"))?
-            {
-                WaitStatus::Exited(_, code) => ExitStatus::Exited(code),
-                WaitStatus::Signaled(_, signal, _) => ExitStatus::Signaled(signal as i32),
-                other => {
-                    tracing::warn!(?other, "unexpected wait status");
-                    continue;
-                }
-            };
-            // PID 1 is gone, and with it every process of its namespace:
-            // what they wrote is in the pty's buffer. Do not wait for end of
-            // file, which a descriptor smuggled out could delay forever.
-            relay.read_available();
-            return Ok((status, cancelled));
-        }
-    }
-}
-
-/// Copies the sandbox's terminal output to the caller.
-struct Relay<'o> {
-    master: OwnedFd,
-    master_open: bool,
-    output: &'o mut dyn Write,
-    output_open: bool,
-}
-
-impl Relay<'_> {
-    /// Reads everything the master has now and writes it out.
-    fn read_available(&mut self) {
-        let mut buffer = [0u8; 65536];
-        while self.master_open {
-            match nix::unistd::read(&self.master, &mut buffer) {
-                Ok(0) | Err(Errno::EIO) => self.master_open = false,
-                Ok(n) => self.write(&buffer[..n]),
-                Err(Errno::EINTR) => {}
-                Err(_) => break,
-            }
-        }
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        if self.output_open
-            && (self.output.write_all(bytes).is_err() || self.output.flush().is_err())
-        {
-            // The reader went away (a closed pipe): keep draining the
-            // sandbox's output so that it never blocks, and drop it.
-            self.output_open = false;
-        }
-    }
-
-    /// Copies what the caller typed to the shell; false at end of input.
-    fn forward_input(&mut self, stdin: BorrowedFd<'_>) -> bool {
-        let mut buffer = [0u8; 4096];
-        match nix::unistd::read(stdin, &mut buffer) {
-            Ok(0) => false,
-            Ok(n) => {
-                let mut rest = &buffer[..n];
-                while !rest.is_empty() {
-                    match nix::unistd::write(&self.master, rest) {
-                        Ok(written) => rest = &rest[written..],
-                        Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
-                            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLOUT)];
-                            let _ = poll(&mut fds, PollTimeout::from(100u16));
-                        }
-                        Err(_) => return true,
-                    }
-                }
-                true
-            }
-            Err(Errno::EINTR) | Err(Errno::EAGAIN) => true,
-            Err(_) => false,
         }
     }
 }

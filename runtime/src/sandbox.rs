@@ -8,6 +8,7 @@ use hermetic_mountplan::{Layout, MountPlan, Step};
 use hermetic_namespaces::sys::CStringArray;
 use hermetic_namespaces::{Exec, HostIds, IdMaps, Namespaces, UserNamespace, Uts};
 use hermetic_seccomp_profiles::{Description, Profile};
+use hermetic_uidmap::pool::RANGE_SIZE;
 use hermetic_uidmap::{SANDBOX_GID, SANDBOX_UID, SandboxIds};
 use serde::Serialize;
 
@@ -106,9 +107,21 @@ impl Sandbox {
     pub fn prepare(spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
         spec.validate()?;
         let identity = Identity::of_caller(spec)?;
-        let seccomp = spec
-            .filter_syscalls
-            .then(|| Profile::new(spec.sandbox_block_nested_userns));
+        if spec.uid_range {
+            if !spec.sandbox {
+                return Err(SandboxError::UidRangeUnsandboxed);
+            }
+            if identity
+                .build_user()
+                .is_none_or(|user| user.count < RANGE_SIZE)
+            {
+                return Err(SandboxError::UidRangeNeedsAutoAllocation);
+            }
+        }
+        // The block on nested user namespaces never applies to uid-range
+        // builds, which exist to run nested containers (D4).
+        let block = spec.sandbox_block_nested_userns && !spec.uid_range;
+        let seccomp = spec.filter_syscalls.then(|| Profile::new(block));
         if let Some(profile) = seccomp
             && profile.program().is_empty()
         {
@@ -139,20 +152,30 @@ impl Sandbox {
         let sandbox = if spec.sandbox {
             let (scratch, layout) = filesystem::layout(spec, &identity, &parent)?;
             let mount_plan = layout.plan()?;
-            let ids = SandboxIds::ordinary(host_uid, host_gid);
+            let (ids, inside) = if spec.uid_range {
+                (SandboxIds::range(host_uid, host_gid), (0, 0))
+            } else {
+                (
+                    SandboxIds::ordinary(host_uid, host_gid),
+                    (SANDBOX_UID, SANDBOX_GID),
+                )
+            };
             let mut namespaces = vec!["user", "mount", "pid", "uts", "ipc"];
             if spec.network.own_namespace() {
                 namespaces.push("net");
             }
-            let process = common(
+            let mut process = common(
                 spec.sandbox_build_dir.clone(),
-                (SANDBOX_UID, SANDBOX_GID),
+                inside,
                 Vec::new(),
                 Some(ids.uid.render()),
                 Some(ids.gid.render()),
                 namespaces,
                 Some(("localhost", "(none)")),
             );
+            if spec.uid_range {
+                process.capabilities = "all, as root of its own user namespace (B19, D5)";
+            }
             Sandbox {
                 spec: spec.clone(),
                 identity,
@@ -274,15 +297,17 @@ impl Sandbox {
             no_core_dumps: true,
             // An unprivileged unsandboxed builder has no capability to drop
             // (and no CAP_SETPCAP to drop the bounding set with);
-            // no_new_privs keeps it from gaining any.
-            drop_capabilities: self.spec.sandbox || self.identity.is_root(),
+            // no_new_privs keeps it from gaining any. A uid-range builder is
+            // root of its own user namespace and keeps its capabilities (D5).
+            drop_capabilities: (self.spec.sandbox || self.identity.is_root())
+                && !self.spec.uid_range,
             last_capability: host::last_capability(),
             no_new_privs: true,
             controlling_terminal,
-            seccomp: self
-                .spec
-                .filter_syscalls
-                .then(|| Profile::new(self.spec.sandbox_block_nested_userns).program()),
+            seccomp: self.spec.filter_syscalls.then(|| {
+                Profile::new(self.spec.sandbox_block_nested_userns && !self.spec.uid_range)
+                    .program()
+            }),
         })
     }
 
@@ -311,9 +336,10 @@ impl Sandbox {
         let maps = IdMaps {
             uid_map: self.process.uid_map.clone().unwrap_or_default(),
             gid_map: self.process.gid_map.clone().unwrap_or_default(),
-            deny_setgroups: true,
-            uid: SANDBOX_UID,
-            gid: SANDBOX_GID,
+            // A uid-range build may set its groups (B19).
+            deny_setgroups: !self.spec.uid_range,
+            uid: self.process.ids.0,
+            gid: self.process.ids.1,
         };
         let user_namespace = if self.identity.is_root() {
             UserNamespace::AfterSetup(maps)

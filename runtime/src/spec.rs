@@ -14,10 +14,26 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildUser {
-    /// Host uid (shown as 1000 inside).
+    /// Host uid (shown as 1000 inside; the first of the range for a
+    /// uid-range build).
     pub uid: u32,
     /// Host gid (shown as 100 inside).
     pub gid: u32,
+    /// How many ids from `uid` and `gid` the build holds: 1, or 65536 for a
+    /// uid-range build.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl BuildUser {
+    /// One host uid and gid.
+    pub fn single(uid: u32, gid: u32) -> BuildUser {
+        BuildUser { uid, gid, count: 1 }
+    }
 }
 
 /// Everything that defines one sandbox.
@@ -70,6 +86,12 @@ pub struct SandboxSpec {
     /// 32-bit personality (B75).
     #[serde(default = "host_system")]
     pub system: String,
+    /// A uid-range build (the derivation requires the `uid-range`
+    /// feature, B19): 65536 ids mapped from 0, the builder root of its own
+    /// user namespace, `/sys` mounted, `/etc` writable. Needs a build user
+    /// with 65536 ids.
+    #[serde(default)]
+    pub uid_range: bool,
     /// Run the builder in a sandbox (the default). `false` runs it without
     /// any namespace, as Nix's unsandboxed builds (B9): on the host's
     /// filesystem, as the build user, still under the seccomp filter.
@@ -211,6 +233,7 @@ impl SandboxSpec {
             sandbox_dev_shm_size: default_shm_size(),
             kvm: false,
             system: host_system(),
+            uid_range: false,
             sandbox: true,
             sandbox_block_nested_userns: false,
             filter_syscalls: true,

@@ -2,8 +2,11 @@
 //!
 //! A sandbox's user namespace maps one uid and one gid: the builder is uid
 //! 1000 and gid 100 inside (`nixbld`), and a host id outside — the build
-//! user when hermetic runs as root, the caller's own ids otherwise. Later
-//! (issue 4) this crate also holds the build-user pool and its locks.
+//! user when hermetic runs as root, the caller's own ids otherwise. A
+//! uid-range build maps 65536 ids from 0 (B19). [`pool`] hands out build
+//! users and holds their locks.
+
+pub mod pool;
 
 use serde::Serialize;
 
@@ -57,11 +60,35 @@ impl SandboxIds {
             gid: IdRange::single(SANDBOX_GID, host_gid),
         }
     }
+
+    /// A uid-range build: 65536 ids from host `first_uid`/`first_gid`
+    /// mapped from 0, so the builder is root of its own user namespace.
+    pub fn range(first_uid: u32, first_gid: u32) -> SandboxIds {
+        SandboxIds {
+            uid: IdRange {
+                inside: 0,
+                outside: first_uid,
+                count: pool::RANGE_SIZE,
+            },
+            gid: IdRange {
+                inside: 0,
+                outside: first_gid,
+                count: pool::RANGE_SIZE,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_maps_start_at_zero() {
+        let ids = SandboxIds::range(872415232, 872415232);
+        assert_eq!(ids.uid.render(), "0 872415232 65536\n");
+        assert_eq!(ids.gid.render(), "0 872415232 65536\n");
+    }
 
     #[test]
     fn ordinary_maps_are_one_line_each() {

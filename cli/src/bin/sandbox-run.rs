@@ -10,8 +10,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use hermetic_runtime::job::{Job, JobOutcome, LimitHit};
+use hermetic_runtime::settings::{Settings, SettingsError};
 use hermetic_runtime::{
-    BuildUser, Network, RunOptions, Sandbox, SandboxPath, SandboxSpec, environment, host,
+    BuildUser, Network, RunOptions, SandboxPath, SandboxSpec, environment, host,
 };
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -22,6 +24,8 @@ const EXIT_FAILURE: u8 = 125;
 const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// Exit status when the command does not exist.
 const EXIT_NOT_FOUND: u8 = 127;
+/// Exit status when a time limit ended the command (Nix's).
+const EXIT_TIMED_OUT: u8 = 101;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -76,9 +80,34 @@ struct Cli {
     sandbox_build_dir: Option<PathBuf>,
 
     /// Host ids of the builder when running as root: UID:GID, or a user name (its uid and
-    /// primary group).
+    /// primary group). Without it, root takes a free build user from the pool
+    /// (build-users-group, auto-allocate-uids), as a build would.
     #[arg(long, value_name = "UID:GID|NAME", value_parser = parse_build_user)]
     build_user: Option<BuildUser>,
+
+    /// A uid-range build: 65536 ids mapped from 0, the command root of its own user namespace
+    /// (needs auto-allocate-uids and use-cgroups).
+    #[arg(long)]
+    uid_range: bool,
+
+    /// Set a setting, as in nix.conf (repeatable): build-users-group, auto-allocate-uids,
+    /// start-id, id-count, use-cgroups, max-silent-time, timeout, max-build-pids,
+    /// max-build-memory.
+    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"])]
+    options: Vec<String>,
+
+    /// Kill the command after this many seconds without output (setting max-silent-time).
+    #[arg(long, value_name = "SECONDS")]
+    max_silent_time: Option<u64>,
+
+    /// Kill the command after this many seconds (setting timeout).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+
+    /// The state directory holding build-user locks and cgroup records (default:
+    /// $NIX_STATE_DIR or /nix/var/nix).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 
     /// Size of /dev/shm (setting sandbox-dev-shm-size), e.g. 50% or 1G.
     #[arg(long, value_name = "SIZE")]
@@ -117,7 +146,7 @@ struct Cli {
         conflicts_with_all = ["store", "inputs", "sandbox_paths", "network", "env", "system",
                               "build_dir", "sandbox_build_dir", "build_user", "shm_size", "kvm", "cores",
                               "no_default_sandbox_paths", "no_sandbox", "block_nested_userns",
-                              "no_filter_syscalls"]
+                              "no_filter_syscalls", "uid_range"]
     )]
     spec: Option<PathBuf>,
 
@@ -163,13 +192,10 @@ fn parse_build_user(text: &str) -> Result<BuildUser, String> {
     if let Some((uid, gid)) = text.split_once(':')
         && let (Ok(uid), Ok(gid)) = (uid.parse(), gid.parse())
     {
-        return Ok(BuildUser { uid, gid });
+        return Ok(BuildUser::single(uid, gid));
     }
     match nix::unistd::User::from_name(text) {
-        Ok(Some(user)) => Ok(BuildUser {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        }),
+        Ok(Some(user)) => Ok(BuildUser::single(user.uid.as_raw(), user.gid.as_raw())),
         _ => Err(format!(
             "'{text}' is neither UID:GID nor the name of a user"
         )),
@@ -258,6 +284,7 @@ fn spec_from(cli: &Cli) -> Result<SandboxSpec> {
     spec.sandbox = !cli.no_sandbox;
     spec.sandbox_block_nested_userns = cli.block_nested_userns;
     spec.filter_syscalls = !cli.no_filter_syscalls;
+    spec.uid_range = cli.uid_range;
 
     let shell_bound = cli
         .sandbox_paths
@@ -292,9 +319,67 @@ fn spec_from(cli: &Cli) -> Result<SandboxSpec> {
     Ok(spec)
 }
 
+/// The settings the command line gives.
+fn settings_from(cli: &Cli) -> Result<Settings> {
+    let mut settings = Settings::for_caller();
+    for pair in cli.options.chunks(2) {
+        let [name, value] = pair else { continue };
+        match settings.set(name, value) {
+            Ok(()) => {}
+            // Nix warns about a setting it does not know, and goes on.
+            Err(error @ SettingsError::Unknown(_)) => eprintln!("warning: {error}"),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if let Some(seconds) = cli.max_silent_time {
+        settings.max_silent_time = seconds;
+    }
+    if let Some(seconds) = cli.timeout {
+        settings.timeout = seconds;
+    }
+    if let Some(dir) = &cli.state_dir {
+        settings.state_dir = dir.clone();
+    }
+    Ok(settings)
+}
+
+/// Says how the build used its cgroup, and which of its limits stopped it.
+fn report_usage(outcome: &JobOutcome, settings: &Settings) {
+    let Some(usage) = outcome.usage else {
+        return;
+    };
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let peak = usage
+        .peak_memory
+        .map(|bytes| format!("; peak memory {:.1} MiB", mib(bytes)))
+        .unwrap_or_default();
+    eprintln!(
+        "note: CPU time {:.3} s user, {:.3} s system{peak}",
+        usage.user_usec as f64 / 1e6,
+        usage.system_usec as f64 / 1e6,
+    );
+    for hit in outcome.limits_hit() {
+        match hit {
+            LimitHit::Memory => eprintln!(
+                "note: the build ran out of memory: the kernel killed {} of its processes at its limit \
+                 (max-build-memory = {:.1} MiB)",
+                usage.oom_kills,
+                mib(settings.max_build_memory)
+            ),
+            LimitHit::Pids => eprintln!(
+                "note: the build reached its process limit (max-build-pids = {}): {} of its forks failed",
+                settings.max_build_pids, usage.pids_limit_hits
+            ),
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let spec = spec_from(&cli)?;
-    let sandbox = Sandbox::prepare(&spec)?;
+    let settings = settings_from(&cli)?;
+    let label = spec.builder.display().to_string();
+    let job = Job::start(spec, &settings, &label, &mut |notice| eprintln!("{notice}"))?;
+    let sandbox = job.prepare()?;
     if cli.print_plan {
         let mut stdout = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut stdout, &sandbox)?;
@@ -319,10 +404,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         keep: cli.keep,
         terminal,
         cancel: Some(cancel.as_fd()),
+        ..RunOptions::default()
     };
     let mut stdout = std::io::stdout().lock();
-    let outcome = sandbox.run(options, &mut stdout)?;
+    let ended = job.run(&sandbox, options, &mut stdout)?;
     drop(stdout);
+    report_usage(&ended, &settings);
+    let outcome = ended.outcome;
     if let Some(kept) = &outcome.kept {
         eprintln!(
             "note: keeping build directory '{}'",
@@ -337,6 +425,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         if let Some(tmp) = &kept.tmp {
             eprintln!("note: the sandbox's /tmp is '{}'", tmp.display());
         }
+    }
+    if let Some(timed_out) = outcome.timed_out {
+        eprintln!("error: '{label}' {timed_out}");
+        return Ok(ExitCode::from(EXIT_TIMED_OUT));
     }
     if outcome.cancelled {
         let signal = cancel
