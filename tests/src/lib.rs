@@ -40,14 +40,8 @@ pub fn busybox() -> PathBuf {
 /// passwd entry to be mapped).
 pub fn build_user() -> BuildUser {
     match nix::unistd::User::from_name("nixbld1") {
-        Ok(Some(user)) => BuildUser {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        },
-        _ => BuildUser {
-            uid: 30001,
-            gid: 30000,
-        },
+        Ok(Some(user)) => BuildUser::single(user.uid.as_raw(), user.gid.as_raw()),
+        _ => BuildUser::single(30001, 30000),
     }
 }
 
@@ -393,4 +387,41 @@ impl TestStore {
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The state directory (build-user locks, cgroup records) that every test
+/// leasing build users shares, so that their locks see each other as the
+/// builds of one host do.
+pub fn pool_state_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("hermetic-test-state");
+    std::fs::create_dir_all(&dir).expect("creating the tests' state directory");
+    dir
+}
+
+/// Whether the group `name` of scripts/setup-test-host exists; prints why
+/// a test is skipped if not (or if not root: only root uses build users).
+pub fn group_or_skip(test: &str, name: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
+    let exists = matches!(nix::unistd::Group::from_name(name), Ok(Some(_)));
+    if !exists {
+        eprintln!("skipped {test}: no group '{name}' (scripts/setup-test-host creates it)");
+    }
+    exists
+}
+
+/// `sandbox-run --state-dir <the tests' state dir> ARGS`, as this process's
+/// user (root: builds take build users from the pool).
+pub fn sandbox_run_pooled(args: &[&str]) -> Output {
+    let state = pool_state_dir();
+    let mut all = vec!["--state-dir", state.to_str().unwrap()];
+    all.extend_from_slice(args);
+    sandbox_run_command(&all)
+}
+
+/// The host uid behind the sandbox's ids, from a `/proc/self/uid_map`
+/// line (`inside outside count`).
+pub fn host_uid_from_map(map: &str) -> Option<u32> {
+    map.split_whitespace().nth(1)?.parse().ok()
 }

@@ -191,6 +191,8 @@ fn sandbox_run_without_user_namespaces(args: &[&str]) -> (i32, String, String) {
         user_namespace: UserNamespace::AtClone(maps),
         clear_groups: false,
         uts: None,
+        before_start: None,
+        cgroup_namespace: false,
         setup: &setup,
         exec: &exec,
         stdio: Stdio {
