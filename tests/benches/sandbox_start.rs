@@ -154,6 +154,31 @@ fn main() {
         ms(f) / ms(n)
     );
 
+    if root() {
+        // A cgroup per build: create (v1: four hierarchies here), record,
+        // join before start, kill, remove, unrecord.
+        let state = TempDir::new("bench-state");
+        let state_dir = state.path.display().to_string();
+        let with_cgroup =
+            || hermetic_with(&["--state-dir", &state_dir, "--option", "use-cgroups", "true"]);
+        println!(
+            "\nhermetic with and without a cgroup of its own ({RUNS} runs each, interleaved):"
+        );
+        let layout = hermetic_runtime::cgroup::CgroupLayout::detect();
+        println!("  cgroup layout: {layout:?}");
+        let mut grouped = Vec::new();
+        let mut plain = Vec::new();
+        time(&mut with_cgroup());
+        for _ in 0..RUNS {
+            grouped.push(time(&mut with_cgroup()));
+            plain.push(time(&mut hermetic()));
+        }
+        let (g, p) = (median(grouped), median(plain));
+        println!("  with a cgroup     {:7.3} ms", ms(g));
+        println!("  without           {:7.3} ms", ms(p));
+        println!("  ratio with/without {:.3}", ms(g) / ms(p));
+    }
+
     println!("\nhermetic with N directory inputs ({INPUT_RUNS} runs each, median):");
     let store = TestStore::new("bench");
     let specs = TempDir::new("bench-specs");
