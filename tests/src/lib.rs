@@ -425,3 +425,14 @@ pub fn sandbox_run_pooled(args: &[&str]) -> Output {
 pub fn host_uid_from_map(map: &str) -> Option<u32> {
     map.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// `--option NAME VALUE` for each setting, then `args`: a `sandbox-run`
+/// command line under these settings.
+pub fn with_settings<'a>(settings: &[(&'a str, &'a str)], args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = Vec::new();
+    for (name, value) in settings {
+        all.extend(["--option", name, value]);
+    }
+    all.extend_from_slice(args);
+    all
+}

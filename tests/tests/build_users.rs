@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hermetic_tests::{
     TempDir, group_or_skip, host_uid_from_map, pool_state_dir, root_or_skip, sandbox_run,
-    sandbox_run_as_test_user, sandbox_run_pooled, set_mode, test_user_or_skip,
+    sandbox_run_as_test_user, sandbox_run_pooled, set_mode, test_user_or_skip, with_settings,
 };
 
 /// A directory the builds see as `/gate`: each writes a file there when it
@@ -184,18 +184,15 @@ fn auto_allocated_ids_come_in_slots_of_65536() {
     if !root_or_skip("auto_allocated_ids_come_in_slots_of_65536") {
         return;
     }
-    let output = sandbox_run_pooled(&[
-        "--option",
-        "auto-allocate-uids",
-        "true",
-        "--option",
-        "use-cgroups",
-        "true",
-        "--",
-        "/bin/sh",
-        "-c",
-        "cat /proc/self/uid_map /proc/self/gid_map",
-    ]);
+    let output = sandbox_run_pooled(&with_settings(
+        &[("auto-allocate-uids", "true"), ("use-cgroups", "true")],
+        &[
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map",
+        ],
+    ));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -413,15 +410,10 @@ fn an_unknown_setting_is_a_warning() {
     if !root_or_skip("an_unknown_setting_is_a_warning") {
         return;
     }
-    let output = sandbox_run_pooled(&[
-        "--option",
-        "no-such-setting",
-        "1",
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo ran",
-    ]);
+    let output = sandbox_run_pooled(&with_settings(
+        &[("no-such-setting", "1")],
+        &["--", "/bin/sh", "-c", "echo ran"],
+    ));
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), "ran\n");
     assert!(
@@ -435,15 +427,10 @@ fn the_lock_files_are_nix_s() {
     if !group_or_skip("the_lock_files_are_nix_s", "hermetic-solo") {
         return;
     }
-    let output = sandbox_run_pooled(&[
-        "--option",
-        "build-users-group",
-        "hermetic-solo",
-        "--",
-        "/bin/sh",
-        "-c",
-        "true",
-    ]);
+    let output = sandbox_run_pooled(&with_settings(
+        &[("build-users-group", "hermetic-solo")],
+        &["--", "/bin/sh", "-c", "true"],
+    ));
     assert!(output.status.success());
     let uid = nix::unistd::User::from_name("hermetic-solo1")
         .unwrap()

@@ -10,6 +10,7 @@ use hermetic_runtime::cgroup::{BuildCgroup, CgroupError, CgroupLayout, Limits};
 use hermetic_runtime::{RunOptions, Sandbox};
 use hermetic_tests::{
     group_or_skip, pool_state_dir, probe_spec, root_or_skip, sandbox_run, sandbox_run_pooled,
+    with_settings,
 };
 
 const CGROUPS: [&str; 4] = ["--option", "use-cgroups", "true", "--"];
@@ -169,18 +170,15 @@ fn a_fork_bomb_is_stopped_by_the_pids_limit() {
     if !root_or_skip("a_fork_bomb_is_stopped_by_the_pids_limit") {
         return;
     }
-    let output = sandbox_run_pooled(&[
-        "--option",
-        "use-cgroups",
-        "true",
-        "--option",
-        "max-build-pids",
-        "64",
-        "--",
-        "/bin/sh",
-        "-c",
-        "bomb() { bomb | bomb & }; bomb; sleep 1; echo still here",
-    ]);
+    let output = sandbox_run_pooled(&with_settings(
+        &[("use-cgroups", "true"), ("max-build-pids", "64")],
+        &[
+            "--",
+            "/bin/sh",
+            "-c",
+            "bomb() { bomb | bomb & }; bomb; sleep 1; echo still here",
+        ],
+    ));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("still here"),
@@ -199,18 +197,15 @@ fn a_memory_hog_is_stopped_by_the_memory_limit() {
     if !root_or_skip("a_memory_hog_is_stopped_by_the_memory_limit") {
         return;
     }
-    let output = sandbox_run_pooled(&[
-        "--option",
-        "use-cgroups",
-        "true",
-        "--option",
-        "max-build-memory",
-        "32M",
-        "--",
-        "/bin/sh",
-        "-c",
-        "x=$(head -c 500000000 /dev/zero | tr '\\0' a); echo ${#x}",
-    ]);
+    let output = sandbox_run_pooled(&with_settings(
+        &[("use-cgroups", "true"), ("max-build-memory", "32M")],
+        &[
+            "--",
+            "/bin/sh",
+            "-c",
+            "x=$(head -c 500000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        ],
+    ));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the hog finished: {stderr}");
     assert!(
@@ -226,15 +221,15 @@ fn the_result_reports_cpu_time_and_peak_memory() {
     if !root_or_skip("the_result_reports_cpu_time_and_peak_memory") {
         return;
     }
-    let output = sandbox_run_pooled(&[
-        "--option",
-        "use-cgroups",
-        "true",
-        "--",
-        "/bin/sh",
-        "-c",
-        "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done",
-    ]);
+    let output = sandbox_run_pooled(&with_settings(
+        &[("use-cgroups", "true")],
+        &[
+            "--",
+            "/bin/sh",
+            "-c",
+            "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done",
+        ],
+    ));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let line = stderr
