@@ -440,3 +440,50 @@ fn the_lock_files_are_nix_s() {
     let mode = std::fs::metadata(Path::new(&lock)).unwrap().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", lock.display());
 }
+
+#[test]
+fn a_hermetic_sandbox_runs_inside_a_uid_range_build() {
+    if !root_or_skip("a_hermetic_sandbox_runs_inside_a_uid_range_build") {
+        return;
+    }
+    // sandbox-run itself, its shared libraries, and busybox for the inner
+    // sandbox's /bin/sh; inside, it is root of the build's namespace and
+    // runs the inner builder as uid 1000 of the build's ids.
+    let binary = format!("/hermetic={}", sandbox_run().display());
+    let busybox = format!("/busybox={}", hermetic_tests::busybox().display());
+    let mut args = vec!["--uid-range"];
+    for dir in ["/usr", "/lib", "/lib64"] {
+        if Path::new(dir).exists() {
+            args.extend(["--sandbox-path", dir]);
+        }
+    }
+    args.extend(["--sandbox-path", &binary, "--sandbox-path", &busybox]);
+    args.extend([
+        "--",
+        "/bin/sh",
+        "-c",
+        "/hermetic --build-user 1000:1000 --no-default-sandbox-paths --sandbox-path /bin/sh=/busybox \
+         -- /bin/sh -c 'id -u; cat /proc/self/uid_map; echo $$'",
+    ]);
+    let output = sandbox_run_pooled(&with_settings(
+        &[("auto-allocate-uids", "true"), ("use-cgroups", "true")],
+        &args,
+    ));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "1000", "{stdout}");
+    // Its uid 1000 is the build's uid 1000, itself first + 1000 on the host.
+    assert!(
+        lines[1].split_whitespace().eq(["1000", "1000", "1"]),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[2], "1",
+        "the inner builder is not PID 1 of its own namespace"
+    );
+}
