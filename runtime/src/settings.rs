@@ -57,12 +57,6 @@ pub enum SettingsError {
     },
 }
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings::for_caller()
-    }
-}
-
 fn boolean(name: &str, value: &str) -> Result<bool, SettingsError> {
     match value {
         "true" => Ok(true),

@@ -420,6 +420,16 @@ pub fn sandbox_run_pooled(args: &[&str]) -> Output {
     sandbox_run_command(&all)
 }
 
+/// Asserts that an id-map line (`inside outside count`) is `expected`;
+/// `context` is shown when it is not.
+pub fn assert_map_line(line: &str, expected: [u32; 3], context: &str) {
+    let fields: Vec<u32> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    assert_eq!(fields, expected, "id map line {line:?} in {context}");
+}
+
 /// The host uid behind the sandbox's ids, from a `/proc/self/uid_map`
 /// line (`inside outside count`).
 pub fn host_uid_from_map(map: &str) -> Option<u32> {

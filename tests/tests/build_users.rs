@@ -9,8 +9,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hermetic_tests::{
-    TempDir, group_or_skip, host_uid_from_map, pool_state_dir, root_or_skip, sandbox_run,
-    sandbox_run_as_test_user, sandbox_run_pooled, set_mode, test_user_or_skip, with_settings,
+    TempDir, assert_map_line, group_or_skip, host_uid_from_map, pool_state_dir, root_or_skip,
+    sandbox_run, sandbox_run_as_test_user, sandbox_run_pooled, set_mode, test_user_or_skip,
+    with_settings,
 };
 
 /// A directory the builds see as `/gate`: each writes a file there when it
@@ -205,19 +206,9 @@ fn auto_allocated_ids_come_in_slots_of_65536() {
         uid >= 872_415_232 && (uid - 872_415_232) % 65536 == 0,
         "{stdout}"
     );
-    assert!(
-        lines[0]
-            .split_whitespace()
-            .eq(["1000", &uid.to_string(), "1"]),
-        "{stdout}"
-    );
+    assert_map_line(lines[0], [1000, uid, 1], &stdout);
     // A sandboxed build's gid is its uid (B27).
-    assert!(
-        lines[1]
-            .split_whitespace()
-            .eq(["100", &uid.to_string(), "1"]),
-        "{stdout}"
-    );
+    assert_map_line(lines[1], [100, uid, 1], &stdout);
     let slot = (uid - 872_415_232) / 65536;
     assert!(
         pool_state_dir()
@@ -237,19 +228,10 @@ fn a_uid_range_build_is_root_of_65536_ids_and_can_nest() {
                   test -d /sys/kernel && echo sys; \
                   echo x > /etc/written && echo etc; \
                   stat -c '%u %a' /";
-    let output = sandbox_run_pooled(&[
-        "--uid-range",
-        "--option",
-        "auto-allocate-uids",
-        "true",
-        "--option",
-        "use-cgroups",
-        "true",
-        "--",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
+    let output = sandbox_run_pooled(&with_settings(
+        &[("auto-allocate-uids", "true"), ("use-cgroups", "true")],
+        &["--uid-range", "--", "/bin/sh", "-c", script],
+    ));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -259,20 +241,10 @@ fn a_uid_range_build_is_root_of_65536_ids_and_can_nest() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(&lines[..2], ["0", "0"]);
     let first = host_uid_from_map(lines[2]).unwrap();
-    assert!(
-        lines[2]
-            .split_whitespace()
-            .eq(["0", &first.to_string(), "65536"]),
-        "{stdout}"
-    );
-    assert!(
-        lines[3]
-            .split_whitespace()
-            .eq(["0", &first.to_string(), "65536"]),
-        "{stdout}"
-    );
+    assert_map_line(lines[2], [0, first, 65536], &stdout);
+    assert_map_line(lines[3], [0, first, 65536], &stdout);
     // The nested user namespace maps its root to the build's root.
-    assert!(lines[4].split_whitespace().eq(["0", "0", "1"]), "{stdout}");
+    assert_map_line(lines[4], [0, 0, 1], &stdout);
     assert_eq!(&lines[5..], ["sys", "etc", "0 755"]);
 }
 
@@ -478,10 +450,7 @@ fn a_hermetic_sandbox_runs_inside_a_uid_range_build() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "1000", "{stdout}");
     // Its uid 1000 is the build's uid 1000, itself first + 1000 on the host.
-    assert!(
-        lines[1].split_whitespace().eq(["1000", "1000", "1"]),
-        "{stdout}"
-    );
+    assert_map_line(lines[1], [1000, 1000, 1], &stdout);
     assert_eq!(
         lines[2], "1",
         "the inner builder is not PID 1 of its own namespace"
