@@ -4,11 +4,22 @@
 //! hermetic and Nix can work on one store.
 
 pub mod base32;
+pub mod canonical;
+pub mod db;
 pub mod derivation;
+pub mod error;
 pub mod hash;
+pub mod layout;
+pub mod local;
+pub mod lock;
 pub mod nar;
 pub mod path;
+pub mod pending;
 
+pub use db::PathInfo;
 pub use derivation::{Derivation, DerivationOutput};
+pub use error::StoreError;
 pub use hash::{Hash, HashAlgo};
+pub use layout::StoreLayout;
+pub use local::{LocalStore, VerifyReport};
 pub use path::{IngestionMethod, StoreDir, StorePath};

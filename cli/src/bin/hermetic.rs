@@ -1,0 +1,280 @@
+//! `hermetic`: the store (and later builds and the daemon). A thin layer:
+//! parse the command line, call the store library, print the result or the
+//! whole error chain.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hermetic_store::derivation::json;
+use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
+
+/// hermetic: Nix's store and sandboxed builds.
+#[derive(Parser)]
+#[command(name = "hermetic", version)]
+struct Cli {
+    /// A store under another root, as Nix's `--store DIR` (`local?root=DIR`):
+    /// paths in DIR/nix/store, shown as /nix/store; state in DIR/nix/var/nix.
+    /// Without it: /nix/store, state in $NIX_STATE_DIR or /nix/var/nix.
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Log debug lines to stderr.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store paths: add, inspect, verify.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Derivations: show, add.
+    #[command(subcommand)]
+    Derivation(DerivationCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Add files or trees as content-addressed store paths (as `nix-store --add`);
+    /// prints each path.
+    Add {
+        /// Files or directories to add.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show what the store knows of valid paths: NAR hash and size, references,
+    /// deriver, content address.
+    Info {
+        /// Print JSON, as `nix path-info --json`.
+        #[arg(long)]
+        json: bool,
+        /// Store paths.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Check that every valid path exists; with --check-contents also that its
+    /// NAR hash is the registered one and that it is read-only.
+    Verify {
+        /// Hash every valid path's contents too.
+        #[arg(long)]
+        check_contents: bool,
+    },
+    /// Print the closure of store paths under references, sorted.
+    Closure {
+        /// Store paths.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Write the NAR serialisation of a path to stdout (as `nix-store --dump`).
+    Dump {
+        /// Any file, symlink or directory.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DerivationCommand {
+    /// Print derivations as JSON, as `nix show-derivation`.
+    Show {
+        /// `.drv` files (in the store or anywhere).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Add a derivation (ATerm `.drv` or `nix show-derivation` JSON) to the store,
+    /// after checking its output paths; its inputs must be valid. Prints its path.
+    Add {
+        /// The `.drv` or `.json` file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.debug {
+        "debug".to_owned()
+    } else {
+        std::env::var("HERMETIC_LOG").unwrap_or_else(|_| "warn".to_owned())
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn layout(cli: &Cli) -> StoreLayout {
+    match &cli.store {
+        Some(root) => StoreLayout::under_root(root),
+        None => StoreLayout::system(),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let layout = layout(&cli);
+    match cli.command {
+        Command::Store(StoreCommand::Dump { path }) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            hermetic_store::nar::dump(&path, &mut out)?;
+            out.flush()?;
+        }
+        Command::Store(command) => store_command(layout, command)?,
+        Command::Derivation(DerivationCommand::Show { paths }) => {
+            let drvs = paths
+                .iter()
+                .map(|p| read_drv_file(&layout, p))
+                .collect::<Result<Vec<_>>>()?;
+            println!("{}", json::print(&layout.store_dir, &drvs));
+        }
+        Command::Derivation(DerivationCommand::Add { file }) => {
+            let drvs = read_any_drv(&layout, &file)?;
+            let mut store = LocalStore::open(layout.clone())?;
+            for (_, drv) in drvs {
+                let path = store.add_derivation(&drv)?;
+                println!("{}", layout.store_dir.print(&path));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
+    let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
+    let parse = |p: &Path| {
+        layout
+            .parse_user_path(p)
+            .with_context(|| format!("'{}' is not a store path", p.display()))
+    };
+    match command {
+        StoreCommand::Add { paths } => {
+            for path in paths {
+                let added = store
+                    .add_path(&path)
+                    .with_context(|| format!("cannot add '{}' to the store", path.display()))?;
+                println!("{}", layout.store_dir.print(&added));
+            }
+        }
+        StoreCommand::Info { json, paths } => {
+            let infos = paths
+                .iter()
+                .map(|p| Ok(store.query_info(&parse(p)?)?))
+                .collect::<Result<Vec<_>>>()?;
+            if json {
+                println!("{}", path_info_json(&layout, &infos));
+            } else {
+                for info in infos {
+                    print_info(&layout, &info);
+                }
+            }
+        }
+        StoreCommand::Verify { check_contents } => {
+            eprintln!("checking path existence...");
+            if check_contents {
+                eprintln!("checking hashes...");
+            }
+            let report = store.verify(check_contents)?;
+            for problem in &report.problems {
+                eprintln!("error: {problem}");
+            }
+            if !report.problems.is_empty() {
+                bail!(
+                    "{} of {} valid paths have problems",
+                    report.problems.len(),
+                    report.checked
+                );
+            }
+            eprintln!("{} valid paths checked, no problems", report.checked);
+        }
+        StoreCommand::Closure { paths } => {
+            let roots = paths
+                .iter()
+                .map(|p| parse(p))
+                .collect::<Result<Vec<StorePath>>>()?;
+            for path in store.closure(&roots)? {
+                println!("{}", layout.store_dir.print(&path));
+            }
+        }
+        StoreCommand::Dump { .. } => unreachable!("handled without opening the store"),
+    }
+    Ok(())
+}
+
+fn print_info(layout: &StoreLayout, info: &hermetic_store::PathInfo) {
+    let print = |p: &StorePath| layout.store_dir.print(p);
+    println!("path:       {}", print(&info.path));
+    println!("nar-hash:   {}", info.nar_hash);
+    println!("nar-size:   {}", info.nar_size);
+    let refs: Vec<String> = info.references.iter().map(print).collect();
+    println!("references: {}", refs.join(" "));
+    println!(
+        "deriver:    {}",
+        info.deriver.as_ref().map(print).unwrap_or_default()
+    );
+    println!("ca:         {}", info.ca.as_deref().unwrap_or_default());
+}
+
+fn path_info_json(layout: &StoreLayout, infos: &[hermetic_store::PathInfo]) -> String {
+    let print = |p: &StorePath| layout.store_dir.print(p);
+    let list: Vec<serde_json::Value> = infos
+        .iter()
+        .map(|info| {
+            serde_json::json!({
+                "path": print(&info.path),
+                "narHash": info.nar_hash.to_string(),
+                "narSize": info.nar_size,
+                "references": info.references.iter().map(print).collect::<Vec<_>>(),
+                "deriver": info.deriver.as_ref().map(print),
+                "registrationTime": info.registration_time,
+                "ca": info.ca,
+                "valid": true,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+/// A `.drv` file in the store (logical or real path) or anywhere else.
+fn read_drv_file(layout: &StoreLayout, file: &Path) -> Result<(StorePath, Derivation)> {
+    let (real, path) = match layout.parse_user_path(file) {
+        Ok(path) => (layout.real_path(&path), path),
+        Err(_) => {
+            let base = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let path = StorePath::from_base_name(base).with_context(|| {
+                format!("'{}' is not named like a store derivation", file.display())
+            })?;
+            (file.to_owned(), path)
+        }
+    };
+    let text = std::fs::read(&real).with_context(|| format!("cannot read '{}'", real.display()))?;
+    let name = path
+        .name()
+        .strip_suffix(".drv")
+        .with_context(|| format!("'{}' is not a derivation (no '.drv')", file.display()))?;
+    let drv = Derivation::from_aterm(&text, &layout.store_dir, name)
+        .with_context(|| format!("cannot read derivation '{}'", file.display()))?;
+    Ok((path, drv))
+}
+
+/// A file of one ATerm derivation or of `nix show-derivation` JSON.
+fn read_any_drv(layout: &StoreLayout, file: &Path) -> Result<Vec<(StorePath, Derivation)>> {
+    let text = std::fs::read(file).with_context(|| format!("cannot read '{}'", file.display()))?;
+    if text.first() == Some(&b'{') {
+        json::parse(&text, &layout.store_dir)
+            .with_context(|| format!("cannot read '{}'", file.display()))
+    } else {
+        Ok(vec![read_drv_file(layout, file)?])
+    }
+}

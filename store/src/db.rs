@@ -1,0 +1,364 @@
+//! Nix's registry of valid paths: `<state>/db/db.sqlite` with Nix's schema
+//! (version 10), opened with Nix's settings (foreign keys, WAL journal,
+//! normal sync, an hour's busy timeout), so Nix and hermetic share it.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::error::{StoreError, io_err};
+use crate::hash::Hash;
+use crate::path::{StoreDir, StorePath};
+
+/// The schema version of Nix 2.8's database.
+pub const SCHEMA_VERSION: u32 = 10;
+
+const SCHEMA: &str = "
+create table if not exists ValidPaths (
+    id               integer primary key autoincrement not null,
+    path             text unique not null,
+    hash             text not null,
+    registrationTime integer not null,
+    deriver          text,
+    narSize          integer,
+    ultimate         integer,
+    sigs             text,
+    ca               text
+);
+create table if not exists Refs (
+    referrer  integer not null,
+    reference integer not null,
+    primary key (referrer, reference),
+    foreign key (referrer) references ValidPaths(id) on delete cascade,
+    foreign key (reference) references ValidPaths(id) on delete restrict
+);
+create index if not exists IndexReferrer on Refs(referrer);
+create index if not exists IndexReference on Refs(reference);
+create trigger if not exists DeleteSelfRefs before delete on ValidPaths
+  begin
+    delete from Refs where referrer = old.id and reference = old.id;
+  end;
+create table if not exists DerivationOutputs (
+    drv  integer not null,
+    id   text not null,
+    path text not null,
+    primary key (drv, id),
+    foreign key (drv) references ValidPaths(id) on delete cascade
+);
+create index if not exists IndexDerivationOutputs on DerivationOutputs(path);
+";
+
+/// What the registry knows of a valid path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The path.
+    pub path: StorePath,
+    /// SHA-256 of its NAR serialisation.
+    pub nar_hash: Hash,
+    /// Size of its NAR serialisation.
+    pub nar_size: u64,
+    /// Store paths it refers to (itself included if it does).
+    pub references: BTreeSet<StorePath>,
+    /// The derivation that built it, if known.
+    pub deriver: Option<StorePath>,
+    /// When it was registered (seconds since the epoch).
+    pub registration_time: i64,
+    /// Its content address (`fixed:r:sha256:…`, `text:sha256:…`), if any.
+    pub ca: Option<String>,
+    /// Signatures.
+    pub sigs: Vec<String>,
+    /// Whether it was built locally ("ultimately trusted").
+    pub ultimate: bool,
+}
+
+/// An open registry.
+pub struct Db {
+    conn: Connection,
+    file: PathBuf,
+    store: StoreDir,
+}
+
+fn schema_version(path: &Path) -> Result<u32, StoreError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().parse().unwrap_or(0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+impl Db {
+    /// Opens (creating if new) the registry in `<state>/db`. The caller
+    /// holds the big lock.
+    pub fn open(db_dir: &Path, store: StoreDir) -> Result<Self, StoreError> {
+        let schema_file = db_dir.join("schema");
+        let version = schema_version(&schema_file)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version != 0 && version < SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooOld(db_dir.to_owned()));
+        }
+        let file = db_dir.join("db.sqlite");
+        let db_err = |op| {
+            let file = file.clone();
+            move |source| StoreError::Db {
+                op,
+                path: file,
+                source,
+            }
+        };
+        let conn = Connection::open_with_flags(
+            &file,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err("open the database"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(3600))
+            .map_err(db_err("set the busy timeout"))?;
+        conn.execute_batch("pragma foreign_keys = 1; pragma synchronous = normal;")
+            .map_err(db_err("set pragmas"))?;
+        let mode: String = conn
+            .query_row("pragma main.journal_mode", [], |r| r.get(0))
+            .map_err(db_err("read the journal mode"))?;
+        if mode != "wal" {
+            let _: String = conn
+                .query_row("pragma main.journal_mode = wal", [], |r| r.get(0))
+                .map_err(db_err("set the journal mode"))?;
+        }
+        conn.execute_batch("pragma wal_autocheckpoint = 40000;")
+            .map_err(db_err("set pragmas"))?;
+        if version == 0 {
+            conn.execute_batch(SCHEMA)
+                .map_err(db_err("create the schema"))?;
+            let fresh = db_dir.join(".schema.new");
+            fs::write(&fresh, SCHEMA_VERSION.to_string()).map_err(io_err("write", &fresh))?;
+            fs::rename(&fresh, &schema_file).map_err(io_err("rename", &fresh))?;
+        }
+        Ok(Self { conn, file, store })
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        let path = self.file.clone();
+        move |source| StoreError::Db { op, path, source }
+    }
+
+    fn id_of(&self, path: &StorePath) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached("select id from ValidPaths where path = ?1")
+            .and_then(|mut s| {
+                s.query_row([self.store.print(path)], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(self.err("look up a path"))
+    }
+
+    /// Whether a path is registered as valid.
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool, StoreError> {
+        Ok(self.id_of(path)?.is_some())
+    }
+
+    fn parse_path(&self, text: &str) -> Option<StorePath> {
+        self.store.parse(text).ok()
+    }
+
+    /// What the registry knows of a path, or `None` if it is not valid.
+    pub fn query_info(&self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
+        type Row = (
+            i64,
+            String,
+            i64,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<Row> = self
+            .conn
+            .prepare_cached(
+                "select id, hash, registrationTime, deriver, narSize, ultimate, sigs, ca \
+                 from ValidPaths where path = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([self.store.print(path)], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(self.err("query a path"))?;
+        let Some((id, hash, time, deriver, size, ultimate, sigs, ca)) = row else {
+            return Ok(None);
+        };
+        let nar_hash = Hash::parse(&hash, Some(crate::hash::HashAlgo::Sha256)).map_err(|e| {
+            StoreError::Db {
+                op: "read a NAR hash",
+                path: self.file.clone(),
+                source: rusqlite::Error::InvalidColumnType(
+                    1,
+                    e.to_string(),
+                    rusqlite::types::Type::Text,
+                ),
+            }
+        })?;
+        Ok(Some(PathInfo {
+            path: path.clone(),
+            nar_hash,
+            nar_size: size.unwrap_or(0) as u64,
+            references: self.references_of(id)?,
+            deriver: deriver.as_deref().and_then(|d| self.parse_path(d)),
+            registration_time: time,
+            ca,
+            sigs: sigs
+                .map(|s| {
+                    s.split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            ultimate: ultimate.unwrap_or(0) != 0,
+        }))
+    }
+
+    fn references_of(&self, id: i64) -> Result<BTreeSet<StorePath>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "select path from Refs join ValidPaths on reference = id where referrer = ?1",
+            )
+            .map_err(self.err("query references"))?;
+        let rows = stmt
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(self.err("query references"))?;
+        let mut out = BTreeSet::new();
+        for row in rows {
+            let text = row.map_err(self.err("query references"))?;
+            out.extend(self.parse_path(&text));
+        }
+        Ok(out)
+    }
+
+    /// The outputs registered for a derivation.
+    pub fn derivation_outputs(
+        &self,
+        drv: &StorePath,
+    ) -> Result<Vec<(String, StorePath)>, StoreError> {
+        let Some(id) = self.id_of(drv)? else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("select id, path from DerivationOutputs where drv = ?1 order by id")
+            .map_err(self.err("query derivation outputs"))?;
+        let rows = stmt
+            .query_map([id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(self.err("query derivation outputs"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, path) = row.map_err(self.err("query derivation outputs"))?;
+            out.extend(self.parse_path(&path).map(|p| (name, p)));
+        }
+        Ok(out)
+    }
+
+    /// Every valid path with its NAR hash text and size.
+    pub fn all_valid(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("select path, hash, narSize from ValidPaths order by path")
+            .map_err(self.err("list valid paths"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+                ))
+            })
+            .map_err(self.err("list valid paths"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.err("list valid paths"))
+    }
+
+    /// Registers a path in one transaction: its row, its references (which
+    /// must be valid, or itself), and a derivation's outputs.
+    pub fn register(
+        &mut self,
+        info: &PathInfo,
+        drv_outputs: &[(String, StorePath)],
+    ) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let file = self.file.clone();
+        let err = |op| {
+            let path = file.clone();
+            move |source| StoreError::Db { op, path, source }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err("begin a transaction"))?;
+        let printed = store.print(&info.path);
+        tx.execute(
+            "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                printed,
+                info.nar_hash.to_prefixed_hex(),
+                info.registration_time,
+                info.deriver.as_ref().map(|d| store.print(d)),
+                info.nar_size as i64,
+                info.ultimate.then_some(1),
+                (!info.sigs.is_empty()).then(|| info.sigs.join(" ")),
+                info.ca,
+            ],
+        )
+        .map_err(err("register a path"))?;
+        let id = tx.last_insert_rowid();
+        for reference in &info.references {
+            let reference_id: Option<i64> = tx
+                .query_row(
+                    "select id from ValidPaths where path = ?1",
+                    [store.print(reference)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err("look up a reference"))?;
+            let Some(reference_id) = reference_id else {
+                return Err(StoreError::InvalidReference {
+                    path: printed,
+                    reference: store.print(reference),
+                });
+            };
+            tx.execute(
+                "insert or replace into Refs (referrer, reference) values (?1, ?2)",
+                params![id, reference_id],
+            )
+            .map_err(err("register a reference"))?;
+        }
+        for (name, path) in drv_outputs {
+            tx.execute(
+                "insert or replace into DerivationOutputs (drv, id, path) values (?1, ?2, ?3)",
+                params![id, name, store.print(path)],
+            )
+            .map_err(err("register a derivation output"))?;
+        }
+        tx.commit().map_err(err("commit a registration"))
+    }
+}

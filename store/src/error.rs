@@ -1,0 +1,86 @@
+//! The store's errors: each names the operation and the path it failed on.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::derivation::{DrvCheckError, DrvParseError};
+use crate::nar::NarError;
+use crate::path::BadStorePath;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("cannot {op} '{path}'")]
+    Io {
+        /// The operation (`create directory`, `rename`, …).
+        op: &'static str,
+        /// The path it was applied to.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The database refused an operation.
+    #[error("cannot {op} in the store database '{path}'")]
+    Db {
+        /// The operation.
+        op: &'static str,
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database's schema is newer than Nix 2.8's (Nix's text).
+    #[error("current Nix store schema is version {found}, but I only support {supported}")]
+    SchemaTooNew {
+        /// The schema version found.
+        found: u32,
+        /// The version hermetic knows.
+        supported: u32,
+    },
+    /// The database's schema is older than Nix 2.8's.
+    #[error(
+        "the store database in '{0}' has an old schema version: run a Nix command on this store (e.g. 'nix-store --verify') to upgrade it"
+    )]
+    SchemaTooOld(PathBuf),
+    /// A path that is not a store path.
+    #[error(transparent)]
+    BadPath(#[from] BadStorePath),
+    /// A store path that is not registered as valid (Nix's text).
+    #[error("path '{0}' is not valid")]
+    NotValid(String),
+    /// A path to register refers to a path that is not valid.
+    #[error("cannot register '{path}': its reference '{reference}' is not valid")]
+    InvalidReference {
+        /// The path being registered.
+        path: String,
+        /// The reference that is not valid.
+        reference: String,
+    },
+    /// A NAR could not be written or read.
+    #[error(transparent)]
+    Nar(#[from] NarError),
+    /// A derivation did not parse.
+    #[error("cannot read derivation '{path}'")]
+    DrvParse {
+        /// The derivation.
+        path: String,
+        /// Why.
+        #[source]
+        source: DrvParseError,
+    },
+    /// A derivation did not hold together.
+    #[error(transparent)]
+    DrvCheck(#[from] DrvCheckError),
+}
+
+/// Wraps an `io::Error` with its operation and path.
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.into();
+    move |source| StoreError::Io { op, path, source }
+}

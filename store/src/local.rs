@@ -1,0 +1,417 @@
+//! The local store: a store directory and Nix's registry of valid paths,
+//! with additions that a crash at any instant cannot leave half-done.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::fcntl::Flock;
+
+use crate::Derivation;
+use crate::canonical::{canonicalise, first_non_canonical};
+use crate::db::{Db, PathInfo};
+use crate::derivation::{DrvCheckError, DrvHashes};
+use crate::error::{StoreError, io_err};
+use crate::hash::{Hash, HashingWriter};
+use crate::layout::StoreLayout;
+use crate::lock::{PathLock, lock_file};
+use crate::nar::{self, RestoreSink};
+use crate::path::{IngestionMethod, StorePath, check_name};
+use crate::pending::{self, Pending, remove_any};
+
+/// An open local store. While it is open it holds the big store lock
+/// shared, as every Nix process on the store does.
+pub struct LocalStore {
+    layout: StoreLayout,
+    db: Db,
+    owner: (u32, u32),
+    _big_lock: Flock<File>,
+}
+
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Valid paths checked.
+    pub checked: usize,
+    /// Each problem found, one line each.
+    pub problems: Vec<String>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl LocalStore {
+    /// Opens the store, creating its directories and database if new, and
+    /// cleans what dead installers left (see `pending`).
+    pub fn open(layout: StoreLayout) -> Result<Self, StoreError> {
+        for dir in [&layout.real_store_dir, &layout.db_dir()] {
+            fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        }
+        let lock_path = layout.db_dir().join("big-lock");
+        let big_lock = lock_file(&lock_path, false, || {
+            eprintln!("waiting for the big Nix store lock...")
+        })
+        .map_err(io_err("lock", &lock_path))?;
+        let db = Db::open(&layout.db_dir(), layout.store_dir.clone())?;
+        let owner = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let store = Self {
+            layout,
+            db,
+            owner,
+            _big_lock: big_lock,
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        pending::recover(&self.layout.state_dir, |leftover| {
+            if let Some(staging) = &leftover.staging {
+                remove_any(&self.layout.real_store_dir.join(staging))?;
+            }
+            if let Some(target) = &leftover.target {
+                let real = self.layout.real_path(target);
+                let _lock = PathLock::acquire(&real).map_err(io_err("lock", &real))?;
+                if !self.db.is_valid(target)? {
+                    remove_any(&real)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The store's directories.
+    pub fn layout(&self) -> &StoreLayout {
+        &self.layout
+    }
+
+    /// Whether a path is registered as valid.
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool, StoreError> {
+        self.db.is_valid(path)
+    }
+
+    /// What the registry knows of a valid path.
+    pub fn query_info(&self, path: &StorePath) -> Result<PathInfo, StoreError> {
+        self.db
+            .query_info(path)?
+            .ok_or_else(|| StoreError::NotValid(self.layout.store_dir.print(path)))
+    }
+
+    /// The outputs registered for a derivation.
+    pub fn derivation_outputs(
+        &self,
+        drv: &StorePath,
+    ) -> Result<Vec<(String, StorePath)>, StoreError> {
+        self.db.derivation_outputs(drv)
+    }
+
+    /// The closure of some valid paths under references: the paths and
+    /// everything they refer to, directly or not (B39).
+    pub fn closure(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>, StoreError> {
+        let mut seen = BTreeSet::new();
+        let mut queue: VecDeque<StorePath> = paths.iter().cloned().collect();
+        while let Some(path) = queue.pop_front() {
+            if seen.contains(&path) {
+                continue;
+            }
+            let info = self.query_info(&path)?;
+            queue.extend(info.references.into_iter().filter(|r| !seen.contains(r)));
+            seen.insert(path);
+        }
+        Ok(seen)
+    }
+
+    /// Reads a derivation from the store.
+    pub fn read_derivation(&self, path: &StorePath) -> Result<Derivation, StoreError> {
+        let real = self.layout.real_path(path);
+        let text = fs::read(&real).map_err(io_err("read", &real))?;
+        let name = path.name().strip_suffix(".drv").unwrap_or(path.name());
+        Derivation::from_aterm(&text, &self.layout.store_dir, name).map_err(|source| {
+            StoreError::DrvParse {
+                path: self.layout.store_dir.print(path),
+                source,
+            }
+        })
+    }
+
+    /// The hashes modulo of a derivation in the store, for its dependents'
+    /// output paths; `memo` keeps those already computed.
+    pub fn drv_hashes(
+        &self,
+        path: &StorePath,
+        memo: &mut HashMap<StorePath, DrvHashes>,
+    ) -> Result<DrvHashes, DrvCheckError> {
+        if let Some(hashes) = memo.get(path) {
+            return Ok(hashes.clone());
+        }
+        let drv = self
+            .read_derivation(path)
+            .map_err(|e| DrvCheckError::MissingInput {
+                drv: String::new(),
+                path: self.layout.store_dir.print(path),
+                reason: error_chain(&e),
+            })?;
+        let hashes = drv.hash_modulo(&self.layout.store_dir, false, &mut |p| {
+            self.drv_hashes(p, memo)
+        })?;
+        memo.insert(path.clone(), hashes.clone());
+        Ok(hashes)
+    }
+
+    /// Adds a file or directory tree as `nix-store --add` does: the path of
+    /// its NAR's SHA-256, named after its last component, no references.
+    pub fn add_path(&mut self, source: &Path) -> Result<StorePath, StoreError> {
+        let name = source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| io_err("add", source)(io::Error::other("the path has no usable name")))?
+            .to_owned();
+        check_name(&name, &name)?;
+        let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
+        let (nar_hash, nar_size) = copy_through_nar(source, pending.staging())?;
+        canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
+        let path = self.layout.store_dir.make_fixed_output_path(
+            IngestionMethod::Recursive,
+            &nar_hash,
+            &name,
+            &BTreeSet::new(),
+            false,
+        )?;
+        let info = PathInfo {
+            path: path.clone(),
+            ca: Some(format!("fixed:r:{}", nar_hash.to_prefixed_base32())),
+            nar_hash,
+            nar_size,
+            references: BTreeSet::new(),
+            deriver: None,
+            registration_time: now(),
+            sigs: Vec::new(),
+            ultimate: false,
+        };
+        self.install(pending, info, &[])?;
+        Ok(path)
+    }
+
+    /// Adds a text object (a derivation, a `builtins.toFile`) with its
+    /// references, which must be valid.
+    pub fn add_text(
+        &mut self,
+        name: &str,
+        contents: &[u8],
+        references: &BTreeSet<StorePath>,
+    ) -> Result<StorePath, StoreError> {
+        self.add_text_with_outputs(name, contents, references, &[])
+    }
+
+    fn add_text_with_outputs(
+        &mut self,
+        name: &str,
+        contents: &[u8],
+        references: &BTreeSet<StorePath>,
+        drv_outputs: &[(String, StorePath)],
+    ) -> Result<StorePath, StoreError> {
+        let sha = Hash::sha256(contents);
+        let path = self
+            .layout
+            .store_dir
+            .make_text_path(name, &sha, references)?;
+        if self.db.is_valid(&path)? {
+            return Ok(path);
+        }
+        let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
+        let staging = pending.staging();
+        fs::write(staging, contents).map_err(io_err("write", staging))?;
+        canonicalise(staging, self.owner.0, self.owner.1)?;
+        let (nar_hash, nar_size) = nar_hash_of(staging)?;
+        let info = PathInfo {
+            path: path.clone(),
+            nar_hash,
+            nar_size,
+            references: references.clone(),
+            deriver: None,
+            registration_time: now(),
+            ca: Some(format!("text:{}", sha.to_prefixed_base32())),
+            sigs: Vec::new(),
+            ultimate: false,
+        };
+        self.install(pending, info, drv_outputs)?;
+        Ok(path)
+    }
+
+    /// Adds a derivation after checking that its output paths are the ones
+    /// Nix computes; its inputs must be valid. Registers its outputs.
+    pub fn add_derivation(&mut self, drv: &Derivation) -> Result<StorePath, StoreError> {
+        let store_dir = self.layout.store_dir.clone();
+        let drv_path = drv.drv_path(&store_dir)?;
+        let mut memo = HashMap::new();
+        drv.check_outputs(&store_dir, &store_dir.print(&drv_path), &mut |p| {
+            self.drv_hashes(p, &mut memo)
+        })?;
+        let outputs: Vec<(String, StorePath)> = drv
+            .outputs
+            .iter()
+            .filter_map(|(name, o)| o.path().map(|p| (name.clone(), p.clone())))
+            .collect();
+        let text = drv.to_aterm(&store_dir);
+        self.add_text_with_outputs(
+            &format!("{}.drv", drv.name),
+            text.as_bytes(),
+            &drv.references(),
+            &outputs,
+        )
+    }
+
+    /// Moves a staged object into place and registers it, under the path's
+    /// lock. The pending record outlives any crash in between.
+    fn install(
+        &mut self,
+        mut pending: Pending,
+        info: PathInfo,
+        drv_outputs: &[(String, StorePath)],
+    ) -> Result<(), StoreError> {
+        let real = self.layout.real_path(&info.path);
+        if self.db.is_valid(&info.path)? {
+            return pending.finish();
+        }
+        let _lock = PathLock::acquire(&real).map_err(io_err("lock", &real))?;
+        if self.db.is_valid(&info.path)? {
+            return pending.finish();
+        }
+        pending.set_target(&info.path)?;
+        remove_any(&real)?;
+        fs::rename(pending.staging(), &real).map_err(io_err("rename into the store", &real))?;
+        if let Err(e) = self.db.register(&info, drv_outputs) {
+            remove_any(&real)?;
+            pending.finish()?;
+            return Err(e);
+        }
+        tracing::debug!(path = %real.display(), "registered");
+        pending.finish()
+    }
+
+    /// Checks the store: every valid path exists, and with
+    /// `check_contents` its NAR hash and size are the registered ones and
+    /// it is canonical (read-only, mtime 1, owned by the store's owner).
+    pub fn verify(&self, check_contents: bool) -> Result<VerifyReport, StoreError> {
+        let store_owner = fs::metadata(&self.layout.real_store_dir)
+            .map_err(io_err("inspect", &self.layout.real_store_dir))?
+            .uid();
+        let mut report = VerifyReport::default();
+        for (printed, hash_text, size) in self.db.all_valid()? {
+            report.checked += 1;
+            let path = match self.layout.store_dir.parse(&printed) {
+                Ok(path) => path,
+                Err(e) => {
+                    report.problems.push(format!(
+                        "registered path '{printed}' is not a store path: {e}"
+                    ));
+                    continue;
+                }
+            };
+            let real = self.layout.real_path(&path);
+            if fs::symlink_metadata(&real).is_err() {
+                report.problems.push(format!(
+                    "path '{printed}' disappeared, but it is still registered as valid"
+                ));
+                continue;
+            }
+            if !check_contents {
+                continue;
+            }
+            let expected = Hash::parse(&hash_text, Some(crate::hash::HashAlgo::Sha256)).ok();
+            let (actual, actual_size) = nar_hash_of(&real)?;
+            if expected.as_ref() != Some(&actual) {
+                report.problems.push(format!(
+                    "path '{printed}' was modified! expected hash '{}', got '{actual}'",
+                    expected.map_or(hash_text.clone(), |h| h.to_string())
+                ));
+            } else if actual_size != size {
+                report.problems.push(format!(
+                    "path '{printed}' was modified! expected NAR size {size}, got {actual_size}"
+                ));
+            } else if let Some(wrong) = first_non_canonical(&real, store_owner)? {
+                report
+                    .problems
+                    .push(format!("path '{printed}' is not canonical: {wrong}"));
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The whole error chain on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The NAR hash and size of a path.
+pub fn nar_hash_of(path: &Path) -> Result<(Hash, u64), StoreError> {
+    let mut sink = BufWriter::with_capacity(64 * 1024, HashingWriter::new());
+    nar::dump(path, &mut sink)?;
+    let sink = sink
+        .into_inner()
+        .map_err(|e| io_err("hash", path)(e.into_error()))?;
+    Ok(sink.finish())
+}
+
+/// A writer that hashes what it passes on.
+struct Tee<W> {
+    inner: W,
+    hasher: HashingWriter,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.write_all(&buf[..n])?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Copies `source` to `dest` by serialising it to NAR and restoring that,
+/// one read of the source; returns the hash and size of exactly the NAR
+/// that was restored, so a source changing meanwhile cannot make the copy
+/// and its hash differ.
+fn copy_through_nar(source: &Path, dest: &Path) -> Result<(Hash, u64), StoreError> {
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io_err("make a pipe to copy", source)(e.into()))?;
+    let (reader, writer) = (File::from(reader), File::from(writer));
+    std::thread::scope(|scope| {
+        let dumper = scope.spawn(move || {
+            let mut tee = Tee {
+                inner: BufWriter::with_capacity(64 * 1024, writer),
+                hasher: HashingWriter::new(),
+            };
+            nar::dump(source, &mut tee)?;
+            tee.flush().map_err(nar::NarError::Write)?;
+            drop(tee.inner);
+            Ok::<_, nar::NarError>(tee.hasher.finish())
+        });
+        let restored = nar::parse(
+            BufReader::with_capacity(64 * 1024, reader),
+            &mut RestoreSink::new(dest.to_owned()),
+        );
+        let dumped = dumper.join().expect("the NAR writer does not panic");
+        let hashed = dumped?;
+        restored?;
+        Ok(hashed)
+    })
+}

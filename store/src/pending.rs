@@ -1,0 +1,224 @@
+//! Pending records: how an installation into the store survives a crash.
+//!
+//! Before anything is written into the store directory, an installer makes a
+//! record `<state>/hermetic/pending/<id>` and holds a `flock` on it until the
+//! path is registered. The record names the staging directory and, once it
+//! is known, the store path being installed. The next process that opens the
+//! store takes every record whose lock is free (its owner is dead), removes
+//! the staging directory, and deletes the store path unless the database
+//! says it is valid. So a crash at any instant leaves nothing registered but
+//! missing, and nothing present but unregistered after the next start.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{StoreError, io_err};
+use crate::path::StorePath;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The directory of pending records under a state directory.
+pub fn records_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("hermetic/pending")
+}
+
+/// An installation in progress, with its staging directory in the store.
+pub struct Pending {
+    lock: Option<Flock<File>>,
+    record: PathBuf,
+    staging: PathBuf,
+    target: Option<StorePath>,
+}
+
+fn unique_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Pending {
+    /// Makes a locked record and names a staging path (not yet created)
+    /// in `real_store_dir`.
+    pub fn begin(state_dir: &Path, real_store_dir: &Path) -> Result<Self, StoreError> {
+        let dir = records_dir(state_dir);
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let id = unique_id();
+        // Made under a dot name and locked, then renamed: a record is never
+        // visible unlocked, so recovery cannot mistake it for a dead one.
+        let fresh = dir.join(format!(".new-{id}"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&fresh)
+            .map_err(io_err("create pending record", &fresh))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| io_err("lock pending record", &fresh)(e.into()))?;
+        let mut pending = Self {
+            lock: Some(lock),
+            record: dir.join(&id),
+            staging: real_store_dir.join(format!(".hermetic-stage-{id}")),
+            target: None,
+        };
+        pending.write_record(&fresh)?;
+        fs::rename(&fresh, &pending.record).map_err(io_err("rename pending record", &fresh))?;
+        Ok(pending)
+    }
+
+    fn write_record(&mut self, at: &Path) -> Result<(), StoreError> {
+        let mut text = format!("staging {}\n", file_name(&self.staging));
+        if let Some(target) = &self.target {
+            text.push_str(&format!("target {target}\n"));
+        }
+        let file: &mut File = self.lock.as_mut().expect("a pending record is locked");
+        file.set_len(0)
+            .and_then(|()| io::Seek::rewind(file))
+            .and_then(|()| file.write_all(text.as_bytes()))
+            .map_err(io_err("write pending record", at))
+    }
+
+    /// The staging path: a directory or file in the store directory, on
+    /// the store's filesystem, that becomes the store path by rename.
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Records the store path about to be installed, before anything is
+    /// written there.
+    pub fn set_target(&mut self, target: &StorePath) -> Result<(), StoreError> {
+        self.target = Some(target.clone());
+        let record = self.record.clone();
+        self.write_record(&record)
+    }
+
+    /// Ends the installation: the path is registered (or was found valid).
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        remove_any(&self.staging)?;
+        fs::remove_file(&self.record).map_err(io_err("remove pending record", &self.record))?;
+        self.lock = None;
+        Ok(())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            // Failed in this process: leave the record (now unlocked) for
+            // recovery if a store path may be half-installed, else clean up.
+            let _ = remove_any(&self.staging);
+            if self.target.is_none() {
+                let _ = fs::remove_file(&self.record);
+            }
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Removes a file or a directory tree, making read-only directories
+/// writable first; a missing path is fine.
+pub fn remove_any(path: &Path) -> Result<(), StoreError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("inspect", path)(e)),
+    };
+    if meta.is_dir() {
+        make_writable(path)?;
+        fs::remove_dir_all(path).map_err(io_err("remove", path))
+    } else {
+        fs::remove_file(path).map_err(io_err("remove", path))
+    }
+}
+
+fn make_writable(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
+        let entry = entry.map_err(io_err("read directory", dir))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// What a dead installer left, read from its record.
+pub struct Leftover {
+    /// The staging path in the store directory.
+    pub staging: Option<String>,
+    /// The store path it was installing.
+    pub target: Option<StorePath>,
+}
+
+/// Cleans after every dead installer: for each record whose lock is free,
+/// `clean` gets what it names and the record is removed after it. Records of
+/// living installers are left alone.
+pub fn recover(
+    state_dir: &Path,
+    mut clean: impl FnMut(Leftover) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let dir = records_dir(state_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("read directory", &dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("read directory", &dir))?;
+        let record = entry.path();
+        let Ok(file) = File::open(&record) else {
+            continue;
+        };
+        let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+            continue; // its installer is alive
+        };
+        let mut text = String::new();
+        let mut file: &File = &lock;
+        let gone = file
+            .metadata()
+            .map_or(true, |m| std::os::unix::fs::MetadataExt::nlink(&m) == 0);
+        if gone || io::Read::read_to_string(&mut file, &mut text).is_err() {
+            continue; // finished (or cleaned) while we waited for it
+        }
+        let mut leftover = Leftover {
+            staging: None,
+            target: None,
+        };
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("staging", name))
+                    if name.starts_with(".hermetic-stage-") && !name.contains('/') =>
+                {
+                    leftover.staging = Some(name.to_owned());
+                }
+                Some(("target", name)) => leftover.target = StorePath::from_base_name(name).ok(),
+                _ => {}
+            }
+        }
+        tracing::info!(record = %record.display(), "cleaning after an installation that did not finish");
+        clean(leftover)?;
+        match fs::remove_file(&record) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err("remove pending record", &record)(e));
+            }
+            _ => drop(lock),
+        }
+    }
+    Ok(())
+}
