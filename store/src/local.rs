@@ -178,6 +178,7 @@ impl LocalStore {
         let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
         let (nar_hash, nar_size) = copy_through_nar(source, pending.staging())?;
         canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
+        crash_point("staged");
         let path = self.layout.store_dir.make_fixed_output_path(
             IngestionMethod::Recursive,
             &nar_hash,
@@ -285,14 +286,17 @@ impl LocalStore {
         if self.db.is_valid(&info.path)? {
             return pending.finish();
         }
+        crash_point("locked");
         pending.set_target(&info.path)?;
         remove_any(&real)?;
         fs::rename(pending.staging(), &real).map_err(io_err("rename into the store", &real))?;
+        crash_point("renamed");
         if let Err(e) = self.db.register(&info, drv_outputs) {
             remove_any(&real)?;
             pending.finish()?;
             return Err(e);
         }
+        crash_point("registered");
         tracing::debug!(path = %real.display(), "registered");
         pending.finish()
     }
@@ -344,6 +348,15 @@ impl LocalStore {
             }
         }
         Ok(report)
+    }
+}
+
+/// Fault injection for the crash tests: with `HERMETIC_STORE_CRASH_AT`
+/// naming this point (`staged`, `locked`, `renamed`, `registered`), the
+/// process kills itself with SIGKILL here, as a crash would.
+fn crash_point(point: &str) {
+    if std::env::var_os("HERMETIC_STORE_CRASH_AT").is_some_and(|p| p == point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
 

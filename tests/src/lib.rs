@@ -149,12 +149,22 @@ pub fn chain(error: &dyn std::error::Error) -> String {
 /// The `sandbox-run` binary built next to this test (cargo builds the
 /// workspace's binaries before it runs integration tests).
 pub fn sandbox_run() -> PathBuf {
+    workspace_binary("sandbox-run")
+}
+
+/// The `hermetic` binary built next to this test.
+pub fn hermetic() -> PathBuf {
+    workspace_binary("hermetic")
+}
+
+/// One of the workspace's binaries, built next to this test.
+pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("sandbox-run");
+    let binary = profile_dir.join(name);
     assert!(
         binary.exists(),
         "{} is missing: build it with `cargo build --bins` (scripts/test does)",
