@@ -325,7 +325,11 @@ fn nars_are_byte_identical_to_nix_store_dump() {
             .unwrap();
         let theirs = nix
             .command("nix-store")
-            .arg("--dump")
+            .args([
+                "--store",
+                work.path.join("root").to_str().unwrap(),
+                "--dump",
+            ])
             .arg(path)
             .output()
             .unwrap();
