@@ -69,6 +69,12 @@ enum StoreCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Print the SHA-256 of a path's NAR serialisation, as
+    /// `nix-hash --type sha256 --base32` does (with the `sha256:` prefix).
+    Hash {
+        /// Any file, symlink or directory.
+        path: PathBuf,
+    },
     /// Write the NAR serialisation of a path to stdout (as `nix-store --dump`).
     Dump {
         /// Any file, symlink or directory.
@@ -127,6 +133,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             hermetic_store::nar::dump(&path, &mut out)?;
             out.flush()?;
+        }
+        Command::Store(StoreCommand::Hash { path }) => {
+            let (hash, _) = hermetic_store::local::nar_hash_of(&path)?;
+            println!("{hash}");
         }
         Command::Store(command) => store_command(layout, command)?,
         Command::Derivation(DerivationCommand::Show { paths }) => {
@@ -204,7 +214,9 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 println!("{}", layout.store_dir.print(&path));
             }
         }
-        StoreCommand::Dump { .. } => unreachable!("handled without opening the store"),
+        StoreCommand::Dump { .. } | StoreCommand::Hash { .. } => {
+            unreachable!("handled without opening the store")
+        }
     }
     Ok(())
 }
