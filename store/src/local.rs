@@ -155,7 +155,6 @@ impl LocalStore {
         let drv = self
             .read_derivation(path)
             .map_err(|e| DrvCheckError::MissingInput {
-                drv: String::new(),
                 path: self.layout.store_dir.print(path),
                 reason: error_chain(&e),
             })?;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::base32;
 use crate::hash::{Hash, HashAlgo};
@@ -278,12 +278,6 @@ pub fn output_path_name(drv_name: &str, output: &str) -> String {
     } else {
         format!("{drv_name}-{output}")
     }
-}
-
-/// Where a logical store path really is, for a store whose real directory
-/// differs from its logical one.
-pub fn real_path(real_store_dir: &Path, path: &StorePath) -> PathBuf {
-    real_store_dir.join(path.base_name())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use hermetic_store::derivation::json;
-use hermetic_store::{LocalStore, StoreLayout, StorePath};
+use hermetic_store::{Hash, HashAlgo, IngestionMethod, LocalStore, StoreLayout, StorePath};
 use hermetic_tests::{TempDir, hermetic};
 
 /// Nix's command-line tools with a configuration of their own: offline,
@@ -228,6 +228,50 @@ fn one_store_two_tools() {
         info[0]["narSize"].as_u64().unwrap().to_string(),
         nix_size.trim()
     );
+
+    // Content-addressed paths of the other methods: flat, and recursive with
+    // another algorithm than SHA-256, computed as nix-store --add-fixed does.
+    let file = tree.join("run");
+    let contents = std::fs::read(&file).unwrap();
+    let flat = nix.run(
+        "nix-store",
+        &[
+            "--store",
+            root_arg,
+            "--add-fixed",
+            "sha256",
+            file.to_str().unwrap(),
+        ],
+    );
+    let dir = hermetic_store::StoreDir::default();
+    let none = std::collections::BTreeSet::new();
+    let ours = dir
+        .make_fixed_output_path(
+            IngestionMethod::Flat,
+            &Hash::sha256(&contents),
+            "run",
+            &none,
+            false,
+        )
+        .unwrap();
+    assert_eq!(dir.print(&ours), flat.trim(), "flat sha256");
+    let recursive_sha1 = nix.run(
+        "nix-store",
+        &[
+            "--store",
+            root_arg,
+            "--add-fixed",
+            "--recursive",
+            "sha1",
+            tree.to_str().unwrap(),
+        ],
+    );
+    let sha1 = nix.run("nix-hash", &["--type", "sha1", tree.to_str().unwrap()]);
+    let sha1 = Hash::parse_digest(HashAlgo::Sha1, sha1.trim()).unwrap();
+    let ours = dir
+        .make_fixed_output_path(IngestionMethod::Recursive, &sha1, "tree", &none, false)
+        .unwrap();
+    assert_eq!(dir.print(&ours), recursive_sha1.trim(), "recursive sha1");
 
     // A derivation hermetic adds (into a store of its own, with its input
     // source) is valid to Nix with its references and outputs.

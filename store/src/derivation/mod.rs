@@ -112,10 +112,8 @@ pub enum DrvCheckError {
         expected: String,
     },
     /// An input derivation could not be read.
-    #[error("cannot read input derivation '{path}' of '{drv}': {reason}")]
+    #[error("cannot read input derivation '{path}': {reason}")]
     MissingInput {
-        /// The derivation.
-        drv: String,
         /// The input derivation.
         path: String,
         /// Why.
