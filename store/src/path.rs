@@ -75,11 +75,13 @@ impl StorePath {
         if base_name.len() < HASH_LEN + 2 {
             return Err(BadStorePath::TooShort(base_name.to_owned()));
         }
-        if let Some(c) = base_name[..HASH_LEN]
-            .bytes()
-            .find(|c| !base32::is_digit(*c))
+        // Checked as characters: a multi-byte one may straddle byte 32.
+        if let Some((_, c)) = base_name
+            .char_indices()
+            .take_while(|(i, _)| *i < HASH_LEN)
+            .find(|(_, c)| !c.is_ascii() || !base32::is_digit(*c as u8))
         {
-            return Err(BadStorePath::BadHashChar(base_name.to_owned(), c as char));
+            return Err(BadStorePath::BadHashChar(base_name.to_owned(), c));
         }
         if base_name.as_bytes()[HASH_LEN] != b'-' {
             return Err(BadStorePath::NoDash(base_name.to_owned()));
