@@ -412,3 +412,40 @@ unsafe impl std::alloc::GlobalAlloc for NoAllocInChild {
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
 }
+
+/// The names of a file's extended attributes, without following a symlink.
+pub fn list_xattrs(path: &CStr) -> Result<Vec<Vec<u8>>, Errno> {
+    loop {
+        // SAFETY: a NULL buffer of size 0 asks only for the list's length.
+        let len = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
+        if len < 0 {
+            return Err(Errno::last());
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; len as usize];
+        // SAFETY: the pointer and length describe `buf`, which outlives the call.
+        let got = unsafe { libc::llistxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got < 0 {
+            match Errno::last() {
+                // The list grew between the two calls: ask again.
+                Errno::ERANGE => continue,
+                errno => return Err(errno),
+            }
+        }
+        buf.truncate(got as usize);
+        return Ok(buf
+            .split(|b| *b == 0)
+            .filter(|name| !name.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect());
+    }
+}
+
+/// Removes one extended attribute, without following a symlink.
+pub fn remove_xattr(path: &CStr, name: &CStr) -> Result<(), Errno> {
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call.
+    let result = unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) };
+    Errno::result(result).map(drop)
+}

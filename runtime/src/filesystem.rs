@@ -156,6 +156,10 @@ pub(crate) fn layout(
     if spec.network.own_namespace() {
         etc_files.push(("hosts".to_string(), etc::HOSTS.to_string()));
     }
+    for (name, contents) in &spec.etc_files {
+        etc_files.retain(|(existing, _)| existing != name);
+        etc_files.push((name.clone(), contents.clone()));
+    }
     let builder = identity.build_user().filter(|_| spec.uid_range);
     let root_options = match (identity.build_user(), builder) {
         // B32: a uid-range build's root belongs to it, mode 0755.

@@ -19,6 +19,7 @@ mod filesystem;
 pub mod host;
 mod identity;
 pub mod job;
+pub mod nixconf;
 mod run;
 mod sandbox;
 pub mod scratch;
@@ -28,7 +29,7 @@ mod supervise;
 mod terminal;
 
 pub use error::SandboxError;
-pub use hermetic_mountplan::{MountPlan, SandboxPath, Step};
+pub use hermetic_mountplan::{MountPlan, SandboxPath, SandboxPathError, Step};
 pub use hermetic_netns::Network;
 pub use identity::Identity;
 pub use run::{ExitStatus, Outcome, RunOptions};

@@ -1,5 +1,9 @@
-//! The settings that decide who a build runs as and how it ends, by their
-//! nix.conf names (B25–B29, B78, B80), plus two of hermetic's own:
+//! The settings of builds by their nix.conf names and aliases: who a build
+//! runs as and how it ends (B25–B29, B78, B80), whether and how it is
+//! sandboxed (B1–B11, B41–B43, B50, B56, B60, D4), what the machine offers
+//! (`system`, `extra-platforms`, `system-features`), the build loop
+//! (`max-jobs`, `cores`, `keep-failed`, `keep-going`) and its hooks (B55,
+//! B89, `post-build-hook`); plus two of hermetic's own:
 //!
 //! * `max-build-pids`: most processes (and threads) a build may have at
 //!   once, 0 for no limit; needs `use-cgroups`;
@@ -37,6 +41,84 @@ pub struct Settings {
     /// The state directory (`NIX_STATE_DIR`, `/nix/var/nix`): lock files
     /// and cgroup records live below it.
     pub state_dir: PathBuf,
+    /// `sandbox` (aliases `build-use-chroot`, `build-use-sandbox`).
+    pub sandbox: SandboxMode,
+    /// `sandbox-fallback`.
+    pub sandbox_fallback: bool,
+    /// `sandbox-paths` (aliases `build-chroot-dirs`, `build-sandbox-paths`),
+    /// in Nix's syntax; the default binds `/bin/sh` to a static shell.
+    pub sandbox_paths: Vec<String>,
+    /// `sandbox-build-dir`.
+    pub sandbox_build_dir: String,
+    /// `sandbox-dev-shm-size`.
+    pub sandbox_dev_shm_size: String,
+    /// `sandbox-block-nested-userns` (D4).
+    pub sandbox_block_nested_userns: bool,
+    /// `filter-syscalls`.
+    pub filter_syscalls: bool,
+    /// `system`.
+    pub system: String,
+    /// `extra-platforms`: other systems this machine builds for.
+    pub extra_platforms: Vec<String>,
+    /// `system-features`.
+    pub system_features: Vec<String>,
+    /// `max-jobs` (alias `build-max-jobs`): builds at once.
+    pub max_jobs: usize,
+    /// `cores` (alias `build-cores`): `NIX_BUILD_CORES`; 0 is every CPU.
+    pub cores: usize,
+    /// `keep-failed`: keep a failed build's directory.
+    pub keep_failed: bool,
+    /// `keep-going`: build what can be built after a failure.
+    pub keep_going: bool,
+    /// `pasta-path` (Lix): pasta for fixed-output builds' network.
+    pub pasta_path: String,
+    /// `allowed-impure-host-deps` (B56).
+    pub allowed_impure_host_deps: Vec<String>,
+    /// `pre-build-hook` (B55).
+    pub pre_build_hook: String,
+    /// `post-build-hook`: run after each successful build with `DRV_PATH`
+    /// and `OUT_PATHS`.
+    pub post_build_hook: String,
+    /// `diff-hook` (B89).
+    pub diff_hook: String,
+    /// `run-diff-hook` (B89).
+    pub run_diff_hook: bool,
+    /// `ssl-cert-file`: the CA bundle fixed-output builds get (B36).
+    pub ssl_cert_file: String,
+}
+
+/// The `sandbox` setting (B1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Every build in a sandbox.
+    True,
+    /// Fixed-output and `__noChroot` builds without one.
+    Relaxed,
+    /// No build in a sandbox.
+    False,
+}
+
+/// Whether a setting takes a list (so `extra-<name>` appends to it).
+pub fn is_list_setting(name: &str) -> bool {
+    matches!(
+        canonical_name(name),
+        "sandbox-paths" | "extra-platforms" | "system-features" | "allowed-impure-host-deps"
+    )
+}
+
+/// The setting an alias names.
+pub fn canonical_name(name: &str) -> &str {
+    match name {
+        "build-use-chroot" | "build-use-sandbox" => "sandbox",
+        "build-chroot-dirs" | "build-sandbox-paths" => "sandbox-paths",
+        "build-max-silent-time" => "max-silent-time",
+        "build-timeout" => "timeout",
+        "build-max-jobs" => "max-jobs",
+        "build-cores" => "cores",
+        "build-keep-failed" => "keep-failed",
+        other => other,
+    }
 }
 
 /// Why a setting was not taken.
@@ -114,6 +196,51 @@ impl Settings {
             state_dir: std::env::var_os("NIX_STATE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/nix/var/nix")),
+            sandbox: SandboxMode::True,
+            sandbox_fallback: true,
+            sandbox_paths: crate::host::static_shell()
+                .map(|shell| vec![format!("/bin/sh={}", shell.display())])
+                .unwrap_or_default(),
+            sandbox_build_dir: "/build".into(),
+            sandbox_dev_shm_size: "50%".into(),
+            sandbox_block_nested_userns: false,
+            filter_syscalls: true,
+            system: crate::spec::host_system(),
+            extra_platforms: default_extra_platforms(),
+            system_features: default_system_features(),
+            max_jobs: 1,
+            cores: 0,
+            keep_failed: false,
+            keep_going: false,
+            pasta_path: String::new(),
+            allowed_impure_host_deps: Vec::new(),
+            pre_build_hook: String::new(),
+            post_build_hook: String::new(),
+            diff_hook: String::new(),
+            run_diff_hook: false,
+            ssl_cert_file: default_ssl_cert_file(),
+        }
+    }
+
+    /// Appends to a list setting (`extra-<name>`).
+    pub fn append(&mut self, name: &str, value: &str) -> Result<(), SettingsError> {
+        let words = value.split_whitespace().map(str::to_owned);
+        match canonical_name(name) {
+            "sandbox-paths" => self.sandbox_paths.extend(words),
+            "extra-platforms" => self.extra_platforms.extend(words),
+            "system-features" => self.system_features.extend(words),
+            "allowed-impure-host-deps" => self.allowed_impure_host_deps.extend(words),
+            other => return Err(SettingsError::Unknown(format!("extra-{other}"))),
+        }
+        Ok(())
+    }
+
+    /// `NIX_BUILD_CORES`: `cores`, or every CPU for 0.
+    pub fn build_cores(&self) -> usize {
+        if self.cores == 0 {
+            crate::environment::detected_cores()
+        } else {
+            self.cores
         }
     }
 
@@ -131,6 +258,49 @@ impl Settings {
             "timeout" | "build-timeout" => self.timeout = number(name, value)?,
             "max-build-pids" => self.max_build_pids = number(name, value)?,
             "max-build-memory" => self.max_build_memory = bytes(name, value)?,
+            "build-use-chroot" | "build-use-sandbox" | "sandbox" => {
+                self.sandbox = match value {
+                    "true" => SandboxMode::True,
+                    "relaxed" => SandboxMode::Relaxed,
+                    "false" => SandboxMode::False,
+                    _ => {
+                        return Err(SettingsError::Invalid {
+                            name: name.into(),
+                            value: value.into(),
+                            expected: "true, false or relaxed",
+                        });
+                    }
+                }
+            }
+            "sandbox-fallback" => self.sandbox_fallback = boolean(name, value)?,
+            "sandbox-paths" | "build-chroot-dirs" | "build-sandbox-paths" => {
+                self.sandbox_paths = words(value)
+            }
+            "sandbox-build-dir" => self.sandbox_build_dir = value.to_string(),
+            "sandbox-dev-shm-size" => self.sandbox_dev_shm_size = value.to_string(),
+            "sandbox-block-nested-userns" => {
+                self.sandbox_block_nested_userns = boolean(name, value)?
+            }
+            "filter-syscalls" => self.filter_syscalls = boolean(name, value)?,
+            "system" => self.system = value.to_string(),
+            "extra-platforms" => self.extra_platforms = words(value),
+            "system-features" => self.system_features = words(value),
+            "max-jobs" | "build-max-jobs" => {
+                self.max_jobs = match value {
+                    "auto" => crate::environment::detected_cores(),
+                    _ => number(name, value)?,
+                }
+            }
+            "cores" | "build-cores" => self.cores = number(name, value)?,
+            "keep-failed" | "build-keep-failed" => self.keep_failed = boolean(name, value)?,
+            "keep-going" => self.keep_going = boolean(name, value)?,
+            "pasta-path" => self.pasta_path = value.to_string(),
+            "allowed-impure-host-deps" => self.allowed_impure_host_deps = words(value),
+            "pre-build-hook" => self.pre_build_hook = value.to_string(),
+            "post-build-hook" => self.post_build_hook = value.to_string(),
+            "diff-hook" => self.diff_hook = value.to_string(),
+            "run-diff-hook" => self.run_diff_hook = boolean(name, value)?,
+            "ssl-cert-file" => self.ssl_cert_file = value.to_string(),
             _ => return Err(SettingsError::Unknown(name.to_string())),
         }
         Ok(())
@@ -145,6 +315,51 @@ impl Settings {
             id_count: self.id_count,
             state_dir: self.state_dir.clone(),
         }
+    }
+}
+
+fn words(value: &str) -> Vec<String> {
+    value.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Nix's default `extra-platforms`: i686-linux on an x86_64 host.
+fn default_extra_platforms() -> Vec<String> {
+    if std::env::consts::ARCH == "x86_64" {
+        vec!["i686-linux".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Nix's default `system-features`: `nixos-test benchmark big-parallel
+/// uid-range`, and `kvm` when `/dev/kvm` is readable and writable (B42).
+fn default_system_features() -> Vec<String> {
+    let mut features: Vec<String> = ["nixos-test", "benchmark", "big-parallel", "uid-range"]
+        .map(String::from)
+        .to_vec();
+    let kvm = nix::unistd::access(
+        "/dev/kvm",
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+    );
+    if kvm.is_ok() {
+        features.push("kvm".into());
+    }
+    features
+}
+
+/// Nix's default `ssl-cert-file`: `NIX_SSL_CERT_FILE`, `SSL_CERT_FILE`, or
+/// the system bundle when it exists.
+fn default_ssl_cert_file() -> String {
+    for var in ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"] {
+        if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            return value.to_string_lossy().into_owned();
+        }
+    }
+    let system = "/etc/ssl/certs/ca-certificates.crt";
+    if std::path::Path::new(system).exists() {
+        system.into()
+    } else {
+        String::new()
     }
 }
 
@@ -165,9 +380,17 @@ mod tests {
         assert_eq!(s.max_build_memory, 64 << 20);
         assert_eq!(s.max_build_pids, 100);
         assert_eq!(
-            s.set("sandbox-fallback", "true"),
-            Err(SettingsError::Unknown("sandbox-fallback".into()))
+            s.set("sandbox-fallbak", "true"),
+            Err(SettingsError::Unknown("sandbox-fallbak".into()))
         );
+        s.set("build-use-sandbox", "relaxed").unwrap();
+        assert_eq!(s.sandbox, SandboxMode::Relaxed);
+        s.set("build-sandbox-paths", "/a /b=/c").unwrap();
+        s.append("sandbox-paths", "/d?").unwrap();
+        assert_eq!(s.sandbox_paths, ["/a", "/b=/c", "/d?"]);
+        s.set("max-jobs", "auto").unwrap();
+        assert!(s.max_jobs >= 1);
+        assert!(s.append("timeout", "1").is_err());
         assert!(matches!(
             s.set("use-cgroups", "yes"),
             Err(SettingsError::Invalid { .. })

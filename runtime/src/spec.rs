@@ -107,6 +107,11 @@ pub struct SandboxSpec {
     /// is what breaks a build (a builder can then make setuid files).
     #[serde(default = "yes")]
     pub filter_syscalls: bool,
+    /// Files of the sandbox's `/etc` by name, beside or instead of the ones
+    /// the sandbox writes (`passwd`, `group`, `hosts`): a fixed-output
+    /// build's `resolv.conf`, `services`, `hosts` and `nsswitch.conf` (B36).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub etc_files: BTreeMap<String, String>,
     /// Where the sandbox's scratch directory is made (root mount point,
     /// store writes, `/tmp`, the build directory). Defaults to the real store
     /// directory when it is writable, so that outputs can later be renamed
@@ -179,6 +184,9 @@ pub enum SpecError {
     /// An empty system.
     #[error("the system must not be empty")]
     EmptySystem,
+    /// An `/etc` file name that is not a plain file name.
+    #[error("'{0}' is not a file name for /etc")]
+    BadEtcFile(String),
 }
 
 fn no_nul(context: &'static str, value: &str) -> Result<(), SpecError> {
@@ -237,6 +245,7 @@ impl SandboxSpec {
             sandbox: true,
             sandbox_block_nested_userns: false,
             filter_syscalls: true,
+            etc_files: BTreeMap::new(),
             scratch_parent: None,
         }
     }
@@ -304,6 +313,12 @@ impl SandboxSpec {
         }
         if self.system.is_empty() {
             return Err(SpecError::EmptySystem);
+        }
+        for name in self.etc_files.keys() {
+            let plain = !name.is_empty() && !name.contains('/') && name != "." && name != "..";
+            if !plain || name.contains('\0') {
+                return Err(SpecError::BadEtcFile(name.clone()));
+            }
         }
         Ok(())
     }

@@ -304,6 +304,18 @@ impl Db {
         info: &PathInfo,
         drv_outputs: &[(String, StorePath)],
     ) -> Result<(), StoreError> {
+        self.register_all(std::slice::from_ref(info), drv_outputs)
+    }
+
+    /// Registers paths in one transaction: their rows, then their
+    /// references (valid paths, or paths of this same set, so outputs may
+    /// refer to each other), then the outputs of the first if it is a
+    /// derivation.
+    pub fn register_all(
+        &mut self,
+        infos: &[PathInfo],
+        drv_outputs: &[(String, StorePath)],
+    ) -> Result<(), StoreError> {
         let store = self.store.clone();
         let file = self.file.clone();
         let err = |op| {
@@ -314,50 +326,56 @@ impl Db {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err("begin a transaction"))?;
-        let printed = store.print(&info.path);
-        tx.execute(
-            "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) \
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                printed,
-                info.nar_hash.to_prefixed_hex(),
-                info.registration_time,
-                info.deriver.as_ref().map(|d| store.print(d)),
-                info.nar_size as i64,
-                info.ultimate.then_some(1),
-                (!info.sigs.is_empty()).then(|| info.sigs.join(" ")),
-                info.ca,
-            ],
-        )
-        .map_err(err("register a path"))?;
-        let id = tx.last_insert_rowid();
-        for reference in &info.references {
-            let reference_id: Option<i64> = tx
-                .query_row(
-                    "select id from ValidPaths where path = ?1",
-                    [store.print(reference)],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(err("look up a reference"))?;
-            let Some(reference_id) = reference_id else {
-                return Err(StoreError::InvalidReference {
-                    path: printed,
-                    reference: store.print(reference),
-                });
-            };
+        let mut ids = Vec::with_capacity(infos.len());
+        for info in infos {
             tx.execute(
-                "insert or replace into Refs (referrer, reference) values (?1, ?2)",
-                params![id, reference_id],
+                "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) \
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    store.print(&info.path),
+                    info.nar_hash.to_prefixed_hex(),
+                    info.registration_time,
+                    info.deriver.as_ref().map(|d| store.print(d)),
+                    info.nar_size as i64,
+                    info.ultimate.then_some(1),
+                    (!info.sigs.is_empty()).then(|| info.sigs.join(" ")),
+                    info.ca,
+                ],
             )
-            .map_err(err("register a reference"))?;
+            .map_err(err("register a path"))?;
+            ids.push(tx.last_insert_rowid());
         }
-        for (name, path) in drv_outputs {
-            tx.execute(
-                "insert or replace into DerivationOutputs (drv, id, path) values (?1, ?2, ?3)",
-                params![id, name, store.print(path)],
-            )
-            .map_err(err("register a derivation output"))?;
+        for (info, id) in infos.iter().zip(&ids) {
+            for reference in &info.references {
+                let reference_id: Option<i64> = tx
+                    .query_row(
+                        "select id from ValidPaths where path = ?1",
+                        [store.print(reference)],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(err("look up a reference"))?;
+                let Some(reference_id) = reference_id else {
+                    return Err(StoreError::InvalidReference {
+                        path: store.print(&info.path),
+                        reference: store.print(reference),
+                    });
+                };
+                tx.execute(
+                    "insert or replace into Refs (referrer, reference) values (?1, ?2)",
+                    params![id, reference_id],
+                )
+                .map_err(err("register a reference"))?;
+            }
+        }
+        if let Some(drv_id) = ids.first() {
+            for (name, path) in drv_outputs {
+                tx.execute(
+                    "insert or replace into DerivationOutputs (drv, id, path) values (?1, ?2, ?3)",
+                    params![drv_id, name, store.print(path)],
+                )
+                .map_err(err("register a derivation output"))?;
+            }
         }
         tx.commit().map_err(err("commit a registration"))
     }

@@ -158,6 +158,11 @@ impl Hash {
         format!("{}:{}", self.algo, self.to_hex())
     }
 
+    /// SRI form, `algo-base64`, as Lix prints hashes in its messages.
+    pub fn to_sri(&self) -> String {
+        format!("{}-{}", self.algo, encode_base64(&self.digest))
+    }
+
     /// `algo:base32`, as Nix prints NAR hashes and content addresses.
     pub fn to_prefixed_base32(&self) -> String {
         format!("{}:{}", self.algo, self.to_base32())
@@ -190,8 +195,28 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn encode_base64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(BASE64[(n >> (18 - 6 * i) & 0x3f) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = BASE64;
     let trimmed = text.trim_end_matches('=');
     if text.len() % 4 != 0 || text.len() - trimmed.len() > 2 {
         return None;
@@ -208,6 +233,63 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
         }
     }
     (acc == 0).then_some(out)
+}
+
+/// A writer that hashes what passes through it with any of Nix's
+/// algorithms: a fixed output's flat file or NAR.
+pub struct AnyHasher {
+    algo: HashAlgo,
+    state: HasherState,
+}
+
+enum HasherState {
+    Md5(md5::Md5),
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl AnyHasher {
+    /// A fresh hasher for `algo`.
+    pub fn new(algo: HashAlgo) -> Self {
+        let state = match algo {
+            HashAlgo::Md5 => HasherState::Md5(Default::default()),
+            HashAlgo::Sha1 => HasherState::Sha1(Default::default()),
+            HashAlgo::Sha256 => HasherState::Sha256(Default::default()),
+            HashAlgo::Sha512 => HasherState::Sha512(Default::default()),
+        };
+        Self { algo, state }
+    }
+
+    /// The hash of everything written.
+    pub fn finish(self) -> Hash {
+        let digest = match self.state {
+            HasherState::Md5(h) => h.finalize().to_vec(),
+            HasherState::Sha1(h) => h.finalize().to_vec(),
+            HasherState::Sha256(h) => h.finalize().to_vec(),
+            HasherState::Sha512(h) => h.finalize().to_vec(),
+        };
+        Hash {
+            algo: self.algo,
+            digest,
+        }
+    }
+}
+
+impl io::Write for AnyHasher {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.state {
+            HasherState::Md5(h) => h.update(buf),
+            HasherState::Sha1(h) => h.update(buf),
+            HasherState::Sha256(h) => h.update(buf),
+            HasherState::Sha512(h) => h.update(buf),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A writer that hashes what passes through it with SHA-256 and counts the
@@ -264,6 +346,9 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, c);
         assert_eq!(a.to_hex(), hex);
+        assert_eq!(a.to_sri(), sri);
+        let md5 = Hash::new(HashAlgo::Md5, vec![1; 16]).unwrap();
+        assert_eq!(Hash::parse(&md5.to_sri(), None).unwrap(), md5);
     }
 
     #[test]

@@ -17,14 +17,18 @@ pub struct StoreLayout {
 }
 
 impl StoreLayout {
-    /// The system store: `/nix/store`, state in `NIX_STATE_DIR` or `/nix/var/nix`.
+    /// The system store: `NIX_STORE_DIR` or `/nix/store`, state in
+    /// `NIX_STATE_DIR` or `/nix/var/nix` (the variables Nix reads too).
     pub fn system() -> Self {
-        let state_dir = std::env::var_os("NIX_STATE_DIR")
-            .filter(|d| !d.is_empty())
-            .map_or_else(|| PathBuf::from("/nix/var/nix"), PathBuf::from);
+        let var = |name: &str| std::env::var_os(name).filter(|d| !d.is_empty());
+        let state_dir =
+            var("NIX_STATE_DIR").map_or_else(|| PathBuf::from("/nix/var/nix"), PathBuf::from);
+        let store_dir = var("NIX_STORE_DIR")
+            .and_then(|d| StoreDir::new(&d.to_string_lossy()))
+            .unwrap_or_default();
         Self {
-            store_dir: StoreDir::default(),
-            real_store_dir: PathBuf::from("/nix/store"),
+            real_store_dir: PathBuf::from(store_dir.as_str()),
+            store_dir,
             state_dir,
         }
     }

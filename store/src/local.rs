@@ -77,7 +77,7 @@ impl LocalStore {
             if let Some(staging) = &leftover.staging {
                 remove_any(&self.layout.real_store_dir.join(staging))?;
             }
-            if let Some(target) = &leftover.target {
+            for target in &leftover.targets {
                 let real = self.layout.real_path(target);
                 let _lock = PathLock::acquire(&real).map_err(io_err("lock", &real))?;
                 if !self.db.is_valid(target)? {
@@ -286,7 +286,7 @@ impl LocalStore {
             return pending.finish();
         }
         crash_point("locked");
-        pending.set_target(&info.path)?;
+        pending.set_targets(std::slice::from_ref(&info.path))?;
         remove_any(&real)?;
         fs::rename(pending.staging(), &real).map_err(io_err("rename into the store", &real))?;
         crash_point("renamed");
@@ -298,6 +298,65 @@ impl LocalStore {
         crash_point("registered");
         tracing::debug!(path = %real.display(), "registered");
         pending.finish()
+    }
+
+    /// Begins an installation: a locked pending record and a staging path
+    /// (not yet created) in the store directory. Whatever is put under the
+    /// staging path is removed when the record is finished, or by the next
+    /// start after a crash.
+    pub fn begin(&self) -> Result<Pending, StoreError> {
+        Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)
+    }
+
+    /// Locks store paths (sorted, so two callers never deadlock), as Nix
+    /// locks a build's outputs.
+    pub fn lock_paths(&self, paths: &[StorePath]) -> Result<Vec<PathLock>, StoreError> {
+        let mut sorted = paths.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted
+            .iter()
+            .map(|p| {
+                let real = self.layout.real_path(p);
+                PathLock::acquire(&real).map_err(io_err("lock", &real))
+            })
+            .collect()
+    }
+
+    /// Moves objects already made canonical on the store's filesystem
+    /// (each `(source, info)`) into place and registers them in one
+    /// transaction. The caller holds the paths' locks; `pending` names them
+    /// as its targets first, so a crash before the registration commits
+    /// leaves them to the next start's cleaning.
+    pub fn install_staged(
+        &mut self,
+        pending: &mut Pending,
+        items: &[(std::path::PathBuf, PathInfo)],
+    ) -> Result<(), StoreError> {
+        let targets: Vec<StorePath> = items.iter().map(|(_, info)| info.path.clone()).collect();
+        pending.set_targets(&targets)?;
+        for (source, info) in items {
+            let real = self.layout.real_path(&info.path);
+            // An unsandboxed build made its output in place.
+            if *source != real {
+                remove_any(&real)?;
+                fs::rename(source, &real).map_err(io_err("rename into the store", &real))?;
+            }
+        }
+        crash_point("renamed");
+        let infos: Vec<PathInfo> = items.iter().map(|(_, info)| info.clone()).collect();
+        if let Err(e) = self.db.register_all(&infos, &[]) {
+            for target in &targets {
+                remove_any(&self.layout.real_path(target))?;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The owner store objects get (this process's effective ids).
+    pub fn owner(&self) -> (u32, u32) {
+        self.owner
     }
 
     /// Checks the store: every valid path exists, and with
@@ -402,7 +461,7 @@ impl<W: Write> Write for Tee<W> {
 /// one read of the source; returns the hash and size of exactly the NAR
 /// that was restored, so a source changing meanwhile cannot make the copy
 /// and its hash differ.
-fn copy_through_nar(source: &Path, dest: &Path) -> Result<(Hash, u64), StoreError> {
+pub fn copy_through_nar(source: &Path, dest: &Path) -> Result<(Hash, u64), StoreError> {
     let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| io_err("make a pipe to copy", source)(e.into()))?;
     let (reader, writer) = (File::from(reader), File::from(writer));

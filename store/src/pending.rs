@@ -32,7 +32,7 @@ pub struct Pending {
     lock: Option<Flock<File>>,
     record: PathBuf,
     staging: PathBuf,
-    target: Option<StorePath>,
+    targets: Vec<StorePath>,
 }
 
 fn unique_id() -> String {
@@ -69,7 +69,7 @@ impl Pending {
             lock: Some(lock),
             record: dir.join(&id),
             staging: real_store_dir.join(format!(".hermetic-stage-{id}")),
-            target: None,
+            targets: Vec::new(),
         };
         pending.write_record(&fresh)?;
         fs::rename(&fresh, &pending.record).map_err(io_err("rename pending record", &fresh))?;
@@ -78,7 +78,7 @@ impl Pending {
 
     fn write_record(&mut self, at: &Path) -> Result<(), StoreError> {
         let mut text = format!("staging {}\n", file_name(&self.staging));
-        if let Some(target) = &self.target {
+        for target in &self.targets {
             text.push_str(&format!("target {target}\n"));
         }
         let file: &mut File = self.lock.as_mut().expect("a pending record is locked");
@@ -94,10 +94,10 @@ impl Pending {
         &self.staging
     }
 
-    /// Records the store path about to be installed, before anything is
+    /// Records the store paths about to be installed, before anything is
     /// written there.
-    pub fn set_target(&mut self, target: &StorePath) -> Result<(), StoreError> {
-        self.target = Some(target.clone());
+    pub fn set_targets(&mut self, targets: &[StorePath]) -> Result<(), StoreError> {
+        self.targets = targets.to_vec();
         let record = self.record.clone();
         self.write_record(&record)
     }
@@ -117,7 +117,7 @@ impl Drop for Pending {
             // Failed in this process: leave the record (now unlocked) for
             // recovery if a store path may be half-installed, else clean up.
             let _ = remove_any(&self.staging);
-            if self.target.is_none() {
+            if self.targets.is_empty() {
                 let _ = fs::remove_file(&self.record);
             }
         }
@@ -162,8 +162,8 @@ fn make_writable(dir: &Path) -> Result<(), StoreError> {
 pub struct Leftover {
     /// The staging path in the store directory.
     pub staging: Option<String>,
-    /// The store path it was installing.
-    pub target: Option<StorePath>,
+    /// The store paths it was installing.
+    pub targets: Vec<StorePath>,
 }
 
 /// Cleans after every dead installer: for each record whose lock is free,
@@ -198,7 +198,7 @@ pub fn recover(
         }
         let mut leftover = Leftover {
             staging: None,
-            target: None,
+            targets: Vec::new(),
         };
         for line in text.lines() {
             match line.split_once(' ') {
@@ -207,7 +207,9 @@ pub fn recover(
                 {
                     leftover.staging = Some(name.to_owned());
                 }
-                Some(("target", name)) => leftover.target = StorePath::from_base_name(name).ok(),
+                Some(("target", name)) => leftover
+                    .targets
+                    .extend(StorePath::from_base_name(name).ok()),
                 _ => {}
             }
         }

@@ -35,6 +35,32 @@ enum Command {
     /// Derivations: show, add.
     #[command(subcommand)]
     Derivation(DerivationCommand),
+    /// Build derivations (`.drv` files in the store or anywhere, or their JSON)
+    /// and the missing inputs they need; prints their output paths.
+    Build(BuildArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Rebuild derivations whose outputs are valid and compare (status 104 when
+    /// they differ).
+    #[arg(long)]
+    check: bool,
+    /// Keep the build directory of a failed build (`keep-failed`).
+    #[arg(long, short = 'K')]
+    keep_failed: bool,
+    /// Go on with other builds after one fails (`keep-going`).
+    #[arg(long, short = 'k')]
+    keep_going: bool,
+    /// Builds at once (`max-jobs`; a number or `auto`).
+    #[arg(long, short = 'j', value_name = "N")]
+    max_jobs: Option<String>,
+    /// A setting, as in nix.conf (repeatable), after nix.conf and NIX_CONFIG.
+    #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"])]
+    options: Vec<String>,
+    /// The derivations.
+    #[arg(required = true)]
+    drvs: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +172,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .collect::<Result<Vec<_>>>()?;
             println!("{}", json::print(&layout.store_dir, &drvs));
         }
+        Command::Build(args) => return build(layout, args),
         Command::Derivation(DerivationCommand::Add { file }) => {
             let drvs = read_any_drv(&layout, &file)?;
             let mut store = LocalStore::open(layout.clone())?;
@@ -289,4 +316,80 @@ fn read_any_drv(layout: &StoreLayout, file: &Path) -> Result<Vec<(StorePath, Der
     } else {
         Ok(vec![read_drv_file(layout, file)?])
     }
+}
+
+/// `hermetic build`: settings from nix.conf and the command line, the
+/// derivations found or added, built, their outputs printed.
+fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    use std::os::fd::AsFd;
+
+    let mut options: Vec<(String, String)> = args
+        .options
+        .chunks(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect();
+    if args.keep_failed {
+        options.push(("keep-failed".into(), "true".into()));
+    }
+    if args.keep_going {
+        options.push(("keep-going".into(), "true".into()));
+    }
+    if let Some(jobs) = &args.max_jobs {
+        options.push(("max-jobs".into(), jobs.clone()));
+    }
+    let mut settings = hermetic_runtime::settings::Settings::for_caller();
+    settings.state_dir = layout.state_dir.clone();
+    hermetic_runtime::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
+
+    let mut targets = Vec::new();
+    {
+        let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
+        for file in &args.drvs {
+            match layout.parse_user_path(file) {
+                Ok(path) if store.is_valid(&path)? => targets.push(path),
+                _ => {
+                    for (_, drv) in read_any_drv(&layout, file)? {
+                        let path = store.add_derivation(&drv).with_context(|| {
+                            format!("cannot add '{}' to the store", file.display())
+                        })?;
+                        targets.push(path);
+                    }
+                }
+            }
+        }
+    }
+
+    // SIGINT, SIGTERM and SIGHUP end every running build cleanly: blocked
+    // here (threads inherit the mask) and seen through a signalfd that every
+    // build's supervisor polls.
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).context("blocking signals")?;
+    let cancel = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("listening for signals")?;
+
+    let log: hermetic_build::log::SharedLog =
+        std::sync::Arc::new(std::sync::Mutex::new(std::io::stderr()));
+    let summary = hermetic_build::schedule::build_all(
+        &layout,
+        &settings,
+        &targets,
+        args.check,
+        Some(cancel.as_fd()),
+        log,
+        &|line| eprintln!("{line}"),
+    )?;
+    let mut stdout = std::io::stdout().lock();
+    for target in &targets {
+        if let Some(outputs) = summary.outputs.get(target) {
+            for path in outputs.values() {
+                writeln!(stdout, "{}", layout.store_dir.print(path))?;
+            }
+        }
+    }
+    Ok(ExitCode::from(summary.exit_code()))
 }

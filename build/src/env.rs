@@ -1,0 +1,185 @@
+//! The builder's environment (B62) and the files it gets in its build
+//! directory: `passAsFile` attributes, and `.attrs.json` / `.attrs.sh` for
+//! structured attributes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hermetic_runtime::environment::builder_environment;
+use hermetic_store::{Derivation, Hash};
+use serde_json::Value;
+
+use crate::attrs::Attrs;
+
+/// The environment and the build directory's files of one build.
+#[derive(Debug, Default)]
+pub struct BuilderWorld {
+    /// The whole environment.
+    pub env: BTreeMap<String, String>,
+    /// Files to write into the build directory: name and contents.
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// Builds the environment of `drv`. `build_dir` is the build directory as
+/// the builder sees it (`/build`, or the host directory when unsandboxed);
+/// `outputs` maps output names to their paths.
+pub fn builder_world(
+    drv: &Derivation,
+    attrs: &Attrs<'_>,
+    store_dir: &Path,
+    build_dir: &Path,
+    cores: usize,
+    outputs: &BTreeMap<String, String>,
+) -> BuilderWorld {
+    let mut files = Vec::new();
+    let mut attributes: Vec<(String, String)> = Vec::new();
+    let in_build_dir = |name: &str| build_dir.join(name).display().to_string();
+    match attrs.structured() {
+        None => {
+            let pass_as_file = attrs.strings("passAsFile");
+            for (name, value) in &drv.env {
+                if pass_as_file.contains(name) {
+                    let file = format!(".attr-{}", Hash::sha256(name.as_bytes()).to_base32());
+                    attributes.push((format!("{name}Path"), in_build_dir(&file)));
+                    files.push((file, value.clone().into_bytes()));
+                } else {
+                    attributes.push((name.clone(), value.clone()));
+                }
+            }
+        }
+        Some(structured) => {
+            let mut json = structured.clone();
+            json.insert(
+                "outputs".into(),
+                Value::Object(
+                    outputs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                ),
+            );
+            files.push((
+                ".attrs.json".into(),
+                Value::Object(json.clone()).to_string().into_bytes(),
+            ));
+            files.push((".attrs.sh".into(), attrs_sh(&json).into_bytes()));
+            attributes.push(("NIX_ATTRS_JSON_FILE".into(), in_build_dir(".attrs.json")));
+            attributes.push(("NIX_ATTRS_SH_FILE".into(), in_build_dir(".attrs.sh")));
+        }
+    }
+    let mut env = builder_environment(
+        store_dir,
+        build_dir,
+        cores,
+        attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    if drv.is_fixed_output() {
+        env.insert("NIX_OUTPUT_CHECKED".into(), "1".into());
+        for name in attrs.strings("impureEnvVars") {
+            if name == "NIX_LOG_FD" || name == "TERM" {
+                continue;
+            }
+            // Lix leaves a listed variable that is not set unset.
+            if let Ok(value) = std::env::var(&name) {
+                env.insert(name, value);
+            }
+        }
+    }
+    BuilderWorld { env, files }
+}
+
+fn shell_escape(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn simple(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(if *b { "1".into() } else { String::new() }),
+        Value::Number(n) => Some(match n.as_i64() {
+            Some(i) => i.to_string(),
+            None => format!("{:.6}", n.as_f64().unwrap_or_default()),
+        }),
+        Value::String(s) => Some(shell_escape(s)),
+        _ => None,
+    }
+}
+
+fn is_shell_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `.attrs.sh`: each top-level attribute with a shell name and a simple
+/// value (or a list or attribute set of simple values) as a `declare`.
+pub fn attrs_sh(json: &serde_json::Map<String, Value>) -> String {
+    let mut out = String::new();
+    for (key, value) in json {
+        if !is_shell_name(key) {
+            continue;
+        }
+        if let Some(s) = simple(value) {
+            out.push_str(&format!("declare {key}={s}\n"));
+            continue;
+        }
+        match value {
+            Value::Array(items) => {
+                if let Some(items) = items.iter().map(simple).collect::<Option<Vec<_>>>() {
+                    let joined: String = items.iter().map(|s| format!("{s} ")).collect();
+                    out.push_str(&format!("declare -a {key}=({joined})\n"));
+                }
+            }
+            Value::Object(map) => {
+                let items: Option<Vec<String>> = map
+                    .iter()
+                    .map(|(k, v)| simple(v).map(|s| format!("[{}]={s} ", shell_escape(k))))
+                    .collect();
+                if let Some(items) = items {
+                    out.push_str(&format!("declare -A {key}=({})\n", items.concat()));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermetic_store::StoreDir;
+
+    #[test]
+    fn pass_as_file_and_structured_attrs() {
+        let text = r#"Derive([("out","/nix/store/bfarivjzrbkrccd3zrblx1zgpssp56x6-paf","","")],[],[],"x86_64-linux","/bin/sh",["-c","cat $fooPath > $out"],[("builder","/bin/sh"),("foo","bar\n\"quoted\" \\ tab\t"),("name","paf"),("out","/nix/store/bfarivjzrbkrccd3zrblx1zgpssp56x6-paf"),("passAsFile","foo"),("system","x86_64-linux")])"#;
+        let drv = Derivation::from_aterm(text.as_bytes(), &StoreDir::default(), "paf").unwrap();
+        let attrs = Attrs::of(&drv).unwrap();
+        let world = builder_world(
+            &drv,
+            &attrs,
+            Path::new("/nix/store"),
+            Path::new("/build"),
+            2,
+            &BTreeMap::new(),
+        );
+        let file = format!(".attr-{}", Hash::sha256(b"foo").to_base32());
+        assert_eq!(world.env["fooPath"], format!("/build/{file}"));
+        assert!(!world.env.contains_key("foo"));
+        assert_eq!(
+            world.files,
+            vec![(file, b"bar\n\"quoted\" \\ tab\t".to_vec())]
+        );
+
+        let json: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"b":true,"f":false,"i":3,"s":"it's","l":[1,"x"],"o":{"k":"v"},"deep":[[1]],"bad-name":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            attrs_sh(&json),
+            "declare b=1\ndeclare f=\ndeclare i=3\ndeclare -a l=(1 'x' )\ndeclare -A o=(['k']='v' )\ndeclare s='it'\\''s'\n"
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! Building many derivations: the ones asked for and their missing inputs,
+//! in dependency order, up to `max-jobs` at once, each in a thread with its
+//! own handle on the store. A failure fails what depends on it; without
+//! `keep-going` nothing new starts after it. An interrupt (the cancel
+//! descriptor becomes readable) ends running builds and starts no more.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::BorrowedFd;
+use std::sync::mpsc;
+
+use hermetic_runtime::settings::Settings;
+use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::error::BuildError;
+use crate::goal::{BuildFailure, FailureKind, Goal};
+use crate::log::SharedLog;
+
+/// What a run of builds ended with.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// The outputs of each derivation asked for that has them.
+    pub outputs: BTreeMap<StorePath, BTreeMap<String, StorePath>>,
+    /// The derivations that failed, and why.
+    pub failures: Vec<(StorePath, BuildFailure)>,
+    /// How many derivations were built.
+    pub built: usize,
+}
+
+impl Summary {
+    /// Nix's exit status (B83): 0, or 100 plus 1 for a timeout, 2 for a
+    /// hash mismatch, 4 for a build that is not deterministic (104 alone
+    /// for `--check`); 1 when no build itself failed (a setup error, a
+    /// fixed-output builder's failure, an interrupt).
+    pub fn exit_code(&self) -> u8 {
+        if self.failures.is_empty() {
+            return 0;
+        }
+        let kinds: BTreeSet<_> = self
+            .failures
+            .iter()
+            .map(|(_, f)| kind_bits(f.kind))
+            .collect();
+        let mut mask = 0u8;
+        for bits in kinds {
+            mask |= bits;
+        }
+        if mask == 0 { 1 } else { 0x60 | mask }
+    }
+}
+
+fn kind_bits(kind: FailureKind) -> u8 {
+    match kind {
+        FailureKind::Permanent => 0x04,
+        FailureKind::TimedOut => 0x04 | 0x01,
+        FailureKind::HashMismatch => 0x04 | 0x02,
+        FailureKind::NotDeterministic => 0x08,
+        FailureKind::Transient | FailureKind::DependencyFailed | FailureKind::Misc => 0,
+    }
+}
+
+struct Node {
+    drv: Derivation,
+    deps: BTreeSet<StorePath>,
+    check: bool,
+}
+
+fn cancelled(cancel: Option<BorrowedFd<'_>>) -> bool {
+    let Some(fd) = cancel else { return false };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
+/// Collects what must be built for `path`: itself unless its outputs are
+/// all valid (always, for `check`), and its inputs likewise.
+fn plan(
+    store: &LocalStore,
+    path: &StorePath,
+    check: bool,
+    nodes: &mut BTreeMap<StorePath, Node>,
+) -> Result<bool, BuildError> {
+    if nodes.contains_key(path) {
+        return Ok(true);
+    }
+    let drv = store.read_derivation(path)?;
+    let mut missing = check;
+    for output in drv.outputs.values() {
+        match output.path() {
+            Some(p) if store.is_valid(p)? => {}
+            _ => missing = true,
+        }
+    }
+    if !missing {
+        return Ok(false);
+    }
+    let mut deps = BTreeSet::new();
+    for input in drv.input_drvs.keys() {
+        if plan(store, input, false, nodes)? {
+            deps.insert(input.clone());
+        }
+    }
+    nodes.insert(path.clone(), Node { drv, deps, check });
+    Ok(true)
+}
+
+/// Builds `targets` (derivations in the store) and what they need.
+/// `progress` gets one line per build started and finished; warnings go
+/// there too.
+pub fn build_all(
+    layout: &StoreLayout,
+    settings: &Settings,
+    targets: &[StorePath],
+    check: bool,
+    cancel: Option<BorrowedFd<'_>>,
+    log: SharedLog,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<Summary, BuildError> {
+    let store = LocalStore::open(layout.clone())?;
+    let mut nodes = BTreeMap::new();
+    for target in targets {
+        plan(&store, target, check, &mut nodes)?;
+    }
+    drop(store);
+    let total = nodes.len();
+    let mut summary = Summary::default();
+    let mut done: BTreeSet<StorePath> = BTreeSet::new();
+    let mut failed: BTreeSet<StorePath> = BTreeSet::new();
+    let mut started: BTreeSet<StorePath> = BTreeSet::new();
+    let mut running = 0usize;
+    let mut stop = false;
+    let max_jobs = settings.max_jobs.max(1);
+    let (tx, rx) =
+        mpsc::channel::<(StorePath, Result<BTreeMap<String, StorePath>, BuildFailure>)>();
+    std::thread::scope(|scope| {
+        loop {
+            // Fail what depends on a failure; start what is ready.
+            let waiting: Vec<StorePath> = nodes
+                .iter()
+                .filter(|(p, _)| !done.contains(*p) && !failed.contains(*p))
+                .map(|(p, _)| p.clone())
+                .collect();
+            let mut progressed = false;
+            for path in waiting {
+                let node = &nodes[&path];
+                let failed_deps = node.deps.iter().filter(|d| failed.contains(*d)).count();
+                if failed_deps > 0 {
+                    let error = BuildError::DependenciesFailed {
+                        count: failed_deps,
+                        drv: layout.store_dir.print(&path),
+                    };
+                    progress(format!("error: {error}"));
+                    summary.failures.push((
+                        path.clone(),
+                        BuildFailure {
+                            kind: FailureKind::DependencyFailed,
+                            error,
+                        },
+                    ));
+                    failed.insert(path);
+                    progressed = true;
+                    continue;
+                }
+                let ready = node.deps.iter().all(|d| done.contains(d));
+                if !ready || running >= max_jobs || stop || cancelled(cancel) {
+                    continue;
+                }
+                if !started.insert(path.clone()) {
+                    continue;
+                }
+                running += 1;
+                let number = started.len();
+                progress(format!(
+                    "building '{}'{}",
+                    layout.store_dir.print(&path),
+                    if total > 1 {
+                        format!(" [{number}/{total}]")
+                    } else {
+                        String::new()
+                    }
+                ));
+                let tx = tx.clone();
+                let node = &nodes[&path];
+                let goal_drv = node.drv.clone();
+                let check = node.check;
+                let log = log.clone();
+                scope.spawn(move || {
+                    let result = (|| {
+                        let mut store = LocalStore::open(layout.clone())?;
+                        let goal = Goal {
+                            drv_path: path.clone(),
+                            drv: goal_drv,
+                            check,
+                            settings,
+                            cancel,
+                            log,
+                        };
+                        goal.run(&mut store, &mut |line| progress(line))
+                    })();
+                    let _ = tx.send((path, result));
+                });
+                progressed = true;
+            }
+            if running == 0 && !progressed {
+                break;
+            }
+            if running == 0 {
+                continue;
+            }
+            let Ok((path, result)) = rx.recv() else { break };
+            running -= 1;
+            match result {
+                Ok(outputs) => {
+                    summary.built += 1;
+                    if targets.contains(&path) {
+                        summary.outputs.insert(path.clone(), outputs);
+                    }
+                    done.insert(path);
+                }
+                Err(failure) => {
+                    progress(format!("error: {}", crate::error_chain(&failure.error)));
+                    summary.failures.push((path.clone(), failure));
+                    failed.insert(path);
+                    if !settings.keep_going {
+                        stop = true;
+                    }
+                }
+            }
+        }
+    });
+    // What was asked for and needed no build: its outputs as they are.
+    let store = LocalStore::open(layout.clone())?;
+    for target in targets {
+        if summary.outputs.contains_key(target)
+            || failed.contains(target)
+            || nodes.contains_key(target)
+        {
+            continue;
+        }
+        let drv = store.read_derivation(target)?;
+        let outputs = drv
+            .outputs
+            .iter()
+            .filter_map(|(name, o)| o.path().map(|p| (name.clone(), p.clone())))
+            .collect();
+        summary.outputs.insert(target.clone(), outputs);
+    }
+    Ok(summary)
+}

@@ -1,0 +1,251 @@
+//! nix.conf: where settings come from, in Nix's order. The defaults, then
+//! `$NIX_CONF_DIR/nix.conf` (`/etc/nix/nix.conf`), then the text of
+//! `NIX_CONFIG`, then `--option NAME VALUE`s. Lines are `name = value`
+//! (`#` starts a comment); `include FILE` and `!include FILE` (missing is
+//! fine) read another file relative to this one; `extra-NAME` appends to a
+//! list setting. An unknown name is a warning, as in Nix.
+
+use std::path::{Path, PathBuf};
+
+use crate::settings::{Settings, SettingsError, is_list_setting};
+
+/// Why configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A line that is not `name = value` nor an include (Nix's text).
+    #[error("illegal configuration line '{line}' in '{origin}'")]
+    IllegalLine {
+        /// The line.
+        line: String,
+        /// The file (or `NIX_CONFIG`).
+        origin: String,
+    },
+    /// A file that could not be read.
+    #[error("cannot read configuration file '{path}'")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Includes nested too deep (a loop).
+    #[error("configuration file '{0}' includes files nested more than 16 deep")]
+    TooDeep(PathBuf),
+    /// A value of the wrong shape, with where it came from.
+    #[error("in '{origin}'")]
+    Value {
+        /// The file, `NIX_CONFIG` or `--option`.
+        origin: String,
+        /// The setting's complaint.
+        #[source]
+        source: SettingsError,
+    },
+}
+
+/// The directory of the system's nix.conf: `NIX_CONF_DIR` or `/etc/nix`.
+pub fn conf_dir() -> PathBuf {
+    std::env::var_os("NIX_CONF_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from)
+}
+
+/// Nix settings that hermetic has no use for (they are about substitution,
+/// evaluation, garbage collection or the daemon's clients): taken without
+/// a warning, and without effect.
+pub const IGNORED_NIX_SETTINGS: &[&str] = &[
+    "accept-flake-config",
+    "allow-import-from-derivation",
+    "allowed-uris",
+    "allowed-users",
+    "auto-optimise-store",
+    "build-poll-interval",
+    "builders",
+    "builders-use-substitutes",
+    "connect-timeout",
+    "download-attempts",
+    "experimental-features",
+    "fallback",
+    "flake-registry",
+    "fsync-metadata",
+    "hashed-mirrors",
+    "http-connections",
+    "keep-derivations",
+    "keep-outputs",
+    "log-lines",
+    "max-free",
+    "min-free",
+    "narinfo-cache-negative-ttl",
+    "narinfo-cache-positive-ttl",
+    "netrc-file",
+    "nix-path",
+    "plugin-files",
+    "pure-eval",
+    "require-sigs",
+    "restrict-eval",
+    "secret-key-files",
+    "show-trace",
+    "substitute",
+    "substituters",
+    "tarball-ttl",
+    "trusted-public-keys",
+    "trusted-substituters",
+    "trusted-users",
+    "use-sqlite-wal",
+    "warn-dirty",
+];
+
+/// Applies one setting, `extra-` forms appending.
+pub fn apply(
+    settings: &mut Settings,
+    name: &str,
+    value: &str,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), SettingsError> {
+    if IGNORED_NIX_SETTINGS.contains(&name.strip_prefix("extra-").unwrap_or(name)) {
+        return Ok(());
+    }
+    let result = match name.strip_prefix("extra-") {
+        Some(base) if is_list_setting(base) => settings.append(base, value),
+        _ => settings.set(name, value),
+    };
+    match result {
+        Err(SettingsError::Unknown(name)) => {
+            warn(format!("unknown setting '{name}'"));
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Loads the system's nix.conf, `NIX_CONFIG` and then `options` into
+/// `settings`; warnings (unknown names) go to `warn`.
+pub fn load(
+    settings: &mut Settings,
+    options: &[(String, String)],
+    warn: &mut dyn FnMut(String),
+) -> Result<(), ConfigError> {
+    apply_file(settings, &conf_dir().join("nix.conf"), true, warn, 0)?;
+    if let Ok(text) = std::env::var("NIX_CONFIG") {
+        apply_text(settings, &text, "NIX_CONFIG", None, warn, 0)?;
+    }
+    for (name, value) in options {
+        apply(settings, name, value, warn).map_err(|source| ConfigError::Value {
+            origin: "--option".into(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn apply_file(
+    settings: &mut Settings,
+    path: &Path,
+    optional: bool,
+    warn: &mut dyn FnMut(String),
+    depth: usize,
+) -> Result<(), ConfigError> {
+    if depth > 16 {
+        return Err(ConfigError::TooDeep(path.to_owned()));
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let origin = path.display().to_string();
+    apply_text(settings, &text, &origin, path.parent(), warn, depth)
+}
+
+/// Applies nix.conf text; `dir` resolves relative includes.
+pub fn apply_text(
+    settings: &mut Settings,
+    text: &str,
+    origin: &str,
+    dir: Option<&Path>,
+    warn: &mut dyn FnMut(String),
+    depth: usize,
+) -> Result<(), ConfigError> {
+    for raw in text.lines() {
+        let line = raw.split('#').next().unwrap_or_default();
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        let Some(first) = tokens.first() else {
+            continue;
+        };
+        if (*first == "include" || *first == "!include") && tokens.len() == 2 {
+            let file = Path::new(tokens[1]);
+            let file = match dir {
+                Some(dir) if file.is_relative() => dir.join(file),
+                _ => file.to_owned(),
+            };
+            apply_file(settings, &file, *first == "!include", warn, depth + 1)?;
+            continue;
+        }
+        if tokens.len() < 2 || tokens[1] != "=" {
+            return Err(ConfigError::IllegalLine {
+                line: raw.to_owned(),
+                origin: origin.to_owned(),
+            });
+        }
+        let value = tokens[2..].join(" ");
+        apply(settings, first, &value, warn).map_err(|source| ConfigError::Value {
+            origin: origin.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::SandboxMode;
+
+    #[test]
+    fn lines_includes_and_extra_forms() {
+        let dir = std::env::temp_dir().join(format!("nixconf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("more.conf"), "keep-failed = true\n").unwrap();
+        let mut s = Settings::for_caller();
+        let mut warnings = Vec::new();
+        apply_text(
+            &mut s,
+            "# a comment\nsandbox = relaxed # trailing\nsandbox-paths = /a\nextra-sandbox-paths = /b=/c /d?\n\
+             include more.conf\n!include missing.conf\nno-such-thing = 1\n",
+            "test",
+            Some(&dir),
+            &mut |w| warnings.push(w),
+            0,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.sandbox, SandboxMode::Relaxed);
+        assert_eq!(s.sandbox_paths, ["/a", "/b=/c", "/d?"]);
+        assert!(s.keep_failed);
+        assert_eq!(warnings, ["unknown setting 'no-such-thing'"]);
+        let err =
+            apply_text(&mut s, "sandbox true\n", "nix.conf", None, &mut |_| {}, 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "illegal configuration line 'sandbox true' in 'nix.conf'"
+        );
+        let err = apply_text(
+            &mut s,
+            "include /nonexistent/x.conf\n",
+            "nix.conf",
+            None,
+            &mut |_| {},
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot read configuration file '/nonexistent/x.conf'")
+        );
+    }
+}
