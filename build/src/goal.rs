@@ -343,6 +343,15 @@ impl Goal<'_> {
             Ok(())
         };
         chown(&build_dir)?;
+        if let (false, Some(user)) = (sandboxed, builder) {
+            // An unsandboxed builder makes its outputs in the store
+            // directory itself, which Nix keeps root:<build group>, 1775.
+            let dir = &layout.real_store_dir;
+            std::os::unix::fs::chown(dir, Some(0), Some(user.gid))
+                .map_err(io_err("change the owner of", dir))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o1775))
+                .map_err(io_err("chmod", dir))?;
+        }
         for (name, contents) in &world.files {
             let file = build_dir.join(name);
             fs::write(&file, contents).map_err(io_err("write", &file))?;

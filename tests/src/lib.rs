@@ -20,6 +20,8 @@ use hermetic_runtime::{
 /// The ordinary user the test setup creates for unprivileged runs.
 pub const TEST_USER: &str = "hermetic-test";
 
+pub mod builds;
+
 /// Whether this process runs as root; prints why a test is skipped if not.
 pub fn root_or_skip(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();

@@ -1,0 +1,385 @@
+//! `hermetic build` from inside real builds: the sandbox modes and
+//! `__noChroot` (B1–B5), the builder's world (B36, B62), outputs (B84–B89)
+//! and Nix's exit statuses (B83).
+
+use hermetic_store::{Hash, IngestionMethod};
+use hermetic_tests::builds::{BuildHost, DrvSpec, outputs_of, stderr, text};
+use hermetic_tests::root_or_skip;
+
+#[test]
+fn a_derivation_builds_and_its_outputs_are_registered_read_only() {
+    if !root_or_skip("a_derivation_builds_and_its_outputs_are_registered_read_only") {
+        return;
+    }
+    let host = BuildHost::diverted("build-basic");
+    let dep = DrvSpec::new(
+        "dep",
+        "mkdir -p $out/bin; echo dep > $out/bin/data; echo $out > $dev",
+    )
+    .attr("outputs", "out dev")
+    .add_outputs(&["out", "dev"], &host);
+    let top = DrvSpec::new(
+        "top",
+        "echo \"$(cat $dep/bin/data) $(id -u):$(id -g) $PWD $HOME $NIX_BUILD_TOP $TERM\" > $out",
+    )
+    .input("dep", &dep, "out", &host)
+    .add_to(&host);
+    let out = host.run(&["build", &host.print(&top)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let outputs = outputs_of(&host, &top);
+    let path = host.print(&outputs["out"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), path);
+    assert_eq!(
+        text(&host.real(&outputs["out"])),
+        "dep 1000:100 /build /homeless-shelter /build xterm-256color\n"
+    );
+    // The dependency was built first, its log prefixed with its name.
+    assert!(stderr(&out).contains("building '"), "{}", stderr(&out));
+    let store = host.store();
+    let info = store.query_info(&outputs["out"]).unwrap();
+    assert_eq!(info.deriver.as_ref(), Some(&top));
+    assert!(info.ultimate);
+    // It refers to the output of dep it read, found by scanning (B87)? It
+    // holds only text from it, so no reference.
+    assert!(info.references.is_empty(), "{:?}", info.references);
+    let dep_outputs = outputs_of(&host, &dep);
+    let dep_info = store.query_info(&dep_outputs["dev"]).unwrap();
+    assert!(
+        dep_info.references.contains(&dep_outputs["out"]),
+        "dev refers to out"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(host.real(&dep_outputs["out"]).join("bin/data")).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.mtime(), meta.uid()),
+        (0o444, 1, 0)
+    );
+    let verify = host.run(&["store", "verify", "--check-contents"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    // Built outputs are not built again.
+    let again = host.run(&["build", &host.print(&top)]);
+    assert!(again.status.success());
+    assert!(!stderr(&again).contains("building"), "{}", stderr(&again));
+}
+
+#[test]
+fn no_chroot_under_each_sandbox_mode() {
+    if !root_or_skip("no_chroot_under_each_sandbox_mode") {
+        return;
+    }
+    if !hermetic_tests::group_or_skip("no_chroot_under_each_sandbox_mode", "hermetic-solo") {
+        return;
+    }
+    // Unsandboxed builds sweep their build user's processes (B79): a group
+    // of their own keeps them from killing other tests' builders.
+    let host = BuildHost::undiverted("build-nochroot");
+    let users = "build-users-group = hermetic-solo";
+    let script = "if [ -d /usr/bin ]; then echo host > $out; else echo sandbox > $out; fi";
+    let no_chroot = DrvSpec::new("nochroot", script)
+        .attr("__noChroot", "1")
+        .add_to(&host);
+    let plain = DrvSpec::new("plain", script).add_to(&host);
+
+    host.conf(&format!("{users}\nsandbox = true"));
+    let out = host.run(&["build", &host.print(&no_chroot)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "derivation '{}' has '__noChroot' set, but that's not allowed when 'sandbox' is 'true'",
+            host.print(&no_chroot)
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    host.conf(&format!("{users}\nsandbox = relaxed"));
+    for (drv, expected) in [(&no_chroot, "host\n"), (&plain, "sandbox\n")] {
+        let out = host.run(&["build", &host.print(drv)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(text(&host.real(&outputs_of(&host, drv)["out"])), expected);
+    }
+    let other = DrvSpec::new("plain2", script).add_to(&host);
+    host.conf(&format!("{users}\nsandbox = false"));
+    let out = host.run(&["build", &host.print(&other)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        text(&host.real(&outputs_of(&host, &other)["out"])),
+        "host\n"
+    );
+
+    // A diverted store forces the sandbox whatever the setting (B5).
+    let diverted = BuildHost::diverted("build-diverted");
+    diverted.conf("sandbox = false");
+    let drv = DrvSpec::new("plain", script).add_to(&diverted);
+    let out = diverted.run(&["build", &diverted.print(&drv)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("auto-enabling the sandbox due to using a diverted store"));
+    assert_eq!(
+        text(&diverted.real(&outputs_of(&diverted, &drv)["out"])),
+        "sandbox\n"
+    );
+}
+
+#[test]
+fn fixed_output_builds_check_their_hash() {
+    if !root_or_skip("fixed_output_builds_check_their_hash") {
+        return;
+    }
+    let host = BuildHost::diverted("build-fod");
+    // A fixed-output build sees Nix's nsswitch.conf (B36) and the network
+    // flag (B62); the hash of what it writes is known in advance.
+    let expected = "hosts: files dns\nservices: files\n1\n";
+    let script = "cat /etc/nsswitch.conf > $out; echo $NIX_OUTPUT_CHECKED >> $out";
+    let good = DrvSpec::new("fetched", script)
+        .fixed(IngestionMethod::Flat, Hash::sha256(expected.as_bytes()))
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&good)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = &outputs_of(&host, &good)["out"];
+    assert_eq!(text(&host.real(path)), expected);
+    let info = host.store().query_info(path).unwrap();
+    assert_eq!(
+        info.ca.as_deref(),
+        Some(
+            format!(
+                "fixed:sha256:{}",
+                Hash::sha256(expected.as_bytes()).to_base32()
+            )
+            .as_str()
+        )
+    );
+
+    let wrong = DrvSpec::new("wrong", "echo hi > $out")
+        .fixed(IngestionMethod::Flat, Hash::sha256(b"hello\n"))
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&wrong)]);
+    assert_eq!(out.status.code(), Some(102), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "hash mismatch in fixed-output derivation '{}':",
+            host.print(&wrong)
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "     specified: {}",
+            Hash::sha256(b"hello\n").to_sri()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "           got: {}",
+            Hash::sha256(b"hi\n").to_sri()
+        )),
+        "{err}"
+    );
+    assert!(
+        !host
+            .store()
+            .is_valid(&outputs_of(&host, &wrong)["out"])
+            .unwrap()
+    );
+
+    // A fixed-output builder's failure is transient: status 1, not 100.
+    let failing = DrvSpec::new("failing", "exit 3")
+        .fixed(IngestionMethod::Flat, Hash::sha256(b"x"))
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&failing)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failed with exit code 3"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn failures_have_nix_statuses_and_messages() {
+    if !root_or_skip("failures_have_nix_statuses_and_messages") {
+        return;
+    }
+    let host = BuildHost::diverted("build-fail");
+    // A builder's failure is permanent (100); an output rejected after a
+    // successful builder is not (1), as in Nix.
+    let cases: Vec<(&str, &str, Option<i32>, String)> = vec![
+        (
+            "fails",
+            "echo failing; exit 2",
+            Some(100),
+            "failed with exit code 2".into(),
+        ),
+        (
+            "nooutput",
+            "true",
+            Some(1),
+            "failed to produce output path for output 'out' at".into(),
+        ),
+        (
+            "writable",
+            "mkdir $out; chmod 777 $out",
+            Some(1),
+            "suspicious ownership or permission on".into(),
+        ),
+    ];
+    for (name, script, code, message) in cases {
+        let drv = DrvSpec::new(name, script).add_to(&host);
+        let out = host.run(&["build", &host.print(&drv)]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), code.or(Some(1)), "{name}: {err}");
+        assert!(err.contains(&message), "{name}: {err}");
+        assert!(
+            !host
+                .store()
+                .is_valid(&outputs_of(&host, &drv)["out"])
+                .unwrap(),
+            "{name}"
+        );
+    }
+    // A time limit: 101 (B78).
+    host.conf("timeout = 1");
+    let slow = DrvSpec::new("slow", "sleep 30; touch $out").add_to(&host);
+    let out = host.run(&["build", &host.print(&slow)]);
+    assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("timed out after 1 seconds"),
+        "{}",
+        stderr(&out)
+    );
+    // A failed input fails its dependents with Nix's text.
+    host.conf("");
+    let broken = DrvSpec::new("broken", "exit 1").add_to(&host);
+    let user = DrvSpec::new("user", "touch $out")
+        .input("broken", &broken, "out", &host)
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&user)]);
+    assert_eq!(out.status.code(), Some(100), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "1 dependencies of derivation '{}' failed to build",
+            host.print(&user)
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing of the failed builds is left in the store directory.
+    let verify = host.run(&["store", "verify", "--check-contents"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    let leftovers: Vec<_> = std::fs::read_dir(host.layout().real_store_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".hermetic"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn check_finds_a_nondeterministic_build() {
+    if !root_or_skip("check_finds_a_nondeterministic_build") {
+        return;
+    }
+    let host = BuildHost::diverted("build-check");
+    let random = DrvSpec::new("random", "cat /proc/sys/kernel/random/uuid > $out").add_to(&host);
+    let stable = DrvSpec::new("stable", "echo same > $out").add_to(&host);
+    for drv in [&random, &stable] {
+        let out = host.run(&["build", &host.print(drv)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = host.run(&["build", "--check", &host.print(&stable)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = host.run(&["build", "--check", &host.print(&random)]);
+    assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("may not be deterministic"), "{err}");
+    let path = &outputs_of(&host, &random)["out"];
+    let check_path = format!("{}.check", host.real(path).display());
+    assert!(!std::path::Path::new(&check_path).exists());
+
+    let out = host.run(&["build", "--check", "-K", &host.print(&random)]);
+    assert_eq!(out.status.code(), Some(104), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("error: renaming"));
+    assert!(std::path::Path::new(&check_path).exists(), "{check_path}");
+    assert_ne!(
+        text(std::path::Path::new(&check_path)),
+        text(&host.real(path))
+    );
+    // The registered output is untouched.
+    let verify = host.run(&["store", "verify", "--check-contents"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+
+    // --check of what was never built.
+    let never = DrvSpec::new("never", "echo > $out").add_to(&host);
+    let out = host.run(&["build", "--check", &host.print(&never)]);
+    assert!(
+        stderr(&out).contains(&format!(
+            "some outputs of '{}' are not valid, so checking is not possible",
+            host.print(&never)
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn pass_as_file_structured_attrs_and_hooks() {
+    if !root_or_skip("pass_as_file_structured_attrs_and_hooks") {
+        return;
+    }
+    let host = BuildHost::diverted("build-attrs");
+    let paf = DrvSpec::new("paf", "cat $fooPath > $out")
+        .attr("foo", "a \"quoted\" value\n")
+        .attr("passAsFile", "foo")
+        .add_to(&host);
+    let json = r#"{"builder":"/bin/sh","list":[1,"x"],"name":"sa","system":"SYSTEM","flag":true}"#
+        .replace("SYSTEM", &hermetic_runtime::host_system());
+    // Structured attributes: no `out` in the environment, the outputs in
+    // .attrs.json and .attrs.sh (which needs bash to source; busybox here
+    // only copies the files out).
+    let sa = DrvSpec::new(
+        "sa",
+        "out=$(sed -n 's/.*\"out\":\"\\([^\"]*\\)\".*/\\1/p' $NIX_ATTRS_JSON_FILE); \
+         mkdir $out; cp $NIX_ATTRS_JSON_FILE $NIX_ATTRS_SH_FILE $out/; echo \"${out:-unset}\" > $out/seen",
+    )
+    .attr("__json", json)
+    .add_to(&host);
+    let hook = host.dir.path.join("post-build-hook");
+    let record = host.dir.path.join("hook-record");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$DRV_PATH $OUT_PATHS\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&hook, 0o755);
+    host.conf(&format!("post-build-hook = {}", hook.display()));
+    let out = host.run(&["build", &host.print(&paf)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let paf_out = &outputs_of(&host, &paf)["out"];
+    assert_eq!(text(&host.real(paf_out)), "a \"quoted\" value\n");
+    assert_eq!(
+        text(&record),
+        format!("{} {}\n", host.print(&paf), host.print(paf_out))
+    );
+    let out = host.run(&["build", &host.print(&sa)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sa_out = &outputs_of(&host, &sa)["out"];
+    let dir = host.real(sa_out);
+    let attrs: serde_json::Value = serde_json::from_str(&text(&dir.join(".attrs.json"))).unwrap();
+    assert_eq!(attrs["outputs"]["out"], host.print(sa_out));
+    assert_eq!(attrs["list"], serde_json::json!([1, "x"]));
+    let sh = text(&dir.join(".attrs.sh"));
+    assert!(sh.contains("declare flag=1\n"), "{sh}");
+    assert!(sh.contains("declare -a list=(1 'x' )\n"), "{sh}");
+    assert!(
+        sh.contains(&format!(
+            "declare -A outputs=(['out']='{}' )\n",
+            host.print(sa_out)
+        )),
+        "{sh}"
+    );
+}
