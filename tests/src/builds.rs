@@ -163,6 +163,12 @@ impl<'a> DrvSpec<'a> {
         self
     }
 
+    /// Adds an input source (a valid store path).
+    pub fn source(mut self, path: StorePath) -> Self {
+        self.sources.push(path);
+        self
+    }
+
     /// Makes it fixed-output.
     pub fn fixed(mut self, method: IngestionMethod, hash: Hash) -> Self {
         self.fixed = Some((method, hash));

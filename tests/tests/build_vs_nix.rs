@@ -1,0 +1,103 @@
+//! The same derivations built by Nix 2.8 (`nix-store --realise`, sandbox
+//! on) and by hermetic, each in a store of its own: the same output paths,
+//! NAR hashes and references, and hermetic's store valid to Nix.
+
+use std::path::Path;
+use std::process::Command;
+
+use hermetic_tests::{TempDir, hermetic, root_or_skip};
+
+fn nix_available(test: &str) -> bool {
+    let found = Command::new("nix-store")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("HERMETIC_REQUIRE_NIX").is_none(),
+            "{test}: HERMETIC_REQUIRE_NIX is set but nix-store is missing"
+        );
+        eprintln!("skipped {test}: no nix-store (scripts/setup-test-host installs nix-bin)");
+    }
+    found
+}
+
+#[test]
+fn nix_and_hermetic_build_the_same_outputs() {
+    if !root_or_skip("nix_and_hermetic_build_the_same_outputs")
+        || !nix_available("nix_and_hermetic_build_the_same_outputs")
+    {
+        return;
+    }
+    let work = TempDir::new("vs-nix");
+    let conf = work.path.join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let shell = hermetic_runtime::host::static_shell().expect("a static shell (busybox-static)");
+    std::fs::write(
+        conf.join("nix.conf"),
+        format!(
+            "sandbox = true\nsandbox-fallback = false\nbuild-users-group = nixbld\n\
+             extra-sandbox-paths = /bin/sh={}\nsubstituters =\n",
+            shell.display()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/tests/fixtures/shapes.nix"),
+        work.path.join("a.nix"),
+    )
+    .unwrap();
+    let run = |program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .env("NIX_CONF_DIR", &conf)
+            .env_remove("NIX_REMOTE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let nix_root = work.path.join("nix");
+    let ours_root = work.path.join("hermetic");
+    let (nix_root, ours_root) = (nix_root.to_str().unwrap(), ours_root.to_str().unwrap());
+    let file = work.path.join("a.nix");
+    let file = file.to_str().unwrap();
+    for attr in ["a", "multi", "paf", "src"] {
+        let drv = run("nix-instantiate", &["--store", nix_root, file, "-A", attr]);
+        let drv_again = run("nix-instantiate", &["--store", ours_root, file, "-A", attr]);
+        assert_eq!(drv, drv_again);
+        let drv = drv.trim();
+        let theirs = run("nix-store", &["--store", nix_root, "--realise", drv]);
+        let ours = run(
+            hermetic().to_str().unwrap(),
+            &["--store", ours_root, "build", drv],
+        );
+        let sorted = |text: &str| {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(&ours), sorted(&theirs), "{attr}: output paths");
+        for out in sorted(&ours) {
+            for query in ["--hash", "--references", "--deriver", "--size"] {
+                let a = run("nix-store", &["--store", nix_root, "-q", query, &out]);
+                let b = run("nix-store", &["--store", ours_root, "-q", query, &out]);
+                assert_eq!(a, b, "{attr}: {query} of {out}");
+            }
+        }
+    }
+    let out = Command::new("nix-store")
+        .args(["--store", ours_root, "--verify", "--check-contents"])
+        .env("NIX_CONF_DIR", &conf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("error"),
+        "{stderr}"
+    );
+}
