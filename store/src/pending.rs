@@ -53,8 +53,9 @@ impl Pending {
         let dir = records_dir(state_dir);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         let id = unique_id();
-        // Made under a dot name and locked, then renamed: a record is never
-        // visible unlocked, so recovery cannot mistake it for a dead one.
+        // Made under a `.new-` name (which recovery leaves to its maker while
+        // that process lives) and locked, then renamed: a record under its
+        // real name is always locked while its maker lives.
         let fresh = dir.join(format!(".new-{id}"));
         let file = fs::OpenOptions::new()
             .write(true)
@@ -182,6 +183,16 @@ pub fn recover(
     for entry in entries {
         let entry = entry.map_err(io_err("read directory", &dir))?;
         let record = entry.path();
+        // A record still being made is not locked yet: leave it to its
+        // maker, unless that process is gone (then it holds nothing).
+        let name = entry.file_name();
+        if let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".new-")) {
+            let pid = rest.split('-').next().unwrap_or_default();
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_file(&record);
+            }
+            continue;
+        }
         let Ok(file) = File::open(&record) else {
             continue;
         };
@@ -223,4 +234,39 @@ pub fn recover(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_being_made_are_left_to_their_living_maker() {
+        let state = std::env::temp_dir().join(format!("pending-test-{}", std::process::id()));
+        let dir = records_dir(&state);
+        fs::create_dir_all(&dir).unwrap();
+        // Not locked yet, as between its creation and its flock.
+        let ours = dir.join(format!(".new-{}-0-1", std::process::id()));
+        fs::write(&ours, "").unwrap();
+        // A dead maker's: no process has this pid (above pid_max).
+        let dead = dir.join(".new-4194305-0-1");
+        fs::write(&dead, "").unwrap();
+        let mut cleaned = 0;
+        recover(&state, |_| {
+            cleaned += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert!(ours.exists(), "a record being made was taken");
+        assert!(!dead.exists(), "a dead maker's record was left");
+        assert_eq!(cleaned, 0);
+        // A locked record under its real name is left alone; once its
+        // owner is gone it is cleaned.
+        let store = state.join("store");
+        fs::create_dir_all(&store).unwrap();
+        let pending = Pending::begin(&state, &store).unwrap();
+        recover(&state, |_| panic!("a living installer's record was taken")).unwrap();
+        drop(pending);
+        fs::remove_dir_all(&state).unwrap();
+    }
 }
