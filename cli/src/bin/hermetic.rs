@@ -307,15 +307,26 @@ fn read_drv_file(layout: &StoreLayout, file: &Path) -> Result<(StorePath, Deriva
     Ok((path, drv))
 }
 
-/// A file of one ATerm derivation or of `nix show-derivation` JSON.
+/// A file of one ATerm derivation, of `nix show-derivation` JSON, or of
+/// one derivation as a JSON object with a `name` (output paths may be left
+/// out: they are computed, with the store's input derivations).
 fn read_any_drv(layout: &StoreLayout, file: &Path) -> Result<Vec<(StorePath, Derivation)>> {
     let text = std::fs::read(file).with_context(|| format!("cannot read '{}'", file.display()))?;
-    if text.first() == Some(&b'{') {
-        json::parse(&text, &layout.store_dir)
-            .with_context(|| format!("cannot read '{}'", file.display()))
-    } else {
-        Ok(vec![read_drv_file(layout, file)?])
+    let context = || format!("cannot read '{}'", file.display());
+    if text.first() != Some(&b'{') {
+        return Ok(vec![read_drv_file(layout, file)?]);
     }
+    let value: serde_json::Value = serde_json::from_slice(&text).with_context(context)?;
+    if value.get("outputs").is_none() {
+        return json::parse(&text, &layout.store_dir).with_context(context);
+    }
+    let mut drv = json::parse_one(&text, &layout.store_dir).with_context(context)?;
+    let store = LocalStore::open(layout.clone()).context("cannot open the store")?;
+    let mut memo = std::collections::HashMap::new();
+    drv.fill_output_paths(&layout.store_dir, &mut |p| store.drv_hashes(p, &mut memo))
+        .with_context(context)?;
+    let path = drv.drv_path(&layout.store_dir)?;
+    Ok(vec![(path, drv)])
 }
 
 /// `hermetic build`: settings from nix.conf and the command line, the

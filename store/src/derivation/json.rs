@@ -89,6 +89,16 @@ fn from_json_one(
             format!("'{given}' is not the path's name '{name}'"),
         ));
     }
+    Ok((path, derivation_from(store, drv_path, name, json)?))
+}
+
+/// The derivation a JSON object describes; `label` names it in errors.
+fn derivation_from(
+    store: &StoreDir,
+    drv_path: &str,
+    name: String,
+    json: JsonDerivation,
+) -> Result<Derivation, DrvJsonError> {
     let store_path = |field: String, text: &str| {
         store
             .parse(text)
@@ -126,8 +136,20 @@ fn from_json_one(
                         hash: Hash::parse_digest(algo, hash)
                             .map_err(|e| field_error(drv_path, format!("{field}.hash"), e))?,
                     },
-                    (None, Some(_)) => {
-                        return Err(field_error(drv_path, format!("{field}.path"), "missing"));
+                    (None, Some(hash)) => {
+                        let hash = Hash::parse_digest(algo, hash)
+                            .map_err(|e| field_error(drv_path, format!("{field}.hash"), e))?;
+                        let path_name = crate::path::output_path_name(&name, &out_name);
+                        let path = store
+                            .make_fixed_output_path(
+                                method,
+                                &hash,
+                                &path_name,
+                                &BTreeSet::new(),
+                                false,
+                            )
+                            .map_err(|e| field_error(drv_path, format!("{field}.path"), e))?;
+                        DerivationOutput::Fixed { path, method, hash }
                     }
                 }
             }
@@ -168,19 +190,16 @@ fn from_json_one(
             "a string contains a NUL byte",
         ));
     }
-    Ok((
-        path,
-        Derivation {
-            name,
-            outputs,
-            input_drvs,
-            input_srcs,
-            system: json.system,
-            builder: json.builder,
-            args: json.args,
-            env: json.env,
-        },
-    ))
+    Ok(Derivation {
+        name,
+        outputs,
+        input_drvs,
+        input_srcs,
+        system: json.system,
+        builder: json.builder,
+        args: json.args,
+        env: json.env,
+    })
 }
 
 /// Parses the JSON that `nix show-derivation` prints: each `.drv` path with
@@ -191,6 +210,17 @@ pub fn parse(text: &[u8], store: &StoreDir) -> Result<Vec<(StorePath, Derivation
     all.into_iter()
         .map(|(path, json)| from_json_one(store, &path, json))
         .collect()
+}
+
+/// Parses one derivation given as a bare object with a `name` field (the
+/// form newer Nix versions print, and a convenient one to write by hand).
+pub fn parse_one(text: &[u8], store: &StoreDir) -> Result<Derivation, DrvJsonError> {
+    let json: JsonDerivation = serde_json::from_slice(text).map_err(DrvJsonError::Syntax)?;
+    let name = json
+        .name
+        .clone()
+        .ok_or_else(|| field_error("(a derivation object)", "name", "missing"))?;
+    derivation_from(store, &name, name.clone(), json)
 }
 
 /// Writes derivations as `nix show-derivation` does (two-space indent,

@@ -282,6 +282,47 @@ impl Derivation {
         Ok(paths)
     }
 
+    /// Computes the paths of input-addressed outputs given without one
+    /// (deferred), and sets each output's environment variable to its path,
+    /// as `nix derivation add` does for a derivation written by hand.
+    pub fn fill_output_paths(
+        &mut self,
+        store: &StoreDir,
+        input_hashes: &mut dyn FnMut(&StorePath) -> Result<DrvHashes, DrvCheckError>,
+    ) -> Result<(), DrvCheckError> {
+        if !self
+            .outputs
+            .values()
+            .any(|o| matches!(o, DerivationOutput::Deferred))
+        {
+            for (name, output) in &self.outputs {
+                if let Some(path) = output.path() {
+                    let var = self.env.entry(name.clone()).or_default();
+                    if var.is_empty() {
+                        *var = store.print(path);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let placeholder = StorePath::from_base_name(&format!("{}-placeholder", "0".repeat(32)))?;
+        for (name, output) in self.outputs.iter_mut() {
+            if matches!(output, DerivationOutput::Deferred) {
+                *output = DerivationOutput::InputAddressed(placeholder.clone());
+            }
+            // Hashed with each output's variable present and empty.
+            self.env.entry(name.clone()).or_default();
+        }
+        for (name, path) in self.expected_output_paths(store, input_hashes)? {
+            let Some(path) = path else { continue };
+            self.env.insert(name.clone(), store.print(&path));
+            if let Some(DerivationOutput::InputAddressed(old)) = self.outputs.get_mut(&name) {
+                *old = path;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that every output path the derivation names is the one Nix
     /// computes, and that each output's environment variable holds it
     /// (Nix's `checkDerivationOutputs`).
