@@ -94,6 +94,42 @@ pub enum BuildError {
         /// The output it was reached from.
         from: String,
     },
+    /// B87: a reference the derivation forbids (Nix's text).
+    #[error("output '{output}' is not allowed to refer to the following paths:{list}")]
+    ForbiddenReferences {
+        /// The output's name.
+        output: String,
+        /// `\n  <path>` for each.
+        list: String,
+    },
+    /// B87: an entry of a reference check that is neither a store path nor an output.
+    #[error("derivation contains an illegal reference specifier '{0}'")]
+    IllegalReferenceSpecifier(String),
+    /// B87: `maxSize` (Nix's text).
+    #[error("path '{path}' is too large at {size} bytes; limit is {limit} bytes")]
+    TooLarge {
+        /// The output.
+        path: String,
+        /// Its NAR size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// B87: `maxClosureSize` (Nix's text).
+    #[error("closure of path '{path}' is too large at {size} bytes; limit is {limit} bytes")]
+    ClosureTooLarge {
+        /// The output.
+        path: String,
+        /// Its closure's NAR size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// `pasta-path` is set, and hermetic does not run pasta.
+    #[error(
+        "fixed-output derivation '{0}' would get its network from pasta ('pasta-path' is set), which hermetic does not support yet; unset 'pasta-path' to give fixed-output builds the host's network"
+    )]
+    PastaUnsupported(String),
     /// B89 (Lix's text; the lines name each differing output).
     #[error("derivation '{drv}' may not be deterministic: outputs differ{lines}")]
     NotDeterministic {

@@ -282,6 +282,9 @@ impl Goal<'_> {
             .into());
         }
         let fixed_output = drv.is_fixed_output();
+        if fixed_output && sandboxed && !settings.pasta_path.is_empty() {
+            return Err(BuildError::PastaUnsupported(printed).into());
+        }
         if fixed_output {
             spec.network = Network::Host;
             spec.etc_files = fixed_output_etc(warn);
@@ -512,6 +515,8 @@ impl Goal<'_> {
                 ));
             }
             check_cycles(&printed, &outputs, &items)?;
+            let infos: Vec<PathInfo> = items.iter().map(|(_, info)| info.clone()).collect();
+            crate::checks::check_outputs(store, &attrs, &outputs, &infos)?;
             Ok(items)
         })();
         let items = match processed {

@@ -8,6 +8,7 @@
 //! [`schedule`] builds many derivations in dependency order; [`goal`] one.
 
 pub mod attrs;
+pub mod checks;
 pub mod env;
 pub mod error;
 pub mod mode;

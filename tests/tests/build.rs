@@ -383,3 +383,92 @@ fn pass_as_file_structured_attrs_and_hooks() {
         "{sh}"
     );
 }
+
+#[test]
+fn references_are_found_and_checked() {
+    if !root_or_skip("references_are_found_and_checked") {
+        return;
+    }
+    let host = BuildHost::diverted("build-refs");
+    let dep = DrvSpec::new("dep", "echo dep > $out").add_to(&host);
+    let dep_out = host.print(&outputs_of(&host, &dep)["out"]);
+    let script = "echo $dep > $out";
+    let refers = DrvSpec::new("refers", script)
+        .input("dep", &dep, "out", &host)
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&refers)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info = host
+        .store()
+        .query_info(&outputs_of(&host, &refers)["out"])
+        .unwrap();
+    assert_eq!(
+        info.references
+            .iter()
+            .map(|p| host.print(p))
+            .collect::<Vec<_>>(),
+        vec![dep_out.clone()],
+        "the scan found the path it wrote"
+    );
+
+    let forbidden = |name: &str, attr: &str, value: &str| {
+        let drv = DrvSpec::new(name, script)
+            .input("dep", &dep, "out", &host)
+            .attr(attr, value.to_owned())
+            .add_to(&host);
+        let out = host.run(&["build", &host.print(&drv)]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        (drv, stderr(&out))
+    };
+    let expected =
+        format!("output 'out' is not allowed to refer to the following paths:\n  {dep_out}");
+    let (_, err) = forbidden("disallowed", "disallowedReferences", &dep_out);
+    assert!(err.contains(&expected), "{err}");
+    let (_, err) = forbidden("allowed-none", "allowedReferences", "");
+    assert!(err.contains(&expected), "{err}");
+    let (_, err) = forbidden("requisites", "disallowedRequisites", &dep_out);
+    assert!(err.contains(&expected), "{err}");
+    let (_, err) = forbidden("bad-spec", "allowedReferences", "not-a-path");
+    assert!(
+        err.contains("derivation contains an illegal reference specifier 'not-a-path'"),
+        "{err}"
+    );
+    // allowedReferences naming the path (or the output itself) passes.
+    let allowed = DrvSpec::new("allowed", script)
+        .input("dep", &dep, "out", &host)
+        .attr("allowedReferences", format!("{dep_out} out"))
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&allowed)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // maxSize, with structured attributes' outputChecks.
+    let json = serde_json::json!({
+        "builder": "/bin/sh", "name": "big", "system": hermetic_runtime::host_system(),
+        "outputChecks": { "out": { "maxSize": 100 } }
+    });
+    let big = DrvSpec::new("big", "out=$(sed -n 's/.*\"out\":\"\\([^\"]*\\)\".*/\\1/p' $NIX_ATTRS_JSON_FILE); head -c 1000 /dev/zero > $out")
+        .attr("__json", json.to_string())
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&big)]);
+    assert!(
+        stderr(&out).contains("is too large at 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("bytes; limit is 100 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    // pasta-path set: fixed-output builds are refused, not given the host network.
+    host.conf("pasta-path = /usr/bin/pasta");
+    let fod = DrvSpec::new("fod", "echo hi > $out")
+        .fixed(IngestionMethod::Flat, Hash::sha256(b"hi\n"))
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&fod)]);
+    assert!(
+        stderr(&out).contains("'pasta-path' is set"),
+        "{}",
+        stderr(&out)
+    );
+}
