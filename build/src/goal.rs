@@ -461,6 +461,29 @@ impl Goal<'_> {
                             &BTreeSet::new(),
                             false,
                         )?;
+                        // What was built is registered at its own
+                        // content address (B88), so it can be inspected
+                        // and used.
+                        let (nar_hash, nar_size, _) = hash_and_scan(&at, [])?;
+                        let _lock = store.lock_paths(std::slice::from_ref(&got_path))?;
+                        if !store.is_valid(&got_path)? {
+                            let info = PathInfo {
+                                path: got_path.clone(),
+                                nar_hash,
+                                nar_size,
+                                references: BTreeSet::new(),
+                                deriver: Some(self.drv_path.clone()),
+                                registration_time: now(),
+                                ca: Some(format!(
+                                    "fixed:{}{}",
+                                    method.prefix(),
+                                    got.to_prefixed_base32()
+                                )),
+                                sigs: Vec::new(),
+                                ultimate: true,
+                            };
+                            store.install_staged(&mut pending, &[(at.clone(), info)])?;
+                        }
                         let url = attrs
                             .string("urls")
                             .or_else(|| attrs.string("url"))

@@ -182,6 +182,20 @@ fn fixed_output_builds_check_their_hash() {
             .is_valid(&outputs_of(&host, &wrong)["out"])
             .unwrap()
     );
+    // What was built is registered at its own content address (B88).
+    let got = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("got path: "))
+        .expect("a 'got path' line");
+    let got = host.layout().store_dir.parse(got).unwrap();
+    let store = host.store();
+    assert!(store.is_valid(&got).unwrap(), "{err}");
+    assert_eq!(text(&host.real(&got)), "hi\n");
+    assert_eq!(
+        store.query_info(&got).unwrap().deriver.as_ref(),
+        Some(&wrong)
+    );
+    drop(store);
 
     // A fixed-output builder's failure is transient: status 1, not 100.
     let failing = DrvSpec::new("failing", "exit 3")
