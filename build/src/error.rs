@@ -125,11 +125,6 @@ pub enum BuildError {
         /// The limit.
         limit: u64,
     },
-    /// `pasta-path` is set, and hermetic does not run pasta.
-    #[error(
-        "fixed-output derivation '{0}' would get its network from pasta ('pasta-path' is set), which hermetic does not support yet; unset 'pasta-path' to give fixed-output builds the host's network"
-    )]
-    PastaUnsupported(String),
     /// B89 (Lix's text; the lines name each differing output).
     #[error("derivation '{drv}' may not be deterministic: outputs differ{lines}")]
     NotDeterministic {

@@ -282,12 +282,23 @@ impl Goal<'_> {
             .into());
         }
         let fixed_output = drv.is_fixed_output();
-        if fixed_output && sandboxed && !settings.pasta_path.is_empty() {
-            return Err(BuildError::PastaUnsupported(printed).into());
-        }
         if fixed_output {
-            spec.network = Network::Host;
             spec.etc_files = fixed_output_etc(warn);
+            spec.network = Network::Host;
+            if sandboxed && !settings.pasta_path.is_empty() {
+                // Lix's pasta networking (B60): user-mode TCP and UDP through
+                // pasta, none of the host's network namespace; without
+                // /dev/net/tun, a network namespace with nothing to reach.
+                if Path::new("/dev/net/tun").exists() {
+                    spec.network = Network::Pasta;
+                    spec.pasta_path = Some(PathBuf::from(&settings.pasta_path));
+                    if let Some(resolv) = spec.etc_files.get_mut("resolv.conf") {
+                        *resolv = hermetic_runtime::pasta_resolv_conf(resolv);
+                    }
+                } else {
+                    spec.network = Network::Loopback;
+                }
+            }
         }
         spec.system = drv.system.clone();
         spec.uid_range = attrs

@@ -471,11 +471,13 @@ fn run_parent_side(
     pid: Pid,
     channel: &OwnedFd,
 ) -> Result<(), LaunchError> {
-    if let Some(hook) = request.before_start {
-        hook(pid).map_err(LaunchError::BeforeStart)?;
-    }
+    // The maps first: a hook may join the child's user namespace (pasta
+    // does), which needs its ids mapped.
     if let UserNamespace::AtClone(maps) = &request.user_namespace {
         write_id_maps(pid, maps)?;
+    }
+    if let Some(hook) = request.before_start {
+        hook(pid).map_err(LaunchError::BeforeStart)?;
     }
     if waits_at_start(request) {
         send_go(channel)?;

@@ -3,8 +3,10 @@
 //!
 //! Nix sets the flags with an ioctl on an IPv4 socket; hermetic sends the
 //! same request as one rtnetlink message, which needs no `unsafe` and no
-//! allocation (it runs between `clone` and `execve`). Later: pasta for
-//! fixed-output builds (B60).
+//! allocation (it runs between `clone` and `execve`). [`pasta`] gives
+//! fixed-output builds user-mode networking (B60).
+
+pub mod pasta;
 
 use std::os::fd::AsRawFd;
 
@@ -23,12 +25,15 @@ pub enum Network {
     Loopback,
     /// The host's network namespace (fixed-output builds).
     Host,
+    /// A network namespace of its own with `lo`, and `eth0` bridged to the
+    /// host by pasta (fixed-output builds with `pasta-path`, B60).
+    Pasta,
 }
 
 impl Network {
     /// Whether the sandbox gets its own network namespace.
     pub fn own_namespace(self) -> bool {
-        self == Network::Loopback
+        self != Network::Host
     }
 }
 

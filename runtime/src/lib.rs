@@ -31,6 +31,7 @@ mod terminal;
 pub use error::SandboxError;
 pub use hermetic_mountplan::{MountPlan, SandboxPath, SandboxPathError, Step};
 pub use hermetic_netns::Network;
+pub use hermetic_netns::pasta::resolv_conf as pasta_resolv_conf;
 pub use identity::Identity;
 pub use run::{ExitStatus, Outcome, RunOptions};
 pub use sandbox::{ProcessPlan, Sandbox};

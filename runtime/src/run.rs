@@ -2,15 +2,17 @@
 //! a clean end.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use hermetic_mountplan::{MountPlan, Pinned, apply};
 use hermetic_namespaces::{
-    Child, ChildStep, LaunchError, LaunchRequest, SetupFailure, Stdio, launch, probe,
+    Child, ChildStep, LaunchError, LaunchRequest, SetupFailure, Stdio, UserNamespace, launch, probe,
 };
-use hermetic_netns::{LoopbackError, loopback_up};
+use hermetic_netns::pasta::Pasta;
+use hermetic_netns::{LoopbackError, Network, loopback_up};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, killpg};
@@ -171,7 +173,10 @@ impl Sandbox {
             stdout: pty.slave.as_fd(),
             stderr: pty.slave.as_fd(),
         };
-        let child = self.launch_with_fallback(stdio, options.terminal, options.cgroup)?;
+        // pasta, when the sandbox gets its network from it: killed when the
+        // sandbox has ended.
+        let pasta = RefCell::new(None);
+        let child = self.launch_with_fallback(stdio, options.terminal, options.cgroup, &pasta)?;
         tracing::debug!(pid = child.pid.as_raw(), "PID 1 runs the builder");
         drop(pty.slave);
         drop(devnull);
@@ -209,6 +214,7 @@ impl Sandbox {
             // too (the build user's other processes are the pool's job).
             kill();
         }
+        drop(pasta.take());
         let (status, cancelled, timed_out) = (ended.status, ended.cancelled, ended.timed_out);
         tracing::debug!(?status, cancelled, "PID 1 ended, and with it the sandbox");
         drop(host_terminal);
@@ -229,6 +235,7 @@ impl Sandbox {
         stdio: Stdio<'_>,
         terminal: bool,
         cgroup: Option<&BuildCgroup>,
+        pasta: &RefCell<Option<Pasta>>,
     ) -> Result<Child, SandboxError> {
         let exec = self.exec(terminal)?;
         let (namespaces, user_namespace, clear_groups, uts) = self.launch_shape();
@@ -259,7 +266,25 @@ impl Sandbox {
                 tracing::trace!(index, ?step, "mount plan step");
             }
             let sandboxed = self.spec.sandbox;
-            let join_cgroup = cgroup.map(|cgroup| move |pid| cgroup.attach(pid));
+            // Before the child goes on: into the build's cgroup, and pasta
+            // started and its network up (B60), so the builder never runs
+            // without either.
+            let join_user_namespace = matches!(user_namespace, UserNamespace::AtClone(_));
+            let before_start = |pid: nix::unistd::Pid| -> std::io::Result<()> {
+                if let Some(cgroup) = cgroup {
+                    cgroup.attach(pid)?;
+                }
+                if let (Network::Pasta, Some(program)) = (self.spec.network, &self.spec.pasta_path)
+                {
+                    let run_as = self.identity.build_user().map(|user| (user.uid, user.gid));
+                    let started = Pasta::start(program, pid.as_raw(), join_user_namespace, run_as)
+                        .map_err(std::io::Error::other)?;
+                    tracing::debug!("pasta gives the sandbox its network");
+                    *pasta.borrow_mut() = Some(started);
+                }
+                Ok(())
+            };
+            let needs_hook = cgroup.is_some() || self.spec.network == Network::Pasta;
             let setup = || -> Result<(), SetupFailure> {
                 if !sandboxed {
                     return Ok(());
@@ -286,7 +311,7 @@ impl Sandbox {
                 setup: &setup,
                 exec: &exec,
                 stdio,
-                before_start: join_cgroup.as_ref().map(|hook| hook as _),
+                before_start: needs_hook.then_some(&before_start as _),
                 // Lix always gives a sandbox its own cgroup namespace (B16).
                 cgroup_namespace: sandboxed,
             };

@@ -107,6 +107,9 @@ pub struct SandboxSpec {
     /// is what breaks a build (a builder can then make setuid files).
     #[serde(default = "yes")]
     pub filter_syscalls: bool,
+    /// The pasta program, for `network: pasta` (B60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pasta_path: Option<PathBuf>,
     /// Files of the sandbox's `/etc` by name, beside or instead of the ones
     /// the sandbox writes (`passwd`, `group`, `hosts`): a fixed-output
     /// build's `resolv.conf`, `services`, `hosts` and `nsswitch.conf` (B36).
@@ -184,6 +187,9 @@ pub enum SpecError {
     /// An empty system.
     #[error("the system must not be empty")]
     EmptySystem,
+    /// `network: pasta` without a pasta program, or one without the other.
+    #[error("'pasta-path' is needed with the pasta network, and only with it")]
+    PastaPath,
     /// An `/etc` file name that is not a plain file name.
     #[error("'{0}' is not a file name for /etc")]
     BadEtcFile(String),
@@ -245,6 +251,7 @@ impl SandboxSpec {
             sandbox: true,
             sandbox_block_nested_userns: false,
             filter_syscalls: true,
+            pasta_path: None,
             etc_files: BTreeMap::new(),
             scratch_parent: None,
         }
@@ -313,6 +320,9 @@ impl SandboxSpec {
         }
         if self.system.is_empty() {
             return Err(SpecError::EmptySystem);
+        }
+        if (self.network == Network::Pasta) != self.pasta_path.is_some() {
+            return Err(SpecError::PastaPath);
         }
         for name in self.etc_files.keys() {
             let plain = !name.is_empty() && !name.contains('/') && name != "." && name != "..";

@@ -474,15 +474,4 @@ fn references_are_found_and_checked() {
         "{}",
         stderr(&out)
     );
-    // pasta-path set: fixed-output builds are refused, not given the host network.
-    host.conf("pasta-path = /usr/bin/pasta");
-    let fod = DrvSpec::new("fod", "echo hi > $out")
-        .fixed(IngestionMethod::Flat, Hash::sha256(b"hi\n"))
-        .add_to(&host);
-    let out = host.run(&["build", &host.print(&fod)]);
-    assert!(
-        stderr(&out).contains("'pasta-path' is set"),
-        "{}",
-        stderr(&out)
-    );
 }
