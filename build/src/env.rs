@@ -11,13 +11,16 @@ use serde_json::Value;
 
 use crate::attrs::Attrs;
 
+/// Files the build directory gets: name and contents.
+pub type BuildDirFiles = Vec<(String, Vec<u8>)>;
+
 /// The environment and the build directory's files of one build.
 #[derive(Debug, Default)]
 pub struct BuilderWorld {
     /// The whole environment.
     pub env: BTreeMap<String, String>,
-    /// Files to write into the build directory: name and contents.
-    pub files: Vec<(String, Vec<u8>)>,
+    /// Files to write into the build directory.
+    pub files: BuildDirFiles,
 }
 
 /// Builds the environment of `drv`. `build_dir` is the build directory as

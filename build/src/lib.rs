@@ -11,24 +11,17 @@ pub mod attrs;
 pub mod checks;
 pub mod env;
 pub mod error;
+pub mod finish;
 pub mod mode;
 
 pub use error::BuildError;
 pub mod goal;
 pub mod hooks;
+pub mod inputs;
 pub mod log;
 pub mod outputs;
 pub mod refscan;
-
-/// The whole error chain on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 pub mod schedule;
+pub mod spec;
+
+pub use hermetic_store::error_chain;

@@ -21,5 +21,5 @@ pub use derivation::{Derivation, DerivationOutput};
 pub use error::StoreError;
 pub use hash::{Hash, HashAlgo};
 pub use layout::StoreLayout;
-pub use local::{LocalStore, VerifyReport};
+pub use local::{LocalStore, VerifyReport, error_chain};
 pub use path::{IngestionMethod, StoreDir, StorePath};

@@ -419,7 +419,7 @@ fn crash_point(point: &str) {
 }
 
 /// The whole error chain on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

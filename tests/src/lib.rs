@@ -21,6 +21,7 @@ use hermetic_runtime::{
 pub const TEST_USER: &str = "hermetic-test";
 
 pub mod builds;
+pub mod nix_peer;
 
 /// Whether this process runs as root; prints why a test is skipped if not.
 pub fn root_or_skip(test: &str) -> bool {

@@ -3,64 +3,31 @@
 //! NAR hashes and references, and hermetic's store valid to Nix.
 
 use std::path::Path;
-use std::process::Command;
 
+use hermetic_tests::nix_peer::NixPeer;
 use hermetic_tests::{TempDir, hermetic, root_or_skip};
-
-fn nix_available(test: &str) -> bool {
-    let found = Command::new("nix-store")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("HERMETIC_REQUIRE_NIX").is_none(),
-            "{test}: HERMETIC_REQUIRE_NIX is set but nix-store is missing"
-        );
-        eprintln!("skipped {test}: no nix-store (scripts/setup-test-host installs nix-bin)");
-    }
-    found
-}
 
 #[test]
 fn nix_and_hermetic_build_the_same_outputs() {
-    if !root_or_skip("nix_and_hermetic_build_the_same_outputs")
-        || !nix_available("nix_and_hermetic_build_the_same_outputs")
-    {
+    if !root_or_skip("nix_and_hermetic_build_the_same_outputs") {
         return;
     }
-    let work = TempDir::new("vs-nix");
-    let conf = work.path.join("conf");
-    std::fs::create_dir(&conf).unwrap();
     let shell = hermetic_runtime::host::static_shell().expect("a static shell (busybox-static)");
-    std::fs::write(
-        conf.join("nix.conf"),
-        format!(
-            "sandbox = true\nsandbox-fallback = false\nbuild-users-group = nixbld\n\
-             extra-sandbox-paths = /bin/sh={}\nsubstituters =\n",
-            shell.display()
-        ),
-    )
-    .unwrap();
+    let conf = format!(
+        "sandbox = true\nsandbox-fallback = false\nbuild-users-group = nixbld\n\
+         extra-sandbox-paths = /bin/sh={}\nsubstituters =\n",
+        shell.display()
+    );
+    let Some(nix) = NixPeer::or_skip("nix_and_hermetic_build_the_same_outputs", &conf) else {
+        return;
+    };
+    let work = TempDir::new("vs-nix");
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/tests/fixtures/shapes.nix"),
         work.path.join("a.nix"),
     )
     .unwrap();
-    let run = |program: &str, args: &[&str]| {
-        let out = Command::new(program)
-            .args(args)
-            .env("NIX_CONF_DIR", &conf)
-            .env_remove("NIX_REMOTE")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |program: &str, args: &[&str]| nix.run(program, args);
     let nix_root = work.path.join("nix");
     let ours_root = work.path.join("hermetic");
     let (nix_root, ours_root) = (nix_root.to_str().unwrap(), ours_root.to_str().unwrap());
@@ -90,9 +57,9 @@ fn nix_and_hermetic_build_the_same_outputs() {
             }
         }
     }
-    let out = Command::new("nix-store")
+    let out = nix
+        .command("nix-store")
         .args(["--store", ours_root, "--verify", "--check-contents"])
-        .env("NIX_CONF_DIR", &conf)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -9,57 +9,15 @@ use std::process::{Command, Output};
 
 use hermetic_store::derivation::json;
 use hermetic_store::{Hash, HashAlgo, IngestionMethod, LocalStore, StoreLayout, StorePath};
+use hermetic_tests::nix_peer::NixPeer;
 use hermetic_tests::{TempDir, hermetic};
 
-/// Nix's command-line tools with a configuration of their own: offline,
-/// no build users (these tests build nothing with Nix).
-struct Nix {
-    conf: TempDir,
-}
-
-fn nix_or_skip(test: &str) -> Option<Nix> {
-    let found = Command::new("nix-store")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("HERMETIC_REQUIRE_NIX").is_none(),
-            "{test}: HERMETIC_REQUIRE_NIX is set but nix-store is missing (apt-get install nix-bin)"
-        );
-        eprintln!(
-            "skipped {test}: no nix-store (scripts/setup-test-host installs Debian's nix-bin)"
-        );
-        return None;
-    }
-    let conf = TempDir::new("nix-conf");
-    std::fs::write(
-        conf.path.join("nix.conf"),
+/// Nix offline, without build users (these tests build nothing with Nix).
+fn nix_or_skip(test: &str) -> Option<NixPeer> {
+    NixPeer::or_skip(
+        test,
         "substituters =\nbuild-users-group =\nexperimental-features = nix-command\nsandbox = false\n",
     )
-    .unwrap();
-    Some(Nix { conf })
-}
-
-impl Nix {
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(program);
-        command
-            .env("NIX_CONF_DIR", &self.conf.path)
-            .env_remove("NIX_REMOTE");
-        command
-    }
-
-    /// Runs a Nix program and returns its stdout; fails the test if it fails.
-    fn run(&self, program: &str, args: &[&str]) -> String {
-        let out = self.command(program).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{program} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
 }
 
 fn run_hermetic(args: &[&str]) -> Output {
@@ -99,7 +57,7 @@ fn varied_tree(at: &Path) {
 
 /// Instantiates the fixtures' shapes.nix (as a.nix, the name its sources
 /// carry) into a store under `root`; returns the .drv paths by name.
-fn instantiate(nix: &Nix, root: &Path, work: &Path) -> BTreeMap<String, String> {
+fn instantiate(nix: &NixPeer, root: &Path, work: &Path) -> BTreeMap<String, String> {
     std::fs::copy(fixture("shapes.nix"), work.join("a.nix")).unwrap();
     let root = root.to_str().unwrap();
     let mut drvs = BTreeMap::new();

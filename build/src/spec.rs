@@ -1,0 +1,151 @@
+//! A derivation's [`SandboxSpec`]: the builder, its environment and files,
+//! the inputs and binds, the network (the host's, or pasta's, for
+//! fixed-output builds; B36, B59, B60), and the rest from the settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hermetic_runtime::settings::Settings;
+use hermetic_runtime::{Network, SandboxPath, SandboxSpec};
+use hermetic_store::{Derivation, StoreLayout, StorePath};
+
+use crate::attrs::Attrs;
+use crate::env::{BuildDirFiles, builder_world};
+use crate::error::BuildError;
+
+/// What a build's spec is made of.
+pub struct SpecInputs<'a> {
+    /// The derivation.
+    pub drv: &'a Derivation,
+    /// Its attributes.
+    pub attrs: &'a Attrs<'a>,
+    /// Its printed path.
+    pub printed: &'a str,
+    /// The settings.
+    pub settings: &'a Settings,
+    /// The store's directories.
+    pub layout: &'a StoreLayout,
+    /// In a sandbox, or not.
+    pub sandboxed: bool,
+    /// The input closure.
+    pub closure: &'a BTreeSet<StorePath>,
+    /// Host paths to bind.
+    pub sandbox_paths: Vec<SandboxPath>,
+    /// The build's staging directory (scratch space, build directory).
+    pub staging: &'a Path,
+    /// The outputs' paths.
+    pub outputs: &'a BTreeMap<String, StorePath>,
+}
+
+/// The spec, and the files the build directory gets (`passAsFile`,
+/// structured attributes).
+pub fn sandbox_spec(
+    inputs: SpecInputs<'_>,
+    warn: &mut dyn FnMut(String),
+) -> Result<(SandboxSpec, BuildDirFiles), BuildError> {
+    let SpecInputs {
+        drv,
+        attrs,
+        printed,
+        settings,
+        layout,
+        sandboxed,
+        closure,
+        sandbox_paths,
+        staging,
+        outputs,
+    } = inputs;
+    let store_dir = &layout.store_dir;
+    let mut spec = SandboxSpec::new(PathBuf::from(&drv.builder), drv.args.clone());
+    spec.store_dir = PathBuf::from(store_dir.as_str());
+    spec.real_store_dir = Some(layout.real_store_dir.clone());
+    spec.inputs = closure
+        .iter()
+        .map(|p| PathBuf::from(store_dir.print(p)))
+        .collect();
+    spec.sandbox_paths = sandbox_paths;
+    spec.sandbox_build_dir = PathBuf::from(&settings.sandbox_build_dir);
+    if spec.store_dir.starts_with(&spec.sandbox_build_dir) {
+        return Err(BuildError::BadAttrs {
+            drv: printed.to_owned(),
+            reason: "`sandbox-build-dir` must not contain the storeDir".into(),
+        });
+    }
+    if drv.is_fixed_output() {
+        spec.etc_files = fixed_output_etc(warn);
+        spec.network = Network::Host;
+        if sandboxed && !settings.pasta_path.is_empty() {
+            // Lix's pasta networking (B60): user-mode TCP and UDP through
+            // pasta, none of the host's network namespace; without
+            // /dev/net/tun, a network namespace with nothing to reach.
+            if Path::new("/dev/net/tun").exists() {
+                spec.network = Network::Pasta;
+                spec.pasta_path = Some(PathBuf::from(&settings.pasta_path));
+                if let Some(resolv) = spec.etc_files.get_mut("resolv.conf") {
+                    *resolv = hermetic_runtime::pasta_resolv_conf(resolv);
+                }
+            } else {
+                spec.network = Network::Loopback;
+            }
+        }
+    }
+    spec.system = drv.system.clone();
+    spec.uid_range = attrs
+        .strings("requiredSystemFeatures")
+        .iter()
+        .any(|f| f == "uid-range");
+    spec.sandbox = sandboxed;
+    spec.sandbox_block_nested_userns = settings.sandbox_block_nested_userns;
+    spec.filter_syscalls = settings.filter_syscalls;
+    spec.sandbox_dev_shm_size = settings.sandbox_dev_shm_size.clone();
+    spec.kvm = settings.system_features.iter().any(|f| f == "kvm");
+    spec.scratch_parent = Some(staging.to_owned());
+    let build_dir = staging.join("build");
+    // An unsandboxed builder sees its build directory where it is.
+    let env_build_dir = if sandboxed {
+        spec.sandbox_build_dir.clone()
+    } else {
+        build_dir.clone()
+    };
+    let printed_outputs: BTreeMap<String, String> = outputs
+        .iter()
+        .map(|(k, v)| (k.clone(), store_dir.print(v)))
+        .collect();
+    let world = builder_world(
+        drv,
+        attrs,
+        &spec.store_dir,
+        &env_build_dir,
+        settings.build_cores(),
+        &printed_outputs,
+    );
+    spec.env = world.env;
+    spec.build_dir = Some(build_dir);
+    Ok((spec, world.files))
+}
+
+/// The `/etc` files a fixed-output build gets (B36): the host's
+/// `resolv.conf`, `services` and `hosts` copied (as Lix does), and
+/// `nsswitch.conf`.
+fn fixed_output_etc(warn: &mut dyn FnMut(String)) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    files.insert(
+        "nsswitch.conf".into(),
+        "hosts: files dns\nservices: files\n".into(),
+    );
+    for name in ["resolv.conf", "services", "hosts"] {
+        let path = Path::new("/etc").join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                files.insert(name.into(), text);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => warn(format!(
+                "'{}' exists but is inaccessible, it will not be copied in the sandbox",
+                path.display()
+            )),
+        }
+    }
+    files
+}
