@@ -57,7 +57,6 @@ pub const IGNORED_NIX_SETTINGS: &[&str] = &[
     "accept-flake-config",
     "allow-import-from-derivation",
     "allowed-uris",
-    "allowed-users",
     "auto-optimise-store",
     "build-poll-interval",
     "builders",
@@ -90,7 +89,6 @@ pub const IGNORED_NIX_SETTINGS: &[&str] = &[
     "tarball-ttl",
     "trusted-public-keys",
     "trusted-substituters",
-    "trusted-users",
     "use-sqlite-wal",
     "warn-dirty",
 ];

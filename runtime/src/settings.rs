@@ -85,6 +85,14 @@ pub struct Settings {
     pub run_diff_hook: bool,
     /// `ssl-cert-file`: the CA bundle fixed-output builds get (B36).
     pub ssl_cert_file: String,
+    /// `allowed-users` (B91): who may connect to the daemon.
+    pub allowed_users: Vec<String>,
+    /// `trusted-users` (B91): who may connect with root's say.
+    pub trusted_users: Vec<String>,
+    /// hermetic's own `allow-client-root-commands`: whether clients (even
+    /// trusted ones) may set the settings that make the daemon run a
+    /// command as root or choose the build users.
+    pub allow_client_root_commands: bool,
 }
 
 /// The `sandbox` setting (B1).
@@ -103,7 +111,12 @@ pub enum SandboxMode {
 pub fn is_list_setting(name: &str) -> bool {
     matches!(
         canonical_name(name),
-        "sandbox-paths" | "extra-platforms" | "system-features" | "allowed-impure-host-deps"
+        "sandbox-paths"
+            | "extra-platforms"
+            | "system-features"
+            | "allowed-impure-host-deps"
+            | "allowed-users"
+            | "trusted-users"
     )
 }
 
@@ -219,6 +232,9 @@ impl Settings {
             diff_hook: String::new(),
             run_diff_hook: false,
             ssl_cert_file: default_ssl_cert_file(),
+            allowed_users: vec!["*".into()],
+            trusted_users: vec!["root".into()],
+            allow_client_root_commands: false,
         }
     }
 
@@ -230,6 +246,8 @@ impl Settings {
             "extra-platforms" => self.extra_platforms.extend(words),
             "system-features" => self.system_features.extend(words),
             "allowed-impure-host-deps" => self.allowed_impure_host_deps.extend(words),
+            "allowed-users" => self.allowed_users.extend(words),
+            "trusted-users" => self.trusted_users.extend(words),
             other => return Err(SettingsError::Unknown(format!("extra-{other}"))),
         }
         Ok(())
@@ -301,6 +319,9 @@ impl Settings {
             "diff-hook" => self.diff_hook = value.to_string(),
             "run-diff-hook" => self.run_diff_hook = boolean(name, value)?,
             "ssl-cert-file" => self.ssl_cert_file = value.to_string(),
+            "allowed-users" => self.allowed_users = words(value),
+            "trusted-users" => self.trusted_users = words(value),
+            "allow-client-root-commands" => self.allow_client_root_commands = boolean(name, value)?,
             _ => return Err(SettingsError::Unknown(name.to_string())),
         }
         Ok(())

@@ -253,6 +253,40 @@ impl Db {
         Ok(out)
     }
 
+    /// The valid path whose hash part is `hash_part`, if any.
+    pub fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>, StoreError> {
+        let prefix = format!("{}/{hash_part}", self.store.as_str());
+        let found: Option<String> = self
+            .conn
+            .prepare_cached("select path from ValidPaths where path >= ?1 limit 1")
+            .and_then(|mut s| s.query_row([&prefix], |r| r.get(0)).optional())
+            .map_err(self.err("look up a hash part"))?;
+        Ok(found
+            .filter(|p| p.starts_with(&format!("{prefix}-")))
+            .and_then(|p| self.parse_path(&p)))
+    }
+
+    /// The valid paths that refer to `path`.
+    pub fn referrers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>, StoreError> {
+        let Some(id) = self.id_of(path)? else {
+            return Ok(BTreeSet::new());
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "select path from Refs join ValidPaths on referrer = id where reference = ?1",
+            )
+            .map_err(self.err("query referrers"))?;
+        let rows = stmt
+            .query_map([id], |r| r.get::<_, String>(0))
+            .map_err(self.err("query referrers"))?;
+        let mut out = BTreeSet::new();
+        for row in rows {
+            out.extend(self.parse_path(&row.map_err(self.err("query referrers"))?));
+        }
+        Ok(out)
+    }
+
     /// The outputs registered for a derivation.
     pub fn derivation_outputs(
         &self,

@@ -200,6 +200,58 @@ impl LocalStore {
         Ok(path)
     }
 
+    /// Adds the tree a NAR stream describes, as a content-addressed
+    /// (recursive SHA-256) path named `name`: what a client sends to a
+    /// daemon for `nix-store --add` or a path in a Nix expression.
+    pub fn add_nar_stream(
+        &mut self,
+        name: &str,
+        nar: &mut dyn io::Read,
+    ) -> Result<StorePath, StoreError> {
+        check_name(name, name)?;
+        let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
+        let mut reader = HashingReader {
+            inner: nar,
+            hasher: HashingWriter::new(),
+        };
+        nar::parse(
+            &mut reader,
+            &mut RestoreSink::new(pending.staging().to_owned()),
+        )?;
+        let (nar_hash, nar_size) = reader.hasher.finish();
+        canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
+        let path = self.layout.store_dir.make_fixed_output_path(
+            IngestionMethod::Recursive,
+            &nar_hash,
+            name,
+            &BTreeSet::new(),
+            false,
+        )?;
+        let info = PathInfo {
+            path: path.clone(),
+            ca: Some(format!("fixed:r:{}", nar_hash.to_prefixed_base32())),
+            nar_hash,
+            nar_size,
+            references: BTreeSet::new(),
+            deriver: None,
+            registration_time: now(),
+            sigs: Vec::new(),
+            ultimate: false,
+        };
+        self.install(pending, info, &[])?;
+        Ok(path)
+    }
+
+    /// The valid path whose hash part is `hash_part`, if any.
+    pub fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>, StoreError> {
+        self.db.path_from_hash_part(hash_part)
+    }
+
+    /// The valid paths that refer to `path`.
+    pub fn referrers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>, StoreError> {
+        self.db.referrers(path)
+    }
+
     /// Adds a text object (a derivation, a `builtins.toFile`) with its
     /// references, which must be valid.
     pub fn add_text(
@@ -438,6 +490,20 @@ pub fn nar_hash_of(path: &Path) -> Result<(Hash, u64), StoreError> {
         .into_inner()
         .map_err(|e| io_err("hash", path)(e.into_error()))?;
     Ok(sink.finish())
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<'a> {
+    inner: &'a mut dyn io::Read,
+    hasher: HashingWriter,
+}
+
+impl io::Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// A writer that hashes what it passes on.

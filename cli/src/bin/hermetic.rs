@@ -38,6 +38,16 @@ enum Command {
     /// Build derivations (`.drv` files in the store or anywhere, or their JSON)
     /// and the missing inputs they need; prints their output paths.
     Build(BuildArgs),
+    /// Serve Nix clients (Nix's worker protocol) on a Unix socket, or one client
+    /// on stdin/stdout.
+    Daemon {
+        /// The socket (default: <state>/daemon-socket/socket, as Nix's).
+        #[arg(long, value_name = "PATH", conflicts_with = "stdio")]
+        socket: Option<PathBuf>,
+        /// Serve one client on stdin/stdout, as `nix-daemon --stdio`.
+        #[arg(long)]
+        stdio: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -173,6 +183,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", json::print(&layout.store_dir, &drvs));
         }
         Command::Build(args) => return build(layout, args),
+        Command::Daemon { socket, stdio } => {
+            let mut settings = hermetic_runtime::settings::Settings::for_caller();
+            settings.state_dir = layout.state_dir.clone();
+            hermetic_runtime::nixconf::load(&mut settings, &[], &mut |w| {
+                eprintln!("warning: {w}")
+            })?;
+            if stdio {
+                hermetic_daemon::server::run_stdio(layout, settings)?;
+            } else {
+                let socket =
+                    socket.unwrap_or_else(|| layout.state_dir.join("daemon-socket/socket"));
+                hermetic_daemon::server::run(layout, settings, &socket)?;
+            }
+        }
         Command::Derivation(DerivationCommand::Add { file }) => {
             let drvs = read_any_drv(&layout, &file)?;
             let mut store = LocalStore::open(layout.clone())?;

@@ -1,0 +1,100 @@
+//! The worker protocol's constants and its stderr channel: while an
+//! operation works, the daemon may send log lines (`STDERR_NEXT`); it ends
+//! with `STDERR_LAST`, or `STDERR_ERROR` and the error, before the reply.
+
+use std::io::{self, Write};
+
+use crate::wire::{write_string, write_u64};
+
+/// The client's greeting.
+pub const WORKER_MAGIC_1: u64 = 0x6e69_7863;
+/// The daemon's answer.
+pub const WORKER_MAGIC_2: u64 = 0x6478_696f;
+/// The protocol version hermetic speaks: 1.34, Nix 2.8's.
+pub const PROTOCOL_VERSION: u64 = (1 << 8) | 34;
+/// A log line.
+pub const STDERR_NEXT: u64 = 0x6f6c_6d67;
+/// The operation's work is done; the reply follows.
+pub const STDERR_LAST: u64 = 0x616c_7473;
+/// The operation failed; the error follows.
+pub const STDERR_ERROR: u64 = 0x6378_7470;
+
+/// The minor version of a protocol version.
+pub fn minor(version: u64) -> u64 {
+    version & 0xff
+}
+
+/// The worker operations, by number, with Nix's names.
+pub fn op_name(op: u64) -> &'static str {
+    match op {
+        1 => "IsValidPath",
+        3 => "HasSubstitutes",
+        4 => "QueryPathHash",
+        5 => "QueryReferences",
+        6 => "QueryReferrers",
+        7 => "AddToStore",
+        8 => "AddTextToStore",
+        9 => "BuildPaths",
+        10 => "EnsurePath",
+        11 => "AddTempRoot",
+        12 => "AddIndirectRoot",
+        13 => "SyncWithGC",
+        14 => "FindRoots",
+        16 => "ExportPath",
+        18 => "QueryDeriver",
+        19 => "SetOptions",
+        20 => "CollectGarbage",
+        21 => "QuerySubstitutablePathInfo",
+        22 => "QueryDerivationOutputs",
+        23 => "QueryAllValidPaths",
+        24 => "QueryFailedPaths",
+        25 => "ClearFailedPaths",
+        26 => "QueryPathInfo",
+        27 => "ImportPaths",
+        28 => "QueryDerivationOutputNames",
+        29 => "QueryPathFromHashPart",
+        30 => "QuerySubstitutablePathInfos",
+        31 => "QueryValidPaths",
+        32 => "QuerySubstitutablePaths",
+        33 => "QueryValidDerivers",
+        34 => "OptimiseStore",
+        35 => "VerifyStore",
+        36 => "BuildDerivation",
+        37 => "AddSignatures",
+        38 => "NarFromPath",
+        39 => "AddToStoreNar",
+        40 => "QueryMissing",
+        41 => "QueryDerivationOutputMap",
+        42 => "RegisterDrvOutput",
+        43 => "QueryRealisation",
+        44 => "AddMultipleToStore",
+        45 => "AddBuildLog",
+        46 => "BuildPathsWithResults",
+        _ => "unknown",
+    }
+}
+
+/// Sends a log line.
+pub fn send_log(to: &mut impl Write, line: &str) -> io::Result<()> {
+    write_u64(to, STDERR_NEXT)?;
+    write_string(to, &format!("{line}\n"))?;
+    to.flush()
+}
+
+/// Ends an operation's work successfully.
+pub fn send_last(to: &mut impl Write) -> io::Result<()> {
+    write_u64(to, STDERR_LAST)
+}
+
+/// Ends an operation's work with an error, in the form of protocol 1.26
+/// and later: type, level, name, message, no position, no traces.
+pub fn send_error(to: &mut impl Write, message: &str) -> io::Result<()> {
+    write_u64(to, STDERR_ERROR)?;
+    write_string(to, "Error")?;
+    write_u64(to, 0)?; // lvlError
+    write_string(to, "Error")?;
+    write_string(to, message)?;
+    write_u64(to, 0)?; // no position
+    write_u64(to, 0)?; // no traces
+    to.flush()
+}

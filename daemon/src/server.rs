@@ -1,0 +1,148 @@
+//! The daemon's life: a Unix socket (mode 0666; who may connect is the
+//! trust model's business), a thread per client, SIGTERM and SIGINT to stop
+//! accepting and end cleanly; or one client on stdin/stdout (`--stdio`).
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use hermetic_runtime::settings::Settings;
+use hermetic_store::{LocalStore, StoreLayout};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::connection::serve;
+use crate::trust::Peer;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The socket could not be made.
+    #[error("cannot listen on '{path}'")]
+    Listen {
+        /// The socket's path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Signals could not be set up.
+    #[error("cannot set up signal handling")]
+    Signals(#[source] nix::errno::Errno),
+    /// The store could not be opened (it is opened once at start, which
+    /// cleans what a killed daemon left).
+    #[error("cannot open the store")]
+    Store(#[source] hermetic_store::StoreError),
+}
+
+/// Serves clients on the socket at `socket` until SIGTERM or SIGINT.
+pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(), ServerError> {
+    // Opening the store cleans what a killed daemon left half-done.
+    drop(LocalStore::open(layout.clone()).map_err(ServerError::Store)?);
+    let listen_err = |source| ServerError::Listen {
+        path: socket.display().to_string(),
+        source,
+    };
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(listen_err)?;
+    }
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(listen_err(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(socket).map_err(listen_err)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(listen_err)?;
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        signals.add(signal);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).map_err(ServerError::Signals)?;
+    let stop = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(ServerError::Signals)?;
+    tracing::info!(socket = %socket.display(), "accepting connections");
+    // The clients' sockets, so that stopping can hang up on idle ones.
+    let clients: std::sync::Mutex<Vec<std::os::unix::net::UnixStream>> =
+        std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        loop {
+            let mut fds = [
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("waiting for clients: {e}");
+                    break;
+                }
+                Ok(_) => {}
+            }
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                tracing::info!("stopping: no new clients; running builds end");
+                break;
+            }
+            let (stream, _) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accepting a client: {e}");
+                    continue;
+                }
+            };
+            let peer = match Peer::of_socket(&stream) {
+                Ok(peer) => peer,
+                Err(e) => {
+                    tracing::warn!("identifying a client: {e}");
+                    continue;
+                }
+            };
+            if let Ok(clone) = stream.try_clone() {
+                clients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(clone);
+            }
+            let (layout, settings) = (layout.clone(), settings.clone());
+            scope.spawn(move || {
+                let writer = match stream.try_clone() {
+                    Ok(writer) => writer,
+                    Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
+                };
+                if let Err(e) = serve(layout, settings, peer, stream, Box::new(writer)) {
+                    tracing::info!(
+                        "a client's connection ended: {}",
+                        hermetic_store::error_chain(&e)
+                    );
+                }
+            });
+        }
+        drop(listener);
+        let _ = std::fs::remove_file(socket);
+        // Idle clients are hung up on; a client's running build finishes
+        // first, since its thread reads the socket only between operations.
+        for client in clients.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    Ok(())
+}
+
+/// Serves one client on stdin and stdout, as `nix-daemon --stdio` does
+/// (remote building over ssh); the client is the user running it.
+pub fn run_stdio(
+    layout: StoreLayout,
+    settings: Settings,
+) -> Result<(), crate::connection::ConnectionError> {
+    let peer = Peer::of_ids(
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    serve(
+        layout,
+        settings,
+        peer,
+        std::io::stdin(),
+        Box::new(std::io::stdout()),
+    )
+}

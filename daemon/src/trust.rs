@@ -1,0 +1,237 @@
+//! Who may connect and what they may set (SPEC section 14): the peer's
+//! identity from `SO_PEERCRED` with its supplementary groups (Lix),
+//! `allowed-users` and `trusted-users` (`*`, names, `@group`), members of
+//! `build-users-group` refused, and the settings an untrusted client may
+//! not override.
+
+use hermetic_runtime::settings::Settings;
+
+/// A connected client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its uid.
+    pub uid: u32,
+    /// Its user name (the uid in decimal when it has none).
+    pub user: String,
+    /// Its primary group's name (the gid in decimal when it has none).
+    pub group: String,
+    /// Its supplementary groups' names.
+    pub groups: Vec<String>,
+}
+
+impl Peer {
+    /// The peer of a Unix socket, from `SO_PEERCRED` and the user database.
+    pub fn of_socket(fd: &impl std::os::fd::AsFd) -> std::io::Result<Peer> {
+        let creds = nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)?;
+        Ok(Self::of_ids(creds.uid(), creds.gid()))
+    }
+
+    /// The peer with these ids.
+    pub fn of_ids(uid: u32, gid: u32) -> Peer {
+        use nix::unistd::{Gid, Group, Uid, User};
+        let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+        let name = user
+            .as_ref()
+            .map_or_else(|| uid.to_string(), |u| u.name.clone());
+        let group = Group::from_gid(Gid::from_raw(gid))
+            .ok()
+            .flatten()
+            .map_or_else(|| gid.to_string(), |g| g.name);
+        let groups = user
+            .and_then(|u| {
+                let c_name = std::ffi::CString::new(u.name).ok()?;
+                nix::unistd::getgrouplist(&c_name, Gid::from_raw(gid)).ok()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|g| Group::from_gid(g).ok().flatten().map(|g| g.name))
+            .collect();
+        Peer {
+            uid,
+            user: name,
+            group,
+            groups,
+        }
+    }
+
+    /// Whether an `allowed-users` / `trusted-users` list names this peer:
+    /// `*`, its name, or `@group` for its primary group, a group that lists
+    /// it, or any of its supplementary groups (Lix).
+    pub fn matches(&self, list: &[String]) -> bool {
+        list.iter().any(|entry| {
+            if entry == "*" || *entry == self.user {
+                return true;
+            }
+            let Some(group) = entry.strip_prefix('@') else {
+                return false;
+            };
+            if group == self.group || self.groups.iter().any(|g| g == group) {
+                return true;
+            }
+            nix::unistd::Group::from_name(group)
+                .ok()
+                .flatten()
+                .is_some_and(|g| g.mem.contains(&self.user))
+        })
+    }
+}
+
+/// Why a peer may not connect (B91, B92; Lix's texts).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Not in `allowed-users` (nor trusted).
+    #[error("user '{0}' is not allowed to connect to the Nix daemon")]
+    NotAllowed(String),
+    /// A build user.
+    #[error(
+        "the user '{user}' is not allowed to connect to the Nix daemon as its group is '{group}', which is the group of users running the sandboxed builds."
+    )]
+    BuildUser {
+        /// The user.
+        user: String,
+        /// The build-users group.
+        group: String,
+    },
+}
+
+/// Decides whether `peer` may connect, and whether it is trusted.
+pub fn admit(settings: &Settings, peer: &Peer) -> Result<bool, Refused> {
+    let build_group = &settings.build_users_group;
+    if !build_group.is_empty()
+        && (peer.group == *build_group || peer.groups.iter().any(|g| g == build_group))
+    {
+        return Err(Refused::BuildUser {
+            user: peer.user.clone(),
+            group: build_group.clone(),
+        });
+    }
+    let trusted = peer.matches(&settings.trusted_users);
+    if !trusted && !peer.matches(&settings.allowed_users) {
+        return Err(Refused::NotAllowed(peer.user.clone()));
+    }
+    Ok(trusted)
+}
+
+/// Settings that make the daemon run a command as root, or choose who
+/// builds run as: never taken from a client unless the daemon's own
+/// configuration says `allow-client-root-commands = true`.
+pub const ROOT_COMMAND_SETTINGS: [&str; 6] = [
+    "pre-build-hook",
+    "post-build-hook",
+    "diff-hook",
+    "build-hook",
+    "builders",
+    "build-users-group",
+];
+
+/// Settings an untrusted client may override (B94), by Nix's exact names.
+pub const UNTRUSTED_SETTINGS: [&str; 3] = ["timeout", "max-silent-time", "build-poll-interval"];
+
+/// What to do with a client's override of `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Override {
+    /// Apply it.
+    Apply,
+    /// Ignore it silently.
+    Ignore,
+    /// Ignore it with this warning.
+    Warn(String),
+}
+
+/// Judges one override from a client (B94 and hermetic's root-command rule).
+pub fn judge_override(settings: &Settings, trusted: bool, name: &str, value: &str) -> Override {
+    let restricted = || {
+        Override::Warn(format!(
+            "ignoring the client-specified setting '{name}', because it is a restricted setting and you are not a trusted user"
+        ))
+    };
+    let base = name.strip_prefix("extra-").unwrap_or(name);
+    match base {
+        "ssh-auth-sock" | "experimental-features" | "store" => return Override::Ignore,
+        "plugin-files" => {
+            return Override::Warn(format!("ignoring the client-specified setting '{name}'"));
+        }
+        _ => {}
+    }
+    if ROOT_COMMAND_SETTINGS.contains(&base) && !settings.allow_client_root_commands {
+        // An empty `builders` asks for no remote builders: harmless.
+        if base == "builders" && value.is_empty() {
+            return Override::Ignore;
+        }
+        return Override::Warn(format!(
+            "ignoring the client-specified setting '{name}', because it runs commands as root or picks the build users; \
+             set it in the daemon's configuration, or set 'allow-client-root-commands = true' there"
+        ));
+    }
+    if trusted || UNTRUSTED_SETTINGS.contains(&name) || name == "connect-timeout" {
+        return Override::Apply;
+    }
+    if base == "substituters" || base == "trusted-substituters" {
+        // hermetic substitutes from nowhere; nothing to apply.
+        return Override::Ignore;
+    }
+    restricted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(user: &str, group: &str, groups: &[&str]) -> Peer {
+        Peer {
+            uid: 1234,
+            user: user.into(),
+            group: group.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn who_may_connect() {
+        let mut s = Settings::for_caller();
+        s.build_users_group = "nixbld".into();
+        s.allowed_users = vec!["alice".into(), "@devs".into()];
+        s.trusted_users = vec!["root".into()];
+        assert_eq!(admit(&s, &peer("alice", "users", &[])), Ok(false));
+        assert_eq!(admit(&s, &peer("bob", "users", &["devs"])), Ok(false));
+        assert_eq!(admit(&s, &peer("root", "root", &[])), Ok(true));
+        assert_eq!(
+            admit(&s, &peer("eve", "users", &[]))
+                .unwrap_err()
+                .to_string(),
+            "user 'eve' is not allowed to connect to the Nix daemon"
+        );
+        assert_eq!(
+            admit(&s, &peer("nixbld1", "users", &["nixbld"]))
+                .unwrap_err()
+                .to_string(),
+            "the user 'nixbld1' is not allowed to connect to the Nix daemon as its group is 'nixbld', \
+             which is the group of users running the sandboxed builds."
+        );
+    }
+
+    #[test]
+    fn what_clients_may_set() {
+        let s = Settings::for_caller();
+        assert_eq!(judge_override(&s, false, "timeout", "5"), Override::Apply);
+        assert_eq!(judge_override(&s, false, "build-timeout", "5"), Override::Warn(
+            "ignoring the client-specified setting 'build-timeout', because it is a restricted setting and you are not a trusted user".into()
+        ));
+        assert!(matches!(
+            judge_override(&s, false, "sandbox", "false"),
+            Override::Warn(_)
+        ));
+        assert_eq!(
+            judge_override(&s, true, "sandbox", "false"),
+            Override::Apply
+        );
+        assert!(matches!(
+            judge_override(&s, true, "post-build-hook", "/bin/evil"),
+            Override::Warn(_)
+        ));
+        assert_eq!(
+            judge_override(&s, false, "experimental-features", "x"),
+            Override::Ignore
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! The daemon with a real client: Debian's Nix 2.8 evaluates and builds
+//! through `hermetic daemon`; the trust model applies to a real ordinary
+//! user; malformed protocol input is refused while others are served; a
+//! daemon killed mid-build leaves nothing behind once restarted.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hermetic_tests::nix_peer::NixPeer;
+use hermetic_tests::{TEST_USER, TempDir, hermetic, root_or_skip, test_user_or_skip};
+
+/// A daemon on a store of its own, with its own nix.conf.
+struct Daemon {
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(label: &str, conf: &str) -> Daemon {
+        let dir = TempDir::new(label);
+        hermetic_tests::set_mode(&dir.path, 0o755);
+        std::fs::create_dir_all(dir.path.join("conf")).unwrap();
+        std::fs::write(
+            dir.path.join("conf/nix.conf"),
+            format!("sandbox = true\nbuild-users-group = nixbld\n{conf}\n"),
+        )
+        .unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/tests/fixtures/shapes.nix"),
+            dir.path.join("a.nix"),
+        )
+        .unwrap();
+        hermetic_tests::set_mode(&dir.path.join("a.nix"), 0o644);
+        let mut daemon = Daemon { dir, child: None };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let child = Command::new(hermetic())
+            .arg("--store")
+            .arg(self.root())
+            .args(["daemon", "--socket"])
+            .arg(self.socket())
+            .env("NIX_CONF_DIR", self.dir.path.join("conf"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while UnixStream::connect(self.socket()).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path.join("root")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path.join("socket")
+    }
+
+    /// The store URL a Nix client uses for this daemon.
+    fn url(&self) -> String {
+        format!(
+            "unix://{}?root={}",
+            self.socket().display(),
+            self.root().display()
+        )
+    }
+
+    fn file(&self) -> String {
+        self.dir.path.join("a.nix").display().to_string()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn client_conf() -> Option<NixPeer> {
+    NixPeer::or_skip("daemon", "substituters =\n")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a Nix client as the test user.
+fn as_test_user(nix: &NixPeer, program: &str, args: &[&str]) -> Output {
+    let user = nix::unistd::User::from_name(TEST_USER).unwrap().unwrap();
+    Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .arg("--init-groups")
+        .arg("--reset-env")
+        .arg("env")
+        .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
+        .arg(program)
+        .args(args)
+        .current_dir("/")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_stock_nix_client_evaluates_and_builds_through_the_daemon() {
+    if !root_or_skip("a_stock_nix_client_evaluates_and_builds_through_the_daemon") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-client", "");
+    let url = daemon.url();
+    // nix-instantiate adds a source (./a.nix) and derivations through it.
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &url, &daemon.file(), "-A", "src"],
+    );
+    let drv = drv.trim();
+    assert!(drv.ends_with("-src.drv"), "{drv}");
+    let out = nix.run("nix-store", &["--store", &url, "--realise", drv]);
+    assert!(out.trim().ends_with("-src"), "{out}");
+    let built = daemon.root().join(out.trim().trim_start_matches('/'));
+    assert_eq!(
+        std::fs::read_to_string(built).unwrap(),
+        std::fs::read_to_string(daemon.file()).unwrap()
+    );
+    // nix-build: evaluation and build in one, with the log streamed back.
+    let out = nix
+        .command("nix-build")
+        .args([
+            "--store",
+            &url,
+            &daemon.file(),
+            "-A",
+            "multi",
+            "--no-out-link",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("-multi"),
+        "{}",
+        text(&out)
+    );
+    // Queries: the outputs of a derivation, a path's hash.
+    let outputs = nix.run("nix-store", &["--store", &url, "-q", "--outputs", drv]);
+    assert!(outputs.trim().ends_with("-src"), "{outputs}");
+    let hash = nix.run(
+        "nix-store",
+        &["--store", &url, "-q", "--hash", outputs.trim()],
+    );
+    assert!(hash.starts_with("sha256:"), "{hash}");
+    // The store the daemon wrote is valid to Nix itself.
+    let verify = nix
+        .command("nix-store")
+        .args([
+            "--store",
+            daemon.root().to_str().unwrap(),
+            "--verify",
+            "--check-contents",
+        ])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
+#[test]
+fn an_untrusted_user_cannot_turn_the_sandbox_off() {
+    if !test_user_or_skip("an_untrusted_user_cannot_turn_the_sandbox_off") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-untrusted", "");
+    let url = daemon.url();
+    let probe = daemon.dir.path.join("probe.nix");
+    std::fs::write(
+        &probe,
+        "derivation { name = \"probe\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+         args = [ \"-c\" \"if [ -d /usr/bin ]; then echo host > $out; else echo sandbox > $out; fi\" ]; }",
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&probe, 0o644);
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &url, probe.to_str().unwrap()],
+    );
+    let out = as_test_user(
+        &nix,
+        "nix-store",
+        &[
+            "--store",
+            &url,
+            "--option",
+            "sandbox",
+            "false",
+            "--realise",
+            drv.trim(),
+        ],
+    );
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let built = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let built = daemon.root().join(built.trim_start_matches('/'));
+    assert_eq!(
+        std::fs::read_to_string(&built).unwrap(),
+        "sandbox\n",
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "ignoring the client-specified setting 'sandbox', because it is a restricted setting and you are not a trusted user"
+        ),
+        "{said}"
+    );
+    // A hook a client sets is never taken, even from a trusted one.
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &url, &daemon.file(), "-A", "paf"],
+    );
+    let out = nix
+        .command("nix-store")
+        .args([
+            "--store",
+            &url,
+            "--option",
+            "post-build-hook",
+            "/bin/false",
+            "--realise",
+            drv.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ignoring the client-specified setting 'post-build-hook'"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn users_outside_allowed_users_and_build_users_are_refused() {
+    if !test_user_or_skip("users_outside_allowed_users_and_build_users_are_refused") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-refused", "allowed-users = root");
+    let out = as_test_user(
+        &nix,
+        "nix-store",
+        &[
+            "--store",
+            &daemon.url(),
+            "-q",
+            "--hash",
+            "/nix/store/00000000000000000000000000000000-x",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!(
+            "user '{TEST_USER}' is not allowed to connect to the Nix daemon"
+        )),
+        "{}",
+        text(&out)
+    );
+    // A build user (a member of build-users-group) is refused (Lix's text).
+    let user = nix::unistd::User::from_name("nixbld1").unwrap().unwrap();
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .arg("--init-groups")
+        .arg("--reset-env")
+        .arg("env")
+        .arg("HOME=/var/empty")
+        .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
+        .args([
+            "nix-store",
+            "--store",
+            &daemon.url(),
+            "-q",
+            "--hash",
+            "/nix/store/00000000000000000000000000000000-x",
+        ])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains(
+            "the user 'nixbld1' is not allowed to connect to the Nix daemon as its group is 'nixbld', which is the group of users running the sandboxed builds."
+        ),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Sends raw bytes and returns what the daemon answered before closing.
+fn raw(daemon: &Daemon, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = UnixStream::connect(daemon.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
+fn u64s(values: &[u64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn malformed_protocol_input_is_refused_and_others_are_served() {
+    if !root_or_skip("malformed_protocol_input_is_refused_and_others_are_served") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-malformed", "");
+    // Wrong magic: the daemon hangs up without a word.
+    assert!(raw(&daemon, &u64s(&[0xdead_beef])).is_empty());
+    // Truncated greeting.
+    assert!(raw(&daemon, &[0x63, 0x78]).is_empty());
+    let greeting = u64s(&[0x6e69_7863, (1 << 8) | 34, 0, 0]);
+    // A huge string length: refused without allocating it.
+    let mut huge = greeting.clone();
+    huge.extend(u64s(&[1, u64::MAX]));
+    let answer = String::from_utf8_lossy(&raw(&daemon, &huge)).into_owned();
+    assert!(answer.contains("more than the"), "{answer}");
+    // An unknown operation is named.
+    let mut unknown = greeting.clone();
+    unknown.extend(u64s(&[99]));
+    let answer = String::from_utf8_lossy(&raw(&daemon, &unknown)).into_owned();
+    assert!(
+        answer.contains("hermetic does not implement the worker operation 'unknown' (99)"),
+        "{answer}"
+    );
+    let mut gc = greeting.clone();
+    gc.extend(u64s(&[20]));
+    let answer = String::from_utf8_lossy(&raw(&daemon, &gc)).into_owned();
+    assert!(answer.contains("'CollectGarbage' (20)"), "{answer}");
+    // A client that never reads: the daemon is not stuck on it.
+    let mut stuck = UnixStream::connect(daemon.socket()).unwrap();
+    stuck.write_all(&greeting).unwrap();
+    // Others are still served.
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &daemon.url(), &daemon.file(), "-A", "a"],
+    );
+    let out = nix.run(
+        "nix-store",
+        &["--store", &daemon.url(), "--realise", drv.trim()],
+    );
+    assert!(out.trim().ends_with("-a"), "{out}");
+    drop(stuck);
+}
+
+#[test]
+fn a_daemon_killed_mid_build_leaves_nothing_after_a_restart() {
+    if !root_or_skip("a_daemon_killed_mid_build_leaves_nothing_after_a_restart") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let mut daemon = Daemon::start("daemon-killed", "");
+    let expr = daemon.dir.path.join("slow.nix");
+    let marker = format!("killed-daemon-marker-{}", std::process::id());
+    std::fs::write(
+        &expr,
+        format!(
+            "derivation {{ name = \"slow\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+             args = [ \"-c\" \"echo {marker}; sleep 30; echo done > $out\" ]; }}"
+        ),
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&expr, 0o644);
+    let url = daemon.url();
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &url, expr.to_str().unwrap()],
+    );
+    let mut client = nix
+        .command("nix-store")
+        .args(["--store", &url, "--realise", drv.trim()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the builder runs.
+    let started = Instant::now();
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+    };
+    while !running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the build did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut child = daemon.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = client.wait();
+    // The builder dies with its supervisor.
+    let started = Instant::now();
+    while running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the builder outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A restart cleans what the killed daemon left.
+    daemon.spawn();
+    let store = daemon.root().join("nix/store");
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            !name.starts_with(".hermetic-stage-"),
+            "left in the store: {name}"
+        );
+    }
+    let pending = daemon.root().join("nix/var/nix/hermetic/pending");
+    assert_eq!(
+        std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+    let verify = Command::new(hermetic())
+        .arg("--store")
+        .arg(daemon.root())
+        .args(["store", "verify", "--check-contents"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+}
