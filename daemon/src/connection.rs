@@ -59,6 +59,7 @@ pub struct Connection {
     layout: StoreLayout,
     settings: Settings,
     trusted: bool,
+    hangup: Option<std::os::fd::OwnedFd>,
     client_version: u64,
     to: ClientWriter,
 }
@@ -67,13 +68,16 @@ fn lock(to: &ClientWriter) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write 
     to.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Serves one client from `from` to `to` until it hangs up.
+/// Serves one client from `from` to `to` until it hangs up. `hangup`, a
+/// descriptor of the client's socket, tells when the client has gone while
+/// one of its builds runs: the build is then cancelled.
 pub fn serve(
     layout: StoreLayout,
     settings: Settings,
     peer: Peer,
     from: impl Read,
     to: Box<dyn Write + Send>,
+    hangup: Option<std::os::fd::OwnedFd>,
 ) -> Result<(), ConnectionError> {
     let mut from = BufReader::new(from);
     let to: ClientWriter = Arc::new(Mutex::new(BufWriter::new(to)));
@@ -121,6 +125,7 @@ pub fn serve(
         layout,
         settings,
         trusted,
+        hangup,
         client_version,
         to,
     };
@@ -609,16 +614,19 @@ impl Connection {
             let mut w = lock(&to);
             let _ = send_log(&mut *w, &line);
         };
-        let summary = hermetic_build::schedule::build_all(
-            &self.layout,
-            &self.settings,
-            &drvs,
-            check,
-            None,
-            log,
-            &progress,
-        )
-        .map_err(failed)?;
+        let summary = self
+            .while_watching_hangup(|cancel| {
+                hermetic_build::schedule::build_all(
+                    &self.layout,
+                    &self.settings,
+                    &drvs,
+                    check,
+                    cancel,
+                    log,
+                    &progress,
+                )
+            })
+            .map_err(failed)?;
         if let Some((_, failure)) = summary.failures.first() {
             let count = summary.failures.len();
             let message = if count == 1 {
@@ -633,6 +641,60 @@ impl Connection {
             return Err(Step::Failed(OpError(message)));
         }
         Ok(())
+    }
+}
+
+impl Connection {
+    /// Runs `work` with a descriptor that becomes readable if the client
+    /// hangs up meanwhile (a thread watches the client's socket).
+    fn while_watching_hangup<T>(
+        &self,
+        work: impl FnOnce(Option<std::os::fd::BorrowedFd<'_>>) -> T,
+    ) -> T {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::socket::MsgFlags;
+        use std::os::fd::{AsFd, AsRawFd};
+        let Some(hangup) = &self.hangup else {
+            return work(None);
+        };
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok();
+        let (Some((cancel_r, cancel_w)), Some((stop_r, stop_w))) = (pipe(), pipe()) else {
+            return work(None);
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                // A client sends nothing while its build runs: the socket
+                // becomes readable when it hangs up (a peek reads 0 bytes).
+                let mut fds = [
+                    PollFd::new(hangup.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(stop_r.as_fd(), PollFlags::POLLIN),
+                ];
+                loop {
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if fds[1].revents().is_none_or(|r| !r.is_empty()) {
+                        return;
+                    }
+                    if fds[0].revents().is_none_or(|r| !r.is_empty()) {
+                        let mut byte = [0u8; 1];
+                        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+                        if let Ok(0) = nix::sys::socket::recv(hangup.as_raw_fd(), &mut byte, flags)
+                        {
+                            tracing::info!("the client hung up: cancelling its build");
+                            let _ = nix::unistd::write(&cancel_w, b"x");
+                        }
+                        // Data instead: the next operation's, read after this one.
+                        return;
+                    }
+                }
+            });
+            let result = work(Some(cancel_r.as_fd()));
+            let _ = nix::unistd::write(&stop_w, b"x");
+            result
+        })
     }
 }
 

@@ -109,7 +109,8 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     Ok(writer) => writer,
                     Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
                 };
-                if let Err(e) = serve(layout, settings, peer, stream, Box::new(writer)) {
+                let hangup = stream.try_clone().ok().map(std::os::fd::OwnedFd::from);
+                if let Err(e) = serve(layout, settings, peer, stream, Box::new(writer), hangup) {
                     tracing::info!(
                         "a client's connection ended: {}",
                         hermetic_store::error_chain(&e)
@@ -144,5 +145,6 @@ pub fn run_stdio(
         peer,
         std::io::stdin(),
         Box::new(std::io::stdout()),
+        None,
     )
 }

@@ -457,3 +457,180 @@ fn a_daemon_killed_mid_build_leaves_nothing_after_a_restart() {
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
 }
+
+/// Runs a Nix client as `user`.
+fn as_user(nix: &NixPeer, user: &str, program: &str, args: &[&str]) -> Output {
+    if user == "root" {
+        return nix.command(program).args(args).output().unwrap();
+    }
+    let user = nix::unistd::User::from_name(user).unwrap().unwrap();
+    Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .arg("--init-groups")
+        .arg("--reset-env")
+        .arg("env")
+        .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
+        .arg(program)
+        .args(args)
+        .current_dir("/")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn twenty_builds_from_four_users_at_once_never_share_a_build_user() {
+    let test = "twenty_builds_from_four_users_at_once_never_share_a_build_user";
+    if !test_user_or_skip(test) {
+        return;
+    }
+    let users = ["root", TEST_USER, "hermetic-client2", "hermetic-client3"];
+    if users
+        .iter()
+        .any(|u| nix::unistd::User::from_name(u).ok().flatten().is_none())
+    {
+        eprintln!(
+            "skipped {test}: the client users are missing (scripts/setup-test-host creates them)"
+        );
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-many", "max-jobs = 8");
+    // Each build records the host uid it ran as and when it ran.
+    let expr = daemon.dir.path.join("many.nix");
+    std::fs::write(
+        &expr,
+        "builtins.genList (i: derivation { name = \"many-${toString i}\"; system = \"x86_64-linux\"; \
+         builder = \"/bin/sh\"; args = [ \"-c\" \"read a b < /proc/uptime; sleep 0.3; read c d < /proc/uptime; \
+         read inside host count < /proc/self/uid_map; echo $host $a $c > $out\" ]; }) 20",
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&expr, 0o644);
+    let drvs = nix.run(
+        "nix-instantiate",
+        &["--store", &daemon.url(), expr.to_str().unwrap()],
+    );
+    let drvs: Vec<String> = drvs.lines().map(str::to_owned).collect();
+    assert_eq!(drvs.len(), 20);
+    let url = daemon.url();
+    let outputs: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = drvs
+            .iter()
+            .enumerate()
+            .map(|(i, drv)| {
+                let (nix, url, user) = (&nix, &url, users[i % users.len()]);
+                scope.spawn(move || {
+                    let out = as_user(nix, user, "nix-store", &["--store", url, "--realise", drv]);
+                    assert!(out.status.success(), "{user}: {}", text(&out));
+                    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Parse (uid, start, end) and check that no two overlap on one uid.
+    let mut runs: Vec<(u32, f64, f64)> = outputs
+        .iter()
+        .map(|out| {
+            let text =
+                std::fs::read_to_string(daemon.root().join(out.trim_start_matches('/'))).unwrap();
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            (
+                fields[0].parse().unwrap(),
+                fields[1].parse().unwrap(),
+                fields[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    for pair in runs.windows(2) {
+        let ((uid_a, _, end_a), (uid_b, start_b, _)) = (pair[0], pair[1]);
+        assert!(
+            uid_a != uid_b || end_a <= start_b,
+            "two builds ran as uid {uid_a} at once: {runs:?}"
+        );
+    }
+    let uids: std::collections::BTreeSet<u32> = runs.iter().map(|r| r.0).collect();
+    assert!(uids.len() > 1, "the builds ran one after another: {runs:?}");
+}
+
+#[test]
+fn a_client_that_hangs_up_cancels_its_build() {
+    if !root_or_skip("a_client_that_hangs_up_cancels_its_build") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-hangup", "");
+    let marker = format!("hangup-marker-{}", std::process::id());
+    let expr = daemon.dir.path.join("slow.nix");
+    std::fs::write(
+        &expr,
+        format!(
+            "derivation {{ name = \"slow\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+             args = [ \"-c\" \"echo {marker}; sleep 60; echo done > $out\" ]; }}"
+        ),
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&expr, 0o644);
+    let url = daemon.url();
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &url, expr.to_str().unwrap()],
+    );
+    let mut client = nix
+        .command("nix-store")
+        .args(["--store", &url, "--realise", drv.trim()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+        })
+    };
+    let started = Instant::now();
+    while !running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the build did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let hung_up = Instant::now();
+    while running() {
+        assert!(
+            hung_up.elapsed() < Duration::from_secs(20),
+            "the build outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing was registered and, once the daemon has cleaned up after the
+    // cancelled build, nothing is left; and the daemon serves on.
+    let store = daemon.root().join("nix/store");
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(&store)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with("-slow") || n.starts_with(".hermetic-stage-"))
+            .collect()
+    };
+    let cancelled = Instant::now();
+    while !leftovers().is_empty() {
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(10),
+            "left in the store: {:?}",
+            leftovers()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let other = nix.run(
+        "nix-instantiate",
+        &["--store", &url, &daemon.file(), "-A", "a"],
+    );
+    let out = nix.run("nix-store", &["--store", &url, "--realise", other.trim()]);
+    assert!(out.trim().ends_with("-a"), "{out}");
+}
