@@ -62,9 +62,12 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
     let stop = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(ServerError::Signals)?;
     tracing::info!(socket = %socket.display(), "accepting connections");
-    // The clients' sockets, so that stopping can hang up on idle ones.
-    let clients: std::sync::Mutex<Vec<std::os::unix::net::UnixStream>> =
-        std::sync::Mutex::new(Vec::new());
+    // The clients' sockets, so that stopping can hang up on idle ones. Each
+    // is removed when its client's thread ends, so that a connection closes
+    // as soon as it is done.
+    let clients: std::sync::Mutex<std::collections::BTreeMap<u64, std::os::unix::net::UnixStream>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut next_client = 0u64;
     std::thread::scope(|scope| {
         loop {
             let mut fds = [
@@ -97,13 +100,15 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     continue;
                 }
             };
+            let id = next_client;
+            next_client += 1;
             if let Ok(clone) = stream.try_clone() {
                 clients
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(clone);
+                    .insert(id, clone);
             }
-            let (layout, settings) = (layout.clone(), settings.clone());
+            let (layout, settings, clients) = (layout.clone(), settings.clone(), &clients);
             scope.spawn(move || {
                 let writer = match stream.try_clone() {
                     Ok(writer) => writer,
@@ -116,13 +121,17 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                         hermetic_store::error_chain(&e)
                     );
                 }
+                clients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
             });
         }
         drop(listener);
         let _ = std::fs::remove_file(socket);
         // Idle clients are hung up on; a client's running build finishes
         // first, since its thread reads the socket only between operations.
-        for client in clients.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for client in clients.lock().unwrap_or_else(|e| e.into_inner()).values() {
             let _ = client.shutdown(std::net::Shutdown::Both);
         }
     });

@@ -323,8 +323,17 @@ fn raw(daemon: &Daemon, bytes: &[u8]) -> Vec<u8> {
     let _ = stream.write_all(bytes);
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    answer
+    match stream.read_to_end(&mut answer) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            panic!("the daemon kept a refused connection open")
+        }
+        _ => answer,
+    }
 }
 
 fn u64s(values: &[u64]) -> Vec<u8> {
