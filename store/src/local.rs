@@ -176,12 +176,24 @@ impl LocalStore {
         check_name(&name, &name)?;
         let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
         let (nar_hash, nar_size) = copy_through_nar(source, pending.staging())?;
+        self.install_source(pending, &name, nar_hash, nar_size)
+    }
+
+    /// Installs a staged tree as the source path of its NAR hash: made
+    /// canonical, named after its content, no references.
+    fn install_source(
+        &mut self,
+        pending: Pending,
+        name: &str,
+        nar_hash: Hash,
+        nar_size: u64,
+    ) -> Result<StorePath, StoreError> {
         canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
         crash_point("staged");
         let path = self.layout.store_dir.make_fixed_output_path(
             IngestionMethod::Recursive,
             &nar_hash,
-            &name,
+            name,
             &BTreeSet::new(),
             false,
         )?;
@@ -219,27 +231,7 @@ impl LocalStore {
             &mut RestoreSink::new(pending.staging().to_owned()),
         )?;
         let (nar_hash, nar_size) = reader.hasher.finish();
-        canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
-        let path = self.layout.store_dir.make_fixed_output_path(
-            IngestionMethod::Recursive,
-            &nar_hash,
-            name,
-            &BTreeSet::new(),
-            false,
-        )?;
-        let info = PathInfo {
-            path: path.clone(),
-            ca: Some(format!("fixed:r:{}", nar_hash.to_prefixed_base32())),
-            nar_hash,
-            nar_size,
-            references: BTreeSet::new(),
-            deriver: None,
-            registration_time: now(),
-            sigs: Vec::new(),
-            ultimate: false,
-        };
-        self.install(pending, info, &[])?;
-        Ok(path)
+        self.install_source(pending, name, nar_hash, nar_size)
     }
 
     /// The valid path whose hash part is `hash_part`, if any.

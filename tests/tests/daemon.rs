@@ -104,23 +104,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// Runs a Nix client as the test user.
-fn as_test_user(nix: &NixPeer, program: &str, args: &[&str]) -> Output {
-    let user = nix::unistd::User::from_name(TEST_USER).unwrap().unwrap();
-    Command::new("setpriv")
-        .arg(format!("--reuid={}", user.uid))
-        .arg(format!("--regid={}", user.gid))
-        .arg("--init-groups")
-        .arg("--reset-env")
-        .arg("env")
-        .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
-        .arg(program)
-        .args(args)
-        .current_dir("/")
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_stock_nix_client_evaluates_and_builds_through_the_daemon() {
     if !root_or_skip("a_stock_nix_client_evaluates_and_builds_through_the_daemon") {
@@ -204,8 +187,9 @@ fn an_untrusted_user_cannot_turn_the_sandbox_off() {
         "nix-instantiate",
         &["--store", &url, probe.to_str().unwrap()],
     );
-    let out = as_test_user(
+    let out = as_user(
         &nix,
+        TEST_USER,
         "nix-store",
         &[
             "--store",
@@ -265,8 +249,9 @@ fn users_outside_allowed_users_and_build_users_are_refused() {
     }
     let Some(nix) = client_conf() else { return };
     let daemon = Daemon::start("daemon-refused", "allowed-users = root");
-    let out = as_test_user(
+    let out = as_user(
         &nix,
+        TEST_USER,
         "nix-store",
         &[
             "--store",
@@ -392,17 +377,8 @@ fn a_daemon_killed_mid_build_leaves_nothing_after_a_restart() {
     }
     let Some(nix) = client_conf() else { return };
     let mut daemon = Daemon::start("daemon-killed", "");
-    let expr = daemon.dir.path.join("slow.nix");
     let marker = format!("killed-daemon-marker-{}", std::process::id());
-    std::fs::write(
-        &expr,
-        format!(
-            "derivation {{ name = \"slow\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
-             args = [ \"-c\" \"echo {marker}; sleep 30; echo done > $out\" ]; }}"
-        ),
-    )
-    .unwrap();
-    hermetic_tests::set_mode(&expr, 0o644);
+    let expr = slow_derivation(&daemon, &marker);
     let url = daemon.url();
     let drv = nix.run(
         "nix-instantiate",
@@ -417,12 +393,7 @@ fn a_daemon_killed_mid_build_leaves_nothing_after_a_restart() {
         .unwrap();
     // Wait until the builder runs.
     let started = Instant::now();
-    let running = || {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        })
-    };
+    let running = || running(&marker);
     while !running() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -465,6 +436,29 @@ fn a_daemon_killed_mid_build_leaves_nothing_after_a_restart() {
         .output()
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
+}
+
+/// A slow derivation whose builder's command line holds `marker`.
+fn slow_derivation(daemon: &Daemon, marker: &str) -> PathBuf {
+    let expr = daemon.dir.path.join("slow.nix");
+    std::fs::write(
+        &expr,
+        format!(
+            "derivation {{ name = \"slow\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+             args = [ \"-c\" \"echo {marker}; sleep 60; echo done > $out\" ]; }}"
+        ),
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&expr, 0o644);
+    expr
+}
+
+/// Whether a process whose command line holds `marker` runs.
+fn running(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
+    })
 }
 
 /// Runs a Nix client as `user`.
@@ -571,16 +565,7 @@ fn a_client_that_hangs_up_cancels_its_build() {
     let Some(nix) = client_conf() else { return };
     let daemon = Daemon::start("daemon-hangup", "");
     let marker = format!("hangup-marker-{}", std::process::id());
-    let expr = daemon.dir.path.join("slow.nix");
-    std::fs::write(
-        &expr,
-        format!(
-            "derivation {{ name = \"slow\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
-             args = [ \"-c\" \"echo {marker}; sleep 60; echo done > $out\" ]; }}"
-        ),
-    )
-    .unwrap();
-    hermetic_tests::set_mode(&expr, 0o644);
+    let expr = slow_derivation(&daemon, &marker);
     let url = daemon.url();
     let drv = nix.run(
         "nix-instantiate",
@@ -593,12 +578,7 @@ fn a_client_that_hangs_up_cancels_its_build() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let running = || {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-        })
-    };
+    let running = || running(&marker);
     let started = Instant::now();
     while !running() {
         assert!(
