@@ -623,3 +623,162 @@ fn a_client_that_hangs_up_cancels_its_build() {
     let out = nix.run("nix-store", &["--store", &url, "--realise", other.trim()]);
     assert!(out.trim().ends_with("-a"), "{out}");
 }
+
+/// A client speaking the worker protocol by hand, for what the stock
+/// client cannot be made to send.
+struct RawClient {
+    stream: UnixStream,
+}
+
+impl RawClient {
+    fn connect(daemon: &Daemon) -> RawClient {
+        let mut client = RawClient {
+            stream: UnixStream::connect(daemon.socket()).unwrap(),
+        };
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        client.u64(0x6e69_7863);
+        assert_eq!(client.read_u64(), 0x6478_696f);
+        client.read_u64(); // the daemon's protocol version
+        for n in [(1 << 8) | 34, 0, 0] {
+            client.u64(n);
+        }
+        client.read_string(); // the daemon's version
+        client.work().unwrap();
+        client
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.stream.write_all(&n.to_le_bytes()).unwrap();
+    }
+
+    fn string(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.stream.write_all(s.as_bytes()).unwrap();
+        self.stream
+            .write_all(&[0u8; 8][..(8 - s.len() % 8) % 8])
+            .unwrap();
+    }
+
+    fn strings(&mut self, items: &[&str]) {
+        self.u64(items.len() as u64);
+        for item in items {
+            self.string(item);
+        }
+    }
+
+    fn read_u64(&mut self) -> u64 {
+        let mut buf = [0u8; 8];
+        self.stream.read_exact(&mut buf).unwrap();
+        u64::from_le_bytes(buf)
+    }
+
+    fn read_string(&mut self) -> String {
+        let len = self.read_u64() as usize;
+        let mut buf = vec![0u8; len + (8 - len % 8) % 8];
+        self.stream.read_exact(&mut buf).unwrap();
+        buf.truncate(len);
+        String::from_utf8(buf).unwrap()
+    }
+
+    /// Reads the stderr channel to its end: Ok, or the error's message.
+    fn work(&mut self) -> Result<(), String> {
+        loop {
+            match self.read_u64() {
+                0x6f6c_6d67 => {
+                    self.read_string();
+                }
+                0x616c_7473 => return Ok(()),
+                0x6378_7470 => {
+                    self.read_string();
+                    self.read_u64();
+                    self.read_string();
+                    let message = self.read_string();
+                    self.read_u64();
+                    self.read_u64();
+                    return Err(message);
+                }
+                other => panic!("unexpected stderr message {other:#x}"),
+            }
+        }
+    }
+
+    /// Sends BuildDerivation for `/bin/sh -c SCRIPT` with one output.
+    fn build_derivation(
+        &mut self,
+        drv: &str,
+        out: &str,
+        algo: &str,
+        hash: &str,
+        script: &str,
+    ) -> Result<u64, String> {
+        self.u64(36);
+        self.string(drv);
+        self.u64(1);
+        for s in ["out", out, algo, hash] {
+            self.string(s);
+        }
+        self.strings(&[]);
+        self.string(&hermetic_runtime::host_system());
+        self.string("/bin/sh");
+        self.strings(&["-c", script]);
+        self.u64(1);
+        self.string("out");
+        self.string(out);
+        self.u64(0); // normal build
+        self.work()?;
+        let status = self.read_u64();
+        self.read_string();
+        for _ in 0..4 {
+            self.read_u64();
+        }
+        assert_eq!(self.read_u64(), 0, "no realisations");
+        Ok(status)
+    }
+}
+
+#[test]
+fn an_untrusted_client_cannot_build_an_input_addressed_derivation_it_sent() {
+    if !root_or_skip("an_untrusted_client_cannot_build_an_input_addressed_derivation_it_sent") {
+        return;
+    }
+    // Nobody is trusted here, root included.
+    let daemon = Daemon::start("daemon-inline", "trusted-users =");
+    let mut client = RawClient::connect(&daemon);
+    let ia_out = "/nix/store/00000000000000000000000000000000-inline";
+    let refused = client.build_derivation(
+        "/nix/store/11111111111111111111111111111111-inline.drv",
+        ia_out,
+        "",
+        "",
+        "echo > $out",
+    );
+    assert_eq!(
+        refused,
+        Err("you are not privileged to build input-addressed derivations".into())
+    );
+    // A fixed-output one is built: its output is checked by its content.
+    let hash = hermetic_store::Hash::sha256(b"hi\n");
+    let dir = hermetic_store::StoreDir::default();
+    let out = dir
+        .make_fixed_output_path(
+            hermetic_store::IngestionMethod::Flat,
+            &hash,
+            "fetched",
+            &Default::default(),
+            false,
+        )
+        .unwrap();
+    let status = client.build_derivation(
+        "/nix/store/22222222222222222222222222222222-fetched.drv",
+        &dir.print(&out),
+        "sha256",
+        &hash.to_hex(),
+        "echo hi > $out",
+    );
+    assert_eq!(status, Ok(0), "built");
+    let built = daemon.root().join("nix/store").join(out.base_name());
+    assert_eq!(std::fs::read_to_string(built).unwrap(), "hi\n");
+}

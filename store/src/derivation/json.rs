@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{Derivation, DerivationOutput};
-use crate::hash::{Hash, HashAlgo};
-use crate::path::{IngestionMethod, StoreDir, StorePath};
+use crate::path::{StoreDir, StorePath};
 
 /// Why a derivation's JSON was refused: the derivation and the field.
 #[derive(Debug, thiserror::Error)]
@@ -107,60 +106,17 @@ fn derivation_from(
     let mut outputs = BTreeMap::new();
     for (out_name, out) in json.outputs {
         let field = format!("outputs.{out_name}");
-        let output = match (
+        let output = super::output_from_parts(
+            store,
+            &name,
+            &out_name,
             out.path.as_deref(),
             out.hash_algo.as_deref(),
             out.hash.as_deref(),
-        ) {
-            (None | Some(""), None | Some(""), None | Some("")) => DerivationOutput::Deferred,
-            (Some(path), None | Some(""), None | Some("")) => {
-                DerivationOutput::InputAddressed(store_path(format!("{field}.path"), path)?)
-            }
-            (path, Some(algo_text), hash) => {
-                let (method, algo_name) = match algo_text.strip_prefix("r:") {
-                    Some(rest) => (IngestionMethod::Recursive, rest),
-                    None => (IngestionMethod::Flat, algo_text),
-                };
-                let algo = HashAlgo::from_name(algo_name).ok_or_else(|| {
-                    field_error(
-                        drv_path,
-                        format!("{field}.hashAlgo"),
-                        format!("unknown hash algorithm '{algo_text}'"),
-                    )
-                })?;
-                match (path, hash) {
-                    (_, None | Some("")) => DerivationOutput::Floating { method, algo },
-                    (Some(path), Some(hash)) => DerivationOutput::Fixed {
-                        path: store_path(format!("{field}.path"), path)?,
-                        method,
-                        hash: Hash::parse_digest(algo, hash)
-                            .map_err(|e| field_error(drv_path, format!("{field}.hash"), e))?,
-                    },
-                    (None, Some(hash)) => {
-                        let hash = Hash::parse_digest(algo, hash)
-                            .map_err(|e| field_error(drv_path, format!("{field}.hash"), e))?;
-                        let path_name = crate::path::output_path_name(&name, &out_name);
-                        let path = store
-                            .make_fixed_output_path(
-                                method,
-                                &hash,
-                                &path_name,
-                                &BTreeSet::new(),
-                                false,
-                            )
-                            .map_err(|e| field_error(drv_path, format!("{field}.path"), e))?;
-                        DerivationOutput::Fixed { path, method, hash }
-                    }
-                }
-            }
-            (_, None, Some(_)) => {
-                return Err(field_error(
-                    drv_path,
-                    format!("{field}.hashAlgo"),
-                    "missing beside 'hash'",
-                ));
-            }
-        };
+        )
+        .map_err(|(part, problem)| {
+            field_error(drv_path, format!("{field}.{}", part.field()), problem)
+        })?;
         outputs.insert(out_name, output);
     }
     let input_srcs = json

@@ -134,6 +134,85 @@ pub enum DrvCheckError {
     BadPath(#[from] BadStorePath),
 }
 
+/// The part of an output's description that was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputPart {
+    /// Its path.
+    Path,
+    /// Its hash algorithm (with `r:` for recursive).
+    HashAlgo,
+    /// Its hash.
+    Hash,
+}
+
+impl OutputPart {
+    /// The field's name in Nix's JSON.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Path => "path",
+            Self::HashAlgo => "hashAlgo",
+            Self::Hash => "hash",
+        }
+    }
+}
+
+/// An output from the three strings that describe it (in JSON and in the
+/// worker protocol), empty standing for absent: input-addressed with a
+/// path, fixed with an algorithm and a hash (its path computed when
+/// absent), floating with an algorithm alone, deferred with nothing.
+pub fn output_from_parts(
+    store: &StoreDir,
+    drv_name: &str,
+    output: &str,
+    path: Option<&str>,
+    algo: Option<&str>,
+    hash: Option<&str>,
+) -> Result<DerivationOutput, (OutputPart, String)> {
+    fn some(s: Option<&str>) -> Option<&str> {
+        s.filter(|s| !s.is_empty())
+    }
+    let parse_path = |text: &str| {
+        store
+            .parse(text)
+            .map_err(|e| (OutputPart::Path, e.to_string()))
+    };
+    match (some(path), some(algo), some(hash)) {
+        (None, None, None) => Ok(DerivationOutput::Deferred),
+        (Some(path), None, None) => Ok(DerivationOutput::InputAddressed(parse_path(path)?)),
+        (_, None, Some(_)) => Err((OutputPart::HashAlgo, "missing beside 'hash'".into())),
+        (path, Some(algo_text), hash) => {
+            let (method, algo_name) = match algo_text.strip_prefix("r:") {
+                Some(rest) => (IngestionMethod::Recursive, rest),
+                None => (IngestionMethod::Flat, algo_text),
+            };
+            let algo = HashAlgo::from_name(algo_name).ok_or_else(|| {
+                (
+                    OutputPart::HashAlgo,
+                    format!("unknown hash algorithm '{algo_text}'"),
+                )
+            })?;
+            let Some(hash) = hash else {
+                return Ok(DerivationOutput::Floating { method, algo });
+            };
+            let hash =
+                Hash::parse_digest(algo, hash).map_err(|e| (OutputPart::Hash, e.to_string()))?;
+            let path = match path {
+                Some(path) => parse_path(path)?,
+                None => store
+                    .make_fixed_output_path(
+                        method,
+                        &hash,
+                        &output_path_name(drv_name, output),
+                        &BTreeSet::new(),
+                        false,
+                    )
+                    .map_err(|e| (OutputPart::Path, e.to_string()))?,
+            };
+            Ok(DerivationOutput::Fixed { path, method, hash })
+        }
+    }
+}
+
 /// The hash of a derivation "modulo" its fixed-output inputs: one hash per
 /// output. Fixed-output derivations hash to their output alone, so a changed
 /// way of fetching the same bytes changes nothing downstream.
