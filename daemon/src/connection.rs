@@ -393,6 +393,10 @@ impl Connection {
                     .map_err(|e| Step::Fatal(std::io::Error::other(e).into()))?;
                 Ok(())
             }
+            // AddToStoreNar
+            39 => self.add_to_store_nar(from),
+            // AddMultipleToStore
+            44 => self.add_multiple_to_store(from),
             // QueryMissing
             40 => {
                 let targets = read_strings(from)?;
@@ -564,6 +568,114 @@ impl Connection {
                 (status, hermetic_store::error_chain(&failure.error))
             }
         })
+    }
+
+    /// The metadata of a path being copied in, after its path.
+    fn read_path_info(&self, from: &mut impl Read, path: StorePath) -> Result<PathInfo, Step> {
+        let deriver = read_string(from)?;
+        let nar_hash = read_string(from)?;
+        let references = self.read_path_set(from)?;
+        let registration_time = read_u64(from)? as i64;
+        let nar_size = read_u64(from)?;
+        let _ultimate = read_bool(from)?;
+        let sigs = read_strings(from)?;
+        let ca = read_string(from)?;
+        let nar_hash =
+            hermetic_store::Hash::parse(&nar_hash, Some(hermetic_store::HashAlgo::Sha256))
+                .map_err(failed)?;
+        let deriver = match deriver.as_str() {
+            "" => None,
+            text => Some(self.parse_path(text)?),
+        };
+        Ok(PathInfo {
+            path,
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            registration_time,
+            ca: (!ca.is_empty()).then_some(ca),
+            sigs,
+            // Only the daemon's own builds are ultimately trusted.
+            ultimate: false,
+        })
+    }
+
+    /// The keys a copied-in path must be signed by, or `None` when no
+    /// signature is needed (`require-sigs` off, or a trusted client that
+    /// asked not to check).
+    fn signature_keys(
+        &self,
+        dont_check: bool,
+    ) -> Option<Vec<hermetic_store::signature::PublicKey>> {
+        if (dont_check && self.trusted) || !self.settings.require_sigs {
+            return None;
+        }
+        Some(
+            self.settings
+                .trusted_public_keys
+                .iter()
+                .filter_map(|k| hermetic_store::signature::PublicKey::parse(k))
+                .collect(),
+        )
+    }
+
+    /// AddToStoreNar: one path's metadata, then its NAR in frames.
+    fn add_to_store_nar(&mut self, from: &mut impl Read) -> Result<(), Step> {
+        if minor(self.client_version) < 23 {
+            return Err(Step::Fatal(ConnectionError::TooOld));
+        }
+        let path = self.parse_path(&read_string(from)?)?;
+        let info = self.read_path_info(from, path)?;
+        let repair = read_bool(from)?;
+        let dont_check = read_bool(from)?;
+        let mut framed = Framed::new(from);
+        if repair && !self.trusted {
+            framed.drain()?;
+            return Err(Step::Failed(OpError(
+                "repairing is not allowed because you are not in 'trusted-users'".into(),
+            )));
+        }
+        let keys = self.signature_keys(dont_check);
+        let mut store = self.store()?;
+        let imported = store.import_nar(info, &mut framed, keys.as_deref());
+        framed.drain()?;
+        imported.map_err(failed)?;
+        let mut w = lock(&self.to);
+        send_last(&mut *w)?;
+        Ok(())
+    }
+
+    /// AddMultipleToStore: in frames, a count, then each path's metadata
+    /// followed by its NAR (what `nix copy` sends).
+    fn add_multiple_to_store(&mut self, from: &mut impl Read) -> Result<(), Step> {
+        let repair = read_bool(from)?;
+        let dont_check = read_bool(from)?;
+        let mut framed = Framed::new(from);
+        if repair && !self.trusted {
+            framed.drain()?;
+            return Err(Step::Failed(OpError(
+                "repairing is not allowed because you are not in 'trusted-users'".into(),
+            )));
+        }
+        let keys = self.signature_keys(dont_check);
+        let mut store = self.store()?;
+        let result = (|| -> Result<(), Step> {
+            let count = read_u64(&mut framed)?;
+            for _ in 0..count.min(crate::wire::MAX_LIST) {
+                let path = self.parse_path(&read_string(&mut framed)?)?;
+                let info = self.read_path_info(&mut framed, path)?;
+                store
+                    .import_nar(info, &mut framed, keys.as_deref())
+                    .map_err(failed)?;
+            }
+            Ok(())
+        })();
+        framed.drain()?;
+        result?;
+        let mut w = lock(&self.to);
+        send_last(&mut *w)?;
+        Ok(())
     }
 
     fn add_text(

@@ -89,6 +89,11 @@ pub struct Settings {
     pub allowed_users: Vec<String>,
     /// `trusted-users` (B91): who may connect with root's say.
     pub trusted_users: Vec<String>,
+    /// `require-sigs` (B96): paths a client copies in must be signed (or
+    /// content-addressed).
+    pub require_sigs: bool,
+    /// `trusted-public-keys` (alias `binary-cache-public-keys`).
+    pub trusted_public_keys: Vec<String>,
     /// hermetic's own `allow-client-root-commands`: whether clients (even
     /// trusted ones) may set the settings that make the daemon run a
     /// command as root or choose the build users.
@@ -117,6 +122,7 @@ pub fn is_list_setting(name: &str) -> bool {
             | "allowed-impure-host-deps"
             | "allowed-users"
             | "trusted-users"
+            | "trusted-public-keys"
     )
 }
 
@@ -130,6 +136,7 @@ pub fn canonical_name(name: &str) -> &str {
         "build-max-jobs" => "max-jobs",
         "build-cores" => "cores",
         "build-keep-failed" => "keep-failed",
+        "binary-cache-public-keys" => "trusted-public-keys",
         other => other,
     }
 }
@@ -235,6 +242,10 @@ impl Settings {
             allowed_users: vec!["*".into()],
             trusted_users: vec!["root".into()],
             allow_client_root_commands: false,
+            require_sigs: true,
+            trusted_public_keys: vec![
+                "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".into(),
+            ],
         }
     }
 
@@ -248,6 +259,7 @@ impl Settings {
             "allowed-impure-host-deps" => self.allowed_impure_host_deps.extend(words),
             "allowed-users" => self.allowed_users.extend(words),
             "trusted-users" => self.trusted_users.extend(words),
+            "trusted-public-keys" => self.trusted_public_keys.extend(words),
             other => return Err(SettingsError::Unknown(format!("extra-{other}"))),
         }
         Ok(())
@@ -322,6 +334,10 @@ impl Settings {
             "allowed-users" => self.allowed_users = words(value),
             "trusted-users" => self.trusted_users = words(value),
             "allow-client-root-commands" => self.allow_client_root_commands = boolean(name, value)?,
+            "require-sigs" => self.require_sigs = boolean(name, value)?,
+            "trusted-public-keys" | "binary-cache-public-keys" => {
+                self.trusted_public_keys = words(value)
+            }
             _ => return Err(SettingsError::Unknown(name.to_string())),
         }
         Ok(())

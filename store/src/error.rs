@@ -59,6 +59,23 @@ pub enum StoreError {
         /// The reference that is not valid.
         reference: String,
     },
+    /// A path to import without a trusted signature (Nix's text).
+    #[error("cannot add path '{0}' because it lacks a signature by a trusted key")]
+    Unsigned(String),
+    /// An imported NAR whose hash or size is not the one announced (Nix's text).
+    #[error(
+        "{what} mismatch importing path '{path}';\n  specified: {specified}\n  got:       {got}"
+    )]
+    ImportMismatch {
+        /// `hash` or `size`.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// What the sender announced.
+        specified: String,
+        /// What arrived.
+        got: String,
+    },
     /// A NAR could not be written or read.
     #[error(transparent)]
     Nar(#[from] NarError),

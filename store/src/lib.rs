@@ -15,6 +15,7 @@ pub mod lock;
 pub mod nar;
 pub mod path;
 pub mod pending;
+pub mod signature;
 
 pub use db::PathInfo;
 pub use derivation::{Derivation, DerivationOutput};

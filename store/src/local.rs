@@ -234,6 +234,86 @@ impl LocalStore {
         self.install_source(pending, name, nar_hash, nar_size)
     }
 
+    /// Whether `info`'s content address (`ca`) names its own path: such a
+    /// path needs no signature.
+    pub fn is_content_addressed(&self, info: &PathInfo) -> bool {
+        let Some(ca) = &info.ca else { return false };
+        let dir = &self.layout.store_dir;
+        let mut refs = info.references.clone();
+        let self_reference = refs.remove(&info.path);
+        let computed = if let Some(rest) = ca.strip_prefix("text:") {
+            Hash::parse(rest, None)
+                .ok()
+                .and_then(|h| dir.make_text_path(info.path.name(), &h, &refs).ok())
+        } else if let Some(rest) = ca.strip_prefix("fixed:") {
+            let (method, rest) = match rest.strip_prefix("r:") {
+                Some(rest) => (IngestionMethod::Recursive, rest),
+                None => (IngestionMethod::Flat, rest),
+            };
+            Hash::parse(rest, None).ok().and_then(|h| {
+                dir.make_fixed_output_path(method, &h, info.path.name(), &refs, self_reference)
+                    .ok()
+            })
+        } else {
+            None
+        };
+        computed.as_ref() == Some(&info.path)
+    }
+
+    /// Imports a path with its metadata and its NAR (a copy from another
+    /// store): with `trusted_keys`, it must be content-addressed or signed
+    /// by one of them; the NAR's hash and size must be the announced ones;
+    /// its references must be valid. A path already valid is skipped (its
+    /// NAR read and dropped).
+    pub fn import_nar(
+        &mut self,
+        mut info: PathInfo,
+        nar: &mut dyn io::Read,
+        trusted_keys: Option<&[crate::signature::PublicKey]>,
+    ) -> Result<(), StoreError> {
+        let printed = self.layout.store_dir.print(&info.path);
+        if let Some(keys) = trusted_keys
+            && !self.is_content_addressed(&info)
+            && !crate::signature::signed_by_trusted_key(&self.layout.store_dir, &info, keys)
+        {
+            nar::parse(nar, &mut nar::DiscardSink)?;
+            return Err(StoreError::Unsigned(printed));
+        }
+        if self.is_valid(&info.path)? {
+            nar::parse(nar, &mut nar::DiscardSink)?;
+            return Ok(());
+        }
+        let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
+        let mut reader = HashingReader {
+            inner: nar,
+            hasher: HashingWriter::new(),
+        };
+        nar::parse(
+            &mut reader,
+            &mut RestoreSink::new(pending.staging().to_owned()),
+        )?;
+        let (got, size) = reader.hasher.finish();
+        if got != info.nar_hash {
+            return Err(StoreError::ImportMismatch {
+                what: "hash",
+                path: printed,
+                specified: info.nar_hash.to_string(),
+                got: got.to_string(),
+            });
+        }
+        if size != info.nar_size {
+            return Err(StoreError::ImportMismatch {
+                what: "size",
+                path: printed,
+                specified: info.nar_size.to_string(),
+                got: size.to_string(),
+            });
+        }
+        canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
+        info.registration_time = now();
+        self.install(pending, info, &[])
+    }
+
     /// The valid path whose hash part is `hash_part`, if any.
     pub fn path_from_hash_part(&self, hash_part: &str) -> Result<Option<StorePath>, StoreError> {
         self.db.path_from_hash_part(hash_part)

@@ -782,3 +782,129 @@ fn an_untrusted_client_cannot_build_an_input_addressed_derivation_it_sent() {
     let built = daemon.root().join("nix/store").join(out.base_name());
     assert_eq!(std::fs::read_to_string(built).unwrap(), "hi\n");
 }
+
+impl Daemon {
+    /// Restarts the daemon with another nix.conf.
+    fn restart_with(&mut self, conf: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::fs::write(
+            self.dir.path.join("conf/nix.conf"),
+            format!("sandbox = true\nbuild-users-group = nixbld\n{conf}\n"),
+        )
+        .unwrap();
+        self.spawn();
+    }
+}
+
+#[test]
+fn copies_need_a_trusted_signature_unless_content_addressed() {
+    if !root_or_skip("copies_need_a_trusted_signature_unless_content_addressed") {
+        return;
+    }
+    let Some(nix) = NixPeer::or_skip(
+        "copies_need_a_trusted_signature_unless_content_addressed",
+        "substituters =\nexperimental-features = nix-command\nbuild-users-group = nixbld\n",
+    ) else {
+        return;
+    };
+    let mut daemon = Daemon::start("daemon-sigs", "");
+    // A source store with an input-addressed path (built by hermetic) and a
+    // content-addressed one (a.nix, added by nix-instantiate).
+    let source = daemon.dir.path.join("source");
+    let source_arg = source.to_str().unwrap();
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", source_arg, &daemon.file(), "-A", "a"],
+    );
+    let built = nix.run(
+        hermetic().to_str().unwrap(),
+        &["--store", source_arg, "build", drv.trim()],
+    );
+    let built = built.trim();
+    let url = daemon.url();
+    let copy = |path: &str| {
+        nix.command("nix")
+            .args(["copy", "--from", source_arg, "--to", &url, path])
+            .output()
+            .unwrap()
+    };
+    let out = copy(built);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!(
+            "cannot add path '{built}' because it lacks a signature by a trusted key"
+        )),
+        "{}",
+        text(&out)
+    );
+    // A source added by nix-store --add is content-addressed.
+    let added = nix.run(
+        "nix-store",
+        &["--store", source_arg, "--add", &daemon.file()],
+    );
+    let out = copy(added.trim());
+    assert!(
+        out.status.success(),
+        "a content-addressed path needs no signature: {}",
+        text(&out)
+    );
+    // Signed by a key the daemon trusts: accepted, with the signature.
+    let (secret, public) = (daemon.dir.path.join("sk"), daemon.dir.path.join("pk"));
+    nix.run(
+        "nix-store",
+        &[
+            "--generate-binary-cache-key",
+            "hermetic-test-1",
+            secret.to_str().unwrap(),
+            public.to_str().unwrap(),
+        ],
+    );
+    nix.run(
+        "nix",
+        &[
+            "store",
+            "sign",
+            "--store",
+            source_arg,
+            "-k",
+            secret.to_str().unwrap(),
+            built,
+        ],
+    );
+    daemon.restart_with(&format!(
+        "trusted-public-keys = {}",
+        std::fs::read_to_string(&public).unwrap().trim()
+    ));
+    let url = daemon.url();
+    let out = nix
+        .command("nix")
+        .args(["copy", "--from", source_arg, "--to", &url, built])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let info = nix.run(
+        hermetic().to_str().unwrap(),
+        &[
+            "--store",
+            daemon.root().to_str().unwrap(),
+            "store",
+            "info",
+            built,
+        ],
+    );
+    assert!(info.contains("nar-hash"), "{info}");
+    let verify = nix
+        .command("nix-store")
+        .args([
+            "--store",
+            daemon.root().to_str().unwrap(),
+            "--verify",
+            "--check-contents",
+        ])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+}

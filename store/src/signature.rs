@@ -1,0 +1,91 @@
+//! Signatures on store paths, as Nix makes and checks them: an Ed25519
+//! signature, `name:base64`, over the fingerprint
+//! `1;<path>;<nar hash in base32>;<nar size>;<references, comma-separated>`,
+//! by a key named in `trusted-public-keys` (`name:base64 of 32 bytes`).
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+
+use crate::db::PathInfo;
+use crate::hash::{Hash, HashAlgo};
+use crate::path::StoreDir;
+
+/// A trusted public key.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    name: String,
+    key: VerifyingKey,
+}
+
+impl PublicKey {
+    /// Parses `name:base64`; `None` when it is not a key.
+    pub fn parse(text: &str) -> Option<PublicKey> {
+        let (name, encoded) = text.split_once(':')?;
+        let bytes: [u8; 32] = base64_decode(encoded)?.try_into().ok()?;
+        Some(PublicKey {
+            name: name.to_owned(),
+            key: VerifyingKey::from_bytes(&bytes).ok()?,
+        })
+    }
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    // A SHA-512-sized digest is the longest base64 Hash parses; reuse its
+    // decoder by length: keys are 32 bytes, signatures 64.
+    let len = match text.len() {
+        44 => 32,
+        88 => 64,
+        _ => return None,
+    };
+    let algo = if len == 32 {
+        HashAlgo::Sha256
+    } else {
+        HashAlgo::Sha512
+    };
+    Hash::parse_digest(algo, text)
+        .ok()
+        .map(|h| h.digest().to_vec())
+}
+
+/// What a signature is made over.
+pub fn fingerprint(store: &StoreDir, info: &PathInfo) -> String {
+    let refs: Vec<String> = info.references.iter().map(|r| store.print(r)).collect();
+    format!(
+        "1;{};{};{};{}",
+        store.print(&info.path),
+        info.nar_hash.to_prefixed_base32(),
+        info.nar_size,
+        refs.join(",")
+    )
+}
+
+/// Whether one of `info`'s signatures is valid by one of `keys`.
+pub fn signed_by_trusted_key(store: &StoreDir, info: &PathInfo, keys: &[PublicKey]) -> bool {
+    let message = fingerprint(store, info);
+    info.sigs.iter().any(|sig| {
+        let Some((name, encoded)) = sig.split_once(':') else {
+            return false;
+        };
+        let Some(bytes) = base64_decode(encoded).and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
+            return false;
+        };
+        let signature = Signature::from_bytes(&bytes);
+        keys.iter()
+            .filter(|k| k.name == name)
+            .any(|k| k.key.verify(message.as_bytes(), &signature).is_ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_and_bad_ones_do_not() {
+        assert!(
+            PublicKey::parse("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")
+                .is_some()
+        );
+        assert!(PublicKey::parse("no-colon").is_none());
+        assert!(PublicKey::parse("short:AAAA").is_none());
+    }
+}
