@@ -147,6 +147,9 @@ impl Goal<'_> {
         let impure = impure_host_deps(&attrs, settings, &printed)?;
 
         let output_paths: Vec<StorePath> = outputs.values().cloned().collect();
+        // Everyone building or waiting for this derivation in this process
+        // gets its log (a second daemon client waits on the locks below).
+        let _watch = crate::log::watch(&self.drv_path, self.log.clone());
         let _locks = store.lock_paths(&output_paths)?;
         if !self.check && all_valid(store)? {
             return Ok(outputs);
@@ -237,7 +240,7 @@ impl Goal<'_> {
                 count: 1,
             },
         };
-        let mut log = PrefixedLines::new(&drv.name, self.log.clone());
+        let mut log = PrefixedLines::new(&self.drv_path, &drv.name);
         let ended = job.run(
             &sandbox,
             RunOptions {

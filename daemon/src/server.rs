@@ -100,6 +100,9 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     continue;
                 }
             };
+            // A client that stops reading makes writes to it fail after a
+            // while, rather than hold up a build whose log it watches.
+            let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(60)));
             let id = next_client;
             next_client += 1;
             if let Ok(clone) = stream.try_clone() {

@@ -908,3 +908,53 @@ fn copies_need_a_trusted_signature_unless_content_addressed() {
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
 }
+
+#[test]
+fn two_clients_asking_for_one_derivation_get_one_build_and_its_log() {
+    if !root_or_skip("two_clients_asking_for_one_derivation_get_one_build_and_its_log") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-shared", "");
+    // Each build prints a fresh random id: one id in both logs means one build.
+    let expr = daemon.dir.path.join("once.nix");
+    std::fs::write(
+        &expr,
+        "derivation { name = \"once\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+         args = [ \"-c\" \"echo build-id $(cat /proc/sys/kernel/random/uuid); sleep 2; echo done > $out\" ]; }",
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&expr, 0o644);
+    let url = daemon.url();
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &url, expr.to_str().unwrap()],
+    );
+    let logs: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let (nix, url, drv) = (&nix, &url, drv.trim());
+                scope.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300 * i));
+                    let out = nix
+                        .command("nix-store")
+                        .args(["--store", url, "--realise", drv])
+                        .output()
+                        .unwrap();
+                    assert!(out.status.success(), "{}", text(&out));
+                    text(&out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ids: Vec<&str> = logs
+        .iter()
+        .map(|log| {
+            log.lines()
+                .find_map(|l| l.split("build-id ").nth(1))
+                .unwrap_or_else(|| panic!("no build id in the log: {log}"))
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "two builds, or a log not shared: {logs:?}");
+}
