@@ -60,12 +60,24 @@ pub struct Connection {
     settings: Settings,
     trusted: bool,
     hangup: Option<std::os::fd::OwnedFd>,
+    stop: Option<std::os::fd::OwnedFd>,
     client_version: u64,
     to: ClientWriter,
 }
 
 fn lock(to: &ClientWriter) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
     to.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the server and a connection share when the daemon stops: a flag,
+/// and a descriptor that becomes readable then, which cancels a running
+/// build the way a client's hang-up does.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// The daemon stops: take no further operation.
+    pub stopping: std::sync::atomic::AtomicBool,
+    /// Readable once the daemon stops.
+    pub stop: Option<std::os::fd::OwnedFd>,
 }
 
 /// Serves one client from `from` to `to` until it hangs up. `hangup`, a
@@ -78,7 +90,9 @@ pub fn serve(
     from: impl Read,
     to: Box<dyn Write + Send>,
     hangup: Option<std::os::fd::OwnedFd>,
+    lifecycle: &Lifecycle,
 ) -> Result<(), ConnectionError> {
+    use std::sync::atomic::Ordering;
     let mut from = BufReader::new(from);
     let to: ClientWriter = Arc::new(Mutex::new(BufWriter::new(to)));
     if read_u64(&mut from)? != WORKER_MAGIC_1 {
@@ -126,10 +140,14 @@ pub fn serve(
         settings,
         trusted,
         hangup,
+        stop: lifecycle.stop.as_ref().and_then(|fd| fd.try_clone().ok()),
         client_version,
         to,
     };
     loop {
+        if lifecycle.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let op = match read_u64(&mut from) {
             Ok(op) => op,
             Err(WireError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -934,10 +952,13 @@ impl Connection {
             scope.spawn(move || {
                 // A client sends nothing while its build runs: the socket
                 // becomes readable when it hangs up (a peek reads 0 bytes).
-                let mut fds = [
+                let mut fds = vec![
                     PollFd::new(hangup.as_fd(), PollFlags::POLLIN),
                     PollFd::new(stop_r.as_fd(), PollFlags::POLLIN),
                 ];
+                if let Some(stop) = &self.stop {
+                    fds.push(PollFd::new(stop.as_fd(), PollFlags::POLLIN));
+                }
                 loop {
                     match poll(&mut fds, PollTimeout::NONE) {
                         Err(nix::errno::Errno::EINTR) => continue,
@@ -945,6 +966,14 @@ impl Connection {
                         Ok(_) => {}
                     }
                     if fds[1].revents().is_none_or(|r| !r.is_empty()) {
+                        return;
+                    }
+                    if fds
+                        .get(2)
+                        .is_some_and(|fd| fd.revents().is_none_or(|r| !r.is_empty()))
+                    {
+                        tracing::info!("the daemon stops: cancelling the build");
+                        let _ = nix::unistd::write(&cancel_w, b"x");
                         return;
                     }
                     if fds[0].revents().is_none_or(|r| !r.is_empty()) {

@@ -13,7 +13,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::connection::serve;
+use crate::connection::{Lifecycle, serve};
 use crate::trust::Peer;
 
 /// Why the daemon could not run.
@@ -61,11 +61,15 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).map_err(ServerError::Signals)?;
     let stop = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(ServerError::Signals)?;
+    // Readable once the daemon stops: every running build watches it.
+    let (stop_r, stop_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ServerError::Signals)?;
     tracing::info!(socket = %socket.display(), "accepting connections");
     // The clients' sockets, so that stopping can hang up on idle ones. Each
     // is removed when its client's thread ends, so that a connection closes
     // as soon as it is done.
-    let clients: std::sync::Mutex<std::collections::BTreeMap<u64, std::os::unix::net::UnixStream>> =
+    type Client = (std::os::unix::net::UnixStream, std::sync::Arc<Lifecycle>);
+    let clients: std::sync::Mutex<std::collections::BTreeMap<u64, Client>> =
         std::sync::Mutex::new(std::collections::BTreeMap::new());
     let mut next_client = 0u64;
     std::thread::scope(|scope| {
@@ -105,11 +109,15 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
             let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(60)));
             let id = next_client;
             next_client += 1;
+            let lifecycle = std::sync::Arc::new(Lifecycle {
+                stopping: Default::default(),
+                stop: stop_r.try_clone().ok(),
+            });
             if let Ok(clone) = stream.try_clone() {
                 clients
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, clone);
+                    .insert(id, (clone, lifecycle.clone()));
             }
             let (layout, settings, clients) = (layout.clone(), settings.clone(), &clients);
             scope.spawn(move || {
@@ -118,7 +126,15 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
                 };
                 let hangup = stream.try_clone().ok().map(std::os::fd::OwnedFd::from);
-                if let Err(e) = serve(layout, settings, peer, stream, Box::new(writer), hangup) {
+                if let Err(e) = serve(
+                    layout,
+                    settings,
+                    peer,
+                    stream,
+                    Box::new(writer),
+                    hangup,
+                    &lifecycle,
+                ) {
                     tracing::info!(
                         "a client's connection ended: {}",
                         hermetic_store::error_chain(&e)
@@ -132,10 +148,14 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
         }
         drop(listener);
         let _ = std::fs::remove_file(socket);
-        // Idle clients are hung up on; a client's running build finishes
-        // first, since its thread reads the socket only between operations.
-        for client in clients.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            let _ = client.shutdown(std::net::Shutdown::Both);
+        // Running builds are cancelled (cleanly: each removes what it
+        // made), and every client is hung up on once its operation ends.
+        let _ = nix::unistd::write(&stop_w, b"x");
+        for (client, lifecycle) in clients.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            lifecycle
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = client.shutdown(std::net::Shutdown::Read);
         }
     });
     Ok(())
@@ -158,5 +178,6 @@ pub fn run_stdio(
         std::io::stdin(),
         Box::new(std::io::stdout()),
         None,
+        &Lifecycle::default(),
     )
 }

@@ -958,3 +958,144 @@ fn two_clients_asking_for_one_derivation_get_one_build_and_its_log() {
         .collect();
     assert_eq!(ids[0], ids[1], "two builds, or a log not shared: {logs:?}");
 }
+
+#[test]
+fn sigterm_stops_accepting_ends_running_builds_and_hangs_up() {
+    if !root_or_skip("sigterm_stops_accepting_ends_running_builds_and_hangs_up") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let mut daemon = Daemon::start("daemon-sigterm", "");
+    let expr = daemon.dir.path.join("short.nix");
+    std::fs::write(
+        &expr,
+        "derivation { name = \"short\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+         args = [ \"-c\" \"echo short-build-marker; sleep 60; echo done > $out\" ]; }",
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&expr, 0o644);
+    let url = daemon.url();
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &url, expr.to_str().unwrap()],
+    );
+    // An idle client, and one whose build is running.
+    let idle = RawClient::connect(&daemon);
+    let building = nix
+        .command("nix-store")
+        .args(["--store", &url, "--realise", drv.trim()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !running("short-build-marker") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the build did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut child = daemon.child.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // No new clients: the socket is gone.
+    let started = Instant::now();
+    while daemon.socket().exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the socket is still there"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The running build is ended and its client told; the idle client is
+    // hung up on; nothing of the build is left; the daemon exits.
+    let out = building.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let started = Instant::now();
+    while running("short-build-marker") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the builder outlived the stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut idle = idle;
+    let mut rest = Vec::new();
+    idle.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        idle.stream.read_to_end(&mut rest).unwrap(),
+        0,
+        "the idle client was hung up on"
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    for entry in std::fs::read_dir(daemon.root().join("nix/store")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            !name.starts_with(".hermetic-stage-") && !name.ends_with("-short"),
+            "left: {name}"
+        );
+    }
+    let pending = daemon.root().join("nix/var/nix/hermetic/pending");
+    assert_eq!(
+        std::fs::read_dir(&pending).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+}
+
+#[test]
+fn stdio_serves_one_client_on_stdin_and_stdout() {
+    if !root_or_skip("stdio_serves_one_client_on_stdin_and_stdout") {
+        return;
+    }
+    let dir = TempDir::new("daemon-stdio");
+    std::fs::create_dir_all(dir.path.join("conf")).unwrap();
+    std::fs::write(
+        dir.path.join("conf/nix.conf"),
+        "build-users-group = nixbld\n",
+    )
+    .unwrap();
+    let mut daemon = Command::new(hermetic())
+        .arg("--store")
+        .arg(dir.path.join("root"))
+        .args(["daemon", "--stdio"])
+        .env("NIX_CONF_DIR", dir.path.join("conf"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = daemon.stdin.take().unwrap();
+    let mut output = daemon.stdout.take().unwrap();
+    let mut read_u64 = || {
+        let mut buf = [0u8; 8];
+        output.read_exact(&mut buf).unwrap();
+        u64::from_le_bytes(buf)
+    };
+    input.write_all(&u64s(&[0x6e69_7863])).unwrap();
+    input.flush().unwrap();
+    assert_eq!(read_u64(), 0x6478_696f);
+    assert_eq!(read_u64(), (1 << 8) | 34);
+    // An old client (1.32, no version string), then IsValidPath.
+    input.write_all(&u64s(&[(1 << 8) | 32, 0, 0])).unwrap();
+    assert_eq!(read_u64(), 0x616c_7473, "STDERR_LAST after the greeting");
+    let path = "/nix/store/00000000000000000000000000000000-none";
+    input.write_all(&u64s(&[1, path.len() as u64])).unwrap();
+    input.write_all(path.as_bytes()).unwrap();
+    input
+        .write_all(&[0u8; 8][..(8 - path.len() % 8) % 8])
+        .unwrap();
+    input.flush().unwrap();
+    assert_eq!(read_u64(), 0x616c_7473);
+    assert_eq!(read_u64(), 0, "not valid");
+    drop(input);
+    assert!(
+        daemon.wait().unwrap().success(),
+        "the daemon ends with its client"
+    );
+}
