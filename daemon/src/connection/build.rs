@@ -1,0 +1,335 @@
+//! Building: the derivations a client names (`BuildPaths`,
+//! `QueryMissing`), a derivation sent inline (`BuildDerivation`, B95), the
+//! client's hang-up or the daemon's stop cancelling a running build, and
+//! the build's log sent back as it comes.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use hermetic_store::StorePath;
+
+use super::{ClientWriter, Connection, OpError, Step, failed, lock};
+use crate::protocol::send_log;
+use crate::wire::{WireError, read_string, read_strings, read_u64};
+
+impl Connection {
+    /// A `BasicDerivation` as the protocol sends it: outputs, input
+    /// sources, platform, builder, arguments, environment (no input
+    /// derivations: their outputs are among the sources).
+    pub(super) fn read_basic_derivation(
+        &self,
+        from: &mut impl Read,
+        drv_path: &StorePath,
+    ) -> Result<hermetic_store::Derivation, Step> {
+        let name = drv_path.name().trim_end_matches(".drv").to_owned();
+        let bounded = |count: u64| -> Result<u64, Step> {
+            if count > crate::wire::MAX_LIST {
+                return Err(WireError::TooLong {
+                    what: "list",
+                    len: count,
+                    max: crate::wire::MAX_LIST,
+                }
+                .into());
+            }
+            Ok(count)
+        };
+        let count = bounded(read_u64(from)?)?;
+        let mut outputs = std::collections::BTreeMap::new();
+        let mut bad = None;
+        for _ in 0..count {
+            let output = read_string(from)?;
+            let (path, algo, hash) = (read_string(from)?, read_string(from)?, read_string(from)?);
+            match hermetic_store::derivation::output_from_parts(
+                &self.layout.store_dir,
+                &name,
+                &output,
+                Some(&path),
+                Some(&algo),
+                Some(&hash),
+            ) {
+                Ok(parsed) => {
+                    outputs.insert(output, parsed);
+                }
+                Err((part, problem)) => {
+                    bad = Some(format!("output '{output}', {}: {problem}", part.field()))
+                }
+            }
+        }
+        let input_srcs = read_strings(from)?;
+        let system = read_string(from)?;
+        let builder = read_string(from)?;
+        let args = read_strings(from)?;
+        let env_count = bounded(read_u64(from)?)?;
+        let mut env = std::collections::BTreeMap::new();
+        for _ in 0..env_count {
+            env.insert(read_string(from)?, read_string(from)?);
+        }
+        if let Some(problem) = bad {
+            return Err(Step::Failed(OpError(format!(
+                "bad derivation '{}': {problem}",
+                self.print(drv_path)
+            ))));
+        }
+        let input_srcs = input_srcs
+            .iter()
+            .map(|p| self.parse_path(p))
+            .collect::<Result<_, _>>()?;
+        Ok(hermetic_store::Derivation {
+            name,
+            outputs,
+            input_drvs: std::collections::BTreeMap::new(),
+            input_srcs,
+            system,
+            builder,
+            args,
+            env,
+        })
+    }
+
+    /// Builds a derivation a client sent inline. Untrusted clients may not
+    /// build input-addressed ones (B95): their output paths cannot be
+    /// checked without the derivation closure; a fixed-output one is
+    /// written to the store under its own path first. Returns Nix's build
+    /// status and message.
+    pub(super) fn build_derivation(
+        &self,
+        drv_path: StorePath,
+        drv: hermetic_store::Derivation,
+        mode: u64,
+    ) -> Result<(u64, String), Step> {
+        use hermetic_build::goal::{FailureKind, Goal};
+        if mode == 1 && !self.trusted {
+            return Err(Step::Failed(OpError(
+                "repairing is not allowed because you are not in 'trusted-users'".into(),
+            )));
+        }
+        let drv_path = if self.trusted {
+            drv_path
+        } else if drv.is_fixed_output() {
+            self.store()?.add_derivation(&drv).map_err(failed)?
+        } else {
+            return Err(Step::Failed(OpError(
+                "you are not privileged to build input-addressed derivations".into(),
+            )));
+        };
+        let to = self.to.clone();
+        let log: hermetic_build::log::SharedLog = Arc::new(Mutex::new(ClientLog {
+            to: to.clone(),
+            partial: Vec::new(),
+        }));
+        let mut store = self.store()?;
+        let outcome = self.while_watching_hangup(|cancel| {
+            let goal = Goal {
+                drv_path,
+                drv,
+                check: mode == 2,
+                settings: &self.settings,
+                cancel,
+                log,
+            };
+            goal.run(&mut store, &mut |line| {
+                let mut w = lock(&to);
+                let _ = send_log(&mut *w, &line);
+            })
+        });
+        // Nix's BuildResult statuses.
+        Ok(match outcome {
+            Ok(_) => (0, String::new()),
+            Err(failure) => {
+                let status = match failure.kind {
+                    FailureKind::Permanent | FailureKind::HashMismatch => 3,
+                    FailureKind::Transient => 6,
+                    FailureKind::TimedOut => 8,
+                    FailureKind::NotDeterministic => 12,
+                    FailureKind::DependencyFailed => 10,
+                    FailureKind::Misc => 9,
+                };
+                (status, hermetic_store::error_chain(&failure.error))
+            }
+        })
+    }
+
+    /// The derivations among `targets` (`drv!outputs` or plain paths) to
+    /// build, and the plain paths that are not valid.
+    pub(super) fn query_missing(
+        &self,
+        targets: &[String],
+    ) -> Result<(BTreeSet<StorePath>, BTreeSet<StorePath>), Step> {
+        let store = self.store()?;
+        let mut will_build = BTreeSet::new();
+        let mut unknown = BTreeSet::new();
+        let mut queue: Vec<StorePath> = Vec::new();
+        for target in targets {
+            let path = self.parse_path(target.split('!').next().unwrap_or_default())?;
+            if path.is_derivation() {
+                queue.push(path);
+            } else if !store.is_valid(&path).map_err(failed)? {
+                unknown.insert(path);
+            }
+        }
+        while let Some(drv_path) = queue.pop() {
+            if will_build.contains(&drv_path) {
+                continue;
+            }
+            let drv = store.read_derivation(&drv_path).map_err(failed)?;
+            let mut missing = false;
+            for output in drv.outputs.values() {
+                match output.path() {
+                    Some(p) if store.is_valid(p).map_err(failed)? => {}
+                    _ => missing = true,
+                }
+            }
+            if missing {
+                queue.extend(drv.input_drvs.keys().cloned());
+                will_build.insert(drv_path);
+            }
+        }
+        Ok((will_build, unknown))
+    }
+
+    pub(super) fn build_paths(&self, targets: &[String], mode: u64) -> Result<(), Step> {
+        if mode == 1 && !self.trusted {
+            return Err(Step::Failed(OpError(
+                "repairing is not allowed because you are not in 'trusted-users'".into(),
+            )));
+        }
+        let check = mode == 2;
+        let store = self.store()?;
+        let mut drvs = Vec::new();
+        for target in targets {
+            let path = self.parse_path(target.split('!').next().unwrap_or_default())?;
+            if path.is_derivation() {
+                drvs.push(path);
+            } else if !store.is_valid(&path).map_err(failed)? {
+                return Err(Step::Failed(OpError(format!(
+                    "path '{}' is not valid",
+                    self.print(&path)
+                ))));
+            }
+        }
+        drop(store);
+        let to = self.to.clone();
+        let log: hermetic_build::log::SharedLog = Arc::new(Mutex::new(ClientLog {
+            to: to.clone(),
+            partial: Vec::new(),
+        }));
+        let progress = move |line: String| {
+            let mut w = lock(&to);
+            let _ = send_log(&mut *w, &line);
+        };
+        let summary = self
+            .while_watching_hangup(|cancel| {
+                hermetic_build::schedule::build_all(
+                    &self.layout,
+                    &self.settings,
+                    &drvs,
+                    check,
+                    cancel,
+                    log,
+                    &progress,
+                )
+            })
+            .map_err(failed)?;
+        if let Some((_, failure)) = summary.failures.first() {
+            let count = summary.failures.len();
+            let message = if count == 1 {
+                hermetic_store::error_chain(&failure.error)
+            } else {
+                format!(
+                    "build of {} derivations failed; the first: {}",
+                    count,
+                    hermetic_store::error_chain(&failure.error)
+                )
+            };
+            return Err(Step::Failed(OpError(message)));
+        }
+        Ok(())
+    }
+
+    /// Runs `work` with a descriptor that becomes readable if the client
+    /// hangs up meanwhile (a thread watches the client's socket).
+    pub(super) fn while_watching_hangup<T>(
+        &self,
+        work: impl FnOnce(Option<std::os::fd::BorrowedFd<'_>>) -> T,
+    ) -> T {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::socket::MsgFlags;
+        use std::os::fd::{AsFd, AsRawFd};
+        let Some(hangup) = &self.hangup else {
+            return work(None);
+        };
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok();
+        let (Some((cancel_r, cancel_w)), Some((stop_r, stop_w))) = (pipe(), pipe()) else {
+            return work(None);
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                // A client sends nothing while its build runs: the socket
+                // becomes readable when it hangs up (a peek reads 0 bytes).
+                let mut fds = vec![
+                    PollFd::new(hangup.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(stop_r.as_fd(), PollFlags::POLLIN),
+                ];
+                if let Some(stop) = &self.stop {
+                    fds.push(PollFd::new(stop.as_fd(), PollFlags::POLLIN));
+                }
+                loop {
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if fds[1].revents().is_none_or(|r| !r.is_empty()) {
+                        return;
+                    }
+                    if fds
+                        .get(2)
+                        .is_some_and(|fd| fd.revents().is_none_or(|r| !r.is_empty()))
+                    {
+                        tracing::info!("the daemon stops: cancelling the build");
+                        let _ = nix::unistd::write(&cancel_w, b"x");
+                        return;
+                    }
+                    if fds[0].revents().is_none_or(|r| !r.is_empty()) {
+                        let mut byte = [0u8; 1];
+                        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+                        if let Ok(0) = nix::sys::socket::recv(hangup.as_raw_fd(), &mut byte, flags)
+                        {
+                            tracing::info!("the client hung up: cancelling its build");
+                            let _ = nix::unistd::write(&cancel_w, b"x");
+                        }
+                        // Data instead: the next operation's, read after this one.
+                        return;
+                    }
+                }
+            });
+            let result = work(Some(cancel_r.as_fd()));
+            let _ = nix::unistd::write(&stop_w, b"x");
+            result
+        })
+    }
+}
+
+/// Builders' log lines, sent to the client as they come.
+struct ClientLog {
+    to: ClientWriter,
+    partial: Vec<u8>,
+}
+
+impl Write for ClientLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            let mut w = lock(&self.to);
+            send_log(&mut *w, &text)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

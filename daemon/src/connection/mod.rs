@@ -1,0 +1,458 @@
+//! One client's connection: the handshake, then operations until the
+//! client hangs up. Each operation reads its arguments, works (log lines go
+//! to the client on the stderr channel), ends with `STDERR_LAST` or an
+//! error, and replies. A malformed request ends the connection; an
+//! operation hermetic does not implement gets an error that names it.
+
+mod add;
+mod build;
+mod options;
+
+use std::collections::BTreeSet;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use hermetic_runtime::settings::Settings;
+use hermetic_store::{LocalStore, PathInfo, StoreLayout, StorePath};
+
+use crate::protocol::{
+    PROTOCOL_VERSION, WORKER_MAGIC_1, WORKER_MAGIC_2, minor, op_name, send_error, send_last,
+    send_log,
+};
+use crate::trust::{Peer, admit};
+use crate::wire::{
+    WireError, read_bool, read_string, read_strings, read_u64, write_string, write_strings,
+    write_u64,
+};
+
+/// The stream to the client, shared with the log of running builds.
+pub type ClientWriter = Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>;
+
+/// How a connection ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The client broke the protocol or the connection.
+    #[error("the client's connection")]
+    Wire(#[from] WireError),
+    /// Writing to the client failed.
+    #[error("writing to the client")]
+    Io(#[from] std::io::Error),
+    /// The greeting was wrong.
+    #[error("protocol mismatch: the client did not greet as a Nix client")]
+    Mismatch,
+    /// The client's protocol is too old.
+    #[error("the Nix client version is too old")]
+    TooOld,
+    /// An operation hermetic does not implement; its arguments cannot be
+    /// skipped, so the connection ends.
+    #[error("hermetic does not implement the worker operation '{0}' ({1})")]
+    UnknownOp(&'static str, u64),
+}
+
+/// An operation's failure: reported to the client, the connection goes on.
+struct OpError(String);
+
+impl<E: std::error::Error> From<E> for OpError {
+    fn from(e: E) -> Self {
+        OpError(hermetic_store::error_chain(&e))
+    }
+}
+
+/// A client, as the daemon serves it.
+pub struct Connection {
+    layout: StoreLayout,
+    settings: Settings,
+    trusted: bool,
+    hangup: Option<std::os::fd::OwnedFd>,
+    stop: Option<std::os::fd::OwnedFd>,
+    client_version: u64,
+    to: ClientWriter,
+}
+
+fn lock(to: &ClientWriter) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
+    to.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the server and a connection share when the daemon stops: a flag,
+/// and a descriptor that becomes readable then, which cancels a running
+/// build the way a client's hang-up does.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// The daemon stops: take no further operation.
+    pub stopping: std::sync::atomic::AtomicBool,
+    /// Readable once the daemon stops.
+    pub stop: Option<std::os::fd::OwnedFd>,
+}
+
+/// Serves one client from `from` to `to` until it hangs up. `hangup`, a
+/// descriptor of the client's socket, tells when the client has gone while
+/// one of its builds runs: the build is then cancelled.
+pub fn serve(
+    layout: StoreLayout,
+    settings: Settings,
+    peer: Peer,
+    from: impl Read,
+    to: Box<dyn Write + Send>,
+    hangup: Option<std::os::fd::OwnedFd>,
+    lifecycle: &Lifecycle,
+) -> Result<(), ConnectionError> {
+    use std::sync::atomic::Ordering;
+    let mut from = BufReader::new(from);
+    let to: ClientWriter = Arc::new(Mutex::new(BufWriter::new(to)));
+    if read_u64(&mut from)? != WORKER_MAGIC_1 {
+        return Err(ConnectionError::Mismatch);
+    }
+    {
+        let mut w = lock(&to);
+        write_u64(&mut *w, WORKER_MAGIC_2)?;
+        write_u64(&mut *w, PROTOCOL_VERSION)?;
+        w.flush()?;
+    }
+    let client_version = read_u64(&mut from)?;
+    if client_version < 0x10a {
+        return Err(ConnectionError::TooOld);
+    }
+    if minor(client_version) >= 14 && read_bool(&mut from)? {
+        read_u64(&mut from)?; // CPU affinity: not used
+    }
+    if minor(client_version) >= 11 {
+        read_u64(&mut from)?; // obsolete reserveSpace
+    }
+    if minor(client_version) >= 33 {
+        // The daemon's version, which clients show.
+        let mut w = lock(&to);
+        write_string(&mut *w, concat!("hermetic ", env!("CARGO_PKG_VERSION")))?;
+    }
+    // The start-up work: whether this peer may connect at all.
+    let trusted = match admit(&settings, &peer) {
+        Ok(trusted) => trusted,
+        Err(refused) => {
+            tracing::info!(user = %peer.user, "{refused}");
+            let mut w = lock(&to);
+            send_error(&mut *w, &refused.to_string())?;
+            return Ok(());
+        }
+    };
+    {
+        let mut w = lock(&to);
+        send_last(&mut *w)?;
+        w.flush()?;
+    }
+    tracing::debug!(user = %peer.user, uid = peer.uid, trusted, "client connected");
+    let mut connection = Connection {
+        layout,
+        settings,
+        trusted,
+        hangup,
+        stop: lifecycle.stop.as_ref().and_then(|fd| fd.try_clone().ok()),
+        client_version,
+        to,
+    };
+    loop {
+        if lifecycle.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let op = match read_u64(&mut from) {
+            Ok(op) => op,
+            Err(WireError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        tracing::debug!(op = op_name(op), "operation");
+        match connection.perform(op, &mut from) {
+            Ok(()) => {}
+            Err(Step::Failed(OpError(message))) => {
+                let mut w = lock(&connection.to);
+                send_error(&mut *w, &message)?;
+            }
+            Err(Step::Fatal(error)) => {
+                let mut w = lock(&connection.to);
+                let _ = send_error(&mut *w, &hermetic_store::error_chain(&error));
+                let _ = w.flush();
+                return Err(error);
+            }
+        }
+        lock(&connection.to).flush()?;
+    }
+}
+
+/// How an operation went wrong.
+enum Step {
+    /// Its work failed: say so, and go on.
+    Failed(OpError),
+    /// The connection is broken.
+    Fatal(ConnectionError),
+}
+
+impl From<WireError> for Step {
+    fn from(e: WireError) -> Self {
+        Step::Fatal(e.into())
+    }
+}
+
+impl From<std::io::Error> for Step {
+    fn from(e: std::io::Error) -> Self {
+        Step::Fatal(e.into())
+    }
+}
+
+impl From<OpError> for Step {
+    fn from(e: OpError) -> Self {
+        Step::Failed(e)
+    }
+}
+
+fn failed(e: impl Into<OpError>) -> Step {
+    Step::Failed(e.into())
+}
+
+impl Connection {
+    fn store(&self) -> Result<LocalStore, Step> {
+        LocalStore::open(self.layout.clone()).map_err(failed)
+    }
+
+    fn parse_path(&self, text: &str) -> Result<StorePath, Step> {
+        self.layout.store_dir.parse(text).map_err(failed)
+    }
+
+    fn print(&self, path: &StorePath) -> String {
+        self.layout.store_dir.print(path)
+    }
+
+    fn read_path_set(&self, from: &mut impl Read) -> Result<BTreeSet<StorePath>, Step> {
+        read_strings(from)?
+            .iter()
+            .map(|p| self.parse_path(p))
+            .collect()
+    }
+
+    fn write_path_set<'a>(
+        &self,
+        w: &mut (impl Write + ?Sized),
+        paths: impl IntoIterator<Item = &'a StorePath>,
+    ) -> std::io::Result<()> {
+        let printed: Vec<String> = paths.into_iter().map(|p| self.print(p)).collect();
+        write_strings(w, printed.iter().map(String::as_str))
+    }
+
+    /// Ends the work of an operation and writes its reply.
+    fn reply(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Step> {
+        let mut w = lock(&self.to);
+        send_last(&mut *w)?;
+        write(&mut *w)?;
+        Ok(())
+    }
+
+    fn write_path_info(&self, w: &mut dyn Write, info: &PathInfo) -> std::io::Result<()> {
+        let mut w = w;
+        write_string(
+            &mut w,
+            &info
+                .deriver
+                .as_ref()
+                .map(|d| self.print(d))
+                .unwrap_or_default(),
+        )?;
+        write_string(&mut w, &info.nar_hash.to_hex())?;
+        self.write_path_set(&mut w, &info.references)?;
+        write_u64(&mut w, info.registration_time as u64)?;
+        write_u64(&mut w, info.nar_size)?;
+        if minor(self.client_version) >= 16 {
+            write_u64(&mut w, u64::from(info.ultimate))?;
+            write_strings(&mut w, info.sigs.iter().map(String::as_str))?;
+            write_string(&mut w, info.ca.as_deref().unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    fn log(&self, line: &str) {
+        let mut w = lock(&self.to);
+        let _ = send_log(&mut *w, line);
+    }
+
+    fn perform(&mut self, op: u64, from: &mut impl Read) -> Result<(), Step> {
+        match op {
+            // IsValidPath
+            1 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let valid = self.store()?.is_valid(&path).map_err(failed)?;
+                self.reply(|w| write_u64(w, u64::from(valid)))
+            }
+            // QueryReferrers
+            6 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let referrers = self.store()?.referrers(&path).map_err(failed)?;
+                self.reply(|w| self.write_path_set(&mut *w, &referrers))
+            }
+            // AddToStore (protocol 1.25 and later)
+            7 => self.add_to_store(from),
+            // AddTextToStore
+            8 => {
+                let name = read_string(from)?;
+                let text = read_string(from)?;
+                let refs = self.read_path_set(from)?;
+                let path = self.add_text(&name, text.as_bytes(), &refs)?;
+                self.reply(|w| write_string(&mut *w, &self.print(&path)))
+            }
+            // BuildPaths
+            9 => {
+                let targets = read_strings(from)?;
+                let mode = if minor(self.client_version) >= 15 {
+                    read_u64(from)?
+                } else {
+                    0
+                };
+                self.build_paths(&targets, mode)?;
+                self.reply(|w| write_u64(w, 1))
+            }
+            // EnsurePath
+            10 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                if !self.store()?.is_valid(&path).map_err(failed)? {
+                    return Err(Step::Failed(OpError(format!(
+                        "path '{}' is not valid",
+                        self.print(&path)
+                    ))));
+                }
+                self.reply(|w| write_u64(w, 1))
+            }
+            // AddTempRoot, AddIndirectRoot: hermetic has no garbage
+            // collector yet, so nothing can remove what they protect.
+            11 | 12 => {
+                read_string(from)?;
+                self.reply(|w| write_u64(w, 1))
+            }
+            // SyncWithGC
+            13 => self.reply(|w| write_u64(w, 1)),
+            // SetOptions
+            19 => self.set_options(from),
+            // QueryPathInfo
+            26 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let store = self.store()?;
+                let info = match store.query_info(&path) {
+                    Ok(info) => Some(info),
+                    Err(hermetic_store::StoreError::NotValid(_)) => None,
+                    Err(e) => return Err(failed(e)),
+                };
+                self.reply(|w| match &info {
+                    Some(info) => {
+                        write_u64(&mut *w, 1)?;
+                        self.write_path_info(w, info)
+                    }
+                    None => write_u64(w, 0),
+                })
+            }
+            // QueryPathFromHashPart
+            29 => {
+                let hash_part = read_string(from)?;
+                let store = self.store()?;
+                let found = store.path_from_hash_part(&hash_part).map_err(failed)?;
+                self.reply(|w| {
+                    write_string(&mut *w, &found.map(|p| self.print(&p)).unwrap_or_default())
+                })
+            }
+            // QuerySubstitutablePathInfos: there are no substituters.
+            30 => {
+                let count = read_u64(from)?;
+                for _ in 0..count.min(crate::wire::MAX_LIST) {
+                    read_string(from)?;
+                    if minor(self.client_version) >= 22 {
+                        read_string(from)?;
+                    }
+                }
+                self.reply(|w| write_u64(w, 0))
+            }
+            // QueryValidPaths
+            31 => {
+                let paths = self.read_path_set(from)?;
+                if minor(self.client_version) >= 27 {
+                    read_u64(from)?; // substitute: there are no substituters
+                }
+                let store = self.store()?;
+                let mut valid = BTreeSet::new();
+                for path in paths {
+                    if store.is_valid(&path).map_err(failed)? {
+                        valid.insert(path);
+                    }
+                }
+                self.reply(|w| self.write_path_set(&mut *w, &valid))
+            }
+            // QuerySubstitutablePaths
+            32 => {
+                self.read_path_set(from)?;
+                self.reply(|w| write_u64(w, 0))
+            }
+            // BuildDerivation: a derivation sent inline (remote building).
+            36 => {
+                let drv_path = self.parse_path(&read_string(from)?)?;
+                let drv = self.read_basic_derivation(from, &drv_path)?;
+                let mode = read_u64(from)?;
+                let (status, message) = self.build_derivation(drv_path, drv, mode)?;
+                self.reply(|w| {
+                    write_u64(&mut *w, status)?;
+                    write_string(&mut *w, &message)?;
+                    if minor(self.client_version) >= 29 {
+                        // times built, non-deterministic, start and stop time
+                        for n in [u64::from(status == 0), 0, 0, 0] {
+                            write_u64(&mut *w, n)?;
+                        }
+                    }
+                    if minor(self.client_version) >= 28 {
+                        write_u64(&mut *w, 0)?; // no realisations: input-addressed or fixed
+                    }
+                    Ok(())
+                })
+            }
+            // NarFromPath
+            38 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let store = self.store()?;
+                store.query_info(&path).map_err(failed)?;
+                let real = self.layout.real_path(&path);
+                let mut w = lock(&self.to);
+                send_last(&mut *w)?;
+                hermetic_store::nar::dump(&real, &mut *w)
+                    .map_err(|e| Step::Fatal(std::io::Error::other(e).into()))?;
+                Ok(())
+            }
+            // AddToStoreNar
+            39 => self.add_to_store_nar(from),
+            // AddMultipleToStore
+            44 => self.add_multiple_to_store(from),
+            // QueryMissing
+            40 => {
+                let targets = read_strings(from)?;
+                let (will_build, unknown) = self.query_missing(&targets)?;
+                self.reply(|w| {
+                    let mut w = w;
+                    self.write_path_set(&mut w, &will_build)?;
+                    write_u64(&mut w, 0)?; // will substitute
+                    self.write_path_set(&mut w, &unknown)?;
+                    write_u64(&mut w, 0)?; // download size
+                    write_u64(&mut w, 0) // NAR size
+                })
+            }
+            // QueryDerivationOutputMap
+            41 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let drv = self.store()?.read_derivation(&path).map_err(failed)?;
+                self.reply(|w| {
+                    let mut w = w;
+                    write_u64(&mut w, drv.outputs.len() as u64)?;
+                    for (name, output) in &drv.outputs {
+                        write_string(&mut w, name)?;
+                        write_string(
+                            &mut w,
+                            &output.path().map(|p| self.print(p)).unwrap_or_default(),
+                        )?;
+                    }
+                    Ok(())
+                })
+            }
+            other => Err(Step::Fatal(ConnectionError::UnknownOp(
+                op_name(other),
+                other,
+            ))),
+        }
+    }
+}
