@@ -354,6 +354,28 @@ fn malformed_protocol_input_is_refused_and_others_are_served() {
     gc.extend(u64s(&[20]));
     let answer = String::from_utf8_lossy(&raw(&daemon, &gc)).into_owned();
     assert!(answer.contains("'CollectGarbage' (20)"), "{answer}");
+    // Many such clients leave the daemon's memory where it was.
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let pid = daemon.child.as_ref().unwrap().id();
+    let before = rss(pid);
+    for _ in 0..200 {
+        let mut text = greeting.clone();
+        // AddTextToStore with a name 1 GiB long.
+        text.extend(u64s(&[8, 1 << 30]));
+        raw(&daemon, &text);
+    }
+    let after = rss(pid);
+    assert!(
+        after < before + 32 * 1024,
+        "the daemon grew from {before} kB to {after} kB"
+    );
     // A client that never reads: the daemon is not stuck on it.
     let mut stuck = UnixStream::connect(daemon.socket()).unwrap();
     stuck.write_all(&greeting).unwrap();
