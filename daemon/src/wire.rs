@@ -69,8 +69,8 @@ pub fn read_string(r: &mut impl Read) -> Result<String, WireError> {
     String::from_utf8(read_bytes_max(r, MAX_STRING)?).map_err(|_| WireError::Malformed("string"))
 }
 
-/// Reads a list of strings.
-pub fn read_strings(r: &mut impl Read) -> Result<Vec<String>, WireError> {
+/// Reads the length of a list, at most [`MAX_LIST`].
+pub fn read_count(r: &mut impl Read) -> Result<u64, WireError> {
     let len = read_u64(r)?;
     if len > MAX_LIST {
         return Err(WireError::TooLong {
@@ -79,6 +79,12 @@ pub fn read_strings(r: &mut impl Read) -> Result<Vec<String>, WireError> {
             max: MAX_LIST,
         });
     }
+    Ok(len)
+}
+
+/// Reads a list of strings.
+pub fn read_strings(r: &mut impl Read) -> Result<Vec<String>, WireError> {
+    let len = read_count(r)?;
     (0..len).map(|_| read_string(r)).collect()
 }
 

@@ -222,15 +222,7 @@ impl LocalStore {
     ) -> Result<StorePath, StoreError> {
         check_name(name, name)?;
         let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
-        let mut reader = HashingReader {
-            inner: nar,
-            hasher: HashingWriter::new(),
-        };
-        nar::parse(
-            &mut reader,
-            &mut RestoreSink::new(pending.staging().to_owned()),
-        )?;
-        let (nar_hash, nar_size) = reader.hasher.finish();
+        let (nar_hash, nar_size) = restore_nar(nar, &pending)?;
         self.install_source(pending, name, nar_hash, nar_size)
     }
 
@@ -284,15 +276,7 @@ impl LocalStore {
             return Ok(());
         }
         let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
-        let mut reader = HashingReader {
-            inner: nar,
-            hasher: HashingWriter::new(),
-        };
-        nar::parse(
-            &mut reader,
-            &mut RestoreSink::new(pending.staging().to_owned()),
-        )?;
-        let (got, size) = reader.hasher.finish();
+        let (got, size) = restore_nar(nar, &pending)?;
         if got != info.nar_hash {
             return Err(StoreError::ImportMismatch {
                 what: "hash",
@@ -562,6 +546,20 @@ pub fn nar_hash_of(path: &Path) -> Result<(Hash, u64), StoreError> {
         .into_inner()
         .map_err(|e| io_err("hash", path)(e.into_error()))?;
     Ok(sink.finish())
+}
+
+/// Restores a NAR stream into a pending installation's staging path,
+/// returning the hash and size of exactly the bytes restored.
+fn restore_nar(nar: &mut dyn io::Read, pending: &Pending) -> Result<(Hash, u64), StoreError> {
+    let mut reader = HashingReader {
+        inner: nar,
+        hasher: HashingWriter::new(),
+    };
+    nar::parse(
+        &mut reader,
+        &mut RestoreSink::new(pending.staging().to_owned()),
+    )?;
+    Ok(reader.hasher.finish())
 }
 
 /// A reader that hashes what passes through it.

@@ -49,6 +49,16 @@ impl NixPeer {
         command
     }
 
+    /// `nix-store --verify --check-contents` on the store under `root`.
+    pub fn verify_store(&self, root: impl AsRef<std::path::Path>) -> std::process::Output {
+        self.command("nix-store")
+            .arg("--store")
+            .arg(root.as_ref())
+            .args(["--verify", "--check-contents"])
+            .output()
+            .unwrap()
+    }
+
     /// Runs a program (Nix's, or hermetic with the same configuration) and
     /// returns its stdout; fails the test if it fails.
     pub fn run(&self, program: &str, args: &[&str]) -> String {

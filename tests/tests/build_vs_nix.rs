@@ -57,11 +57,7 @@ fn nix_and_hermetic_build_the_same_outputs() {
             }
         }
     }
-    let out = nix
-        .command("nix-store")
-        .args(["--store", ours_root, "--verify", "--check-contents"])
-        .output()
-        .unwrap();
+    let out = nix.verify_store(ours_root);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && !stderr.contains("error"),

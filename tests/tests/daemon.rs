@@ -154,16 +154,7 @@ fn a_stock_nix_client_evaluates_and_builds_through_the_daemon() {
     );
     assert!(hash.starts_with("sha256:"), "{hash}");
     // The store the daemon wrote is valid to Nix itself.
-    let verify = nix
-        .command("nix-store")
-        .args([
-            "--store",
-            daemon.root().to_str().unwrap(),
-            "--verify",
-            "--check-contents",
-        ])
-        .output()
-        .unwrap();
+    let verify = nix.verify_store(daemon.root());
     assert!(verify.status.success(), "{}", text(&verify));
 }
 
@@ -918,16 +909,7 @@ fn copies_need_a_trusted_signature_unless_content_addressed() {
         ],
     );
     assert!(info.contains("nar-hash"), "{info}");
-    let verify = nix
-        .command("nix-store")
-        .args([
-            "--store",
-            daemon.root().to_str().unwrap(),
-            "--verify",
-            "--check-contents",
-        ])
-        .output()
-        .unwrap();
+    let verify = nix.verify_store(daemon.root());
     assert!(verify.status.success(), "{}", text(&verify));
 }
 

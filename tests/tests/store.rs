@@ -287,11 +287,7 @@ fn one_store_two_tools() {
 
     // Both stores pass both tools' checks after both tools worked on them.
     for root in [root_arg, root2_arg] {
-        let out = nix
-            .command("nix-store")
-            .args(["--store", root, "--verify", "--check-contents"])
-            .output()
-            .unwrap();
+        let out = nix.verify_store(root);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "nix-store --verify: {stderr}");
         assert!(
@@ -438,11 +434,7 @@ fn registration_killed_at_random_instants_leaves_a_store_that_verifies() {
         check(&format!("random round {round}"));
     }
     eprintln!("{killed} adds killed at random instants, {finished} finished first");
-    let out = nix
-        .command("nix-store")
-        .args(["--store", root_arg, "--verify", "--check-contents"])
-        .output()
-        .unwrap();
+    let out = nix.verify_store(root_arg);
     assert!(
         out.status.success(),
         "{}",

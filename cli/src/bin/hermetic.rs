@@ -136,16 +136,7 @@ enum DerivationCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.debug {
-        "debug".to_owned()
-    } else {
-        std::env::var("HERMETIC_LOG").unwrap_or_else(|_| "warn".to_owned())
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+    hermetic_cli::init_logging(cli.debug);
     match run(cli) {
         Ok(code) => code,
         Err(error) => {

@@ -204,16 +204,7 @@ fn parse_build_user(text: &str) -> Result<BuildUser, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.debug {
-        "debug".to_string()
-    } else {
-        std::env::var("HERMETIC_LOG").unwrap_or_else(|_| "warn".to_string())
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+    hermetic_cli::init_logging(cli.debug);
     let result = match cli.subcommand {
         Some(Subcommands::Doctor) => doctor(),
         None => run(cli),

@@ -77,11 +77,9 @@ impl Connection {
         let repair = read_bool(from)?;
         let dont_check = read_bool(from)?;
         let mut framed = Framed::new(from);
-        if repair && !self.trusted {
+        if let Err(refused) = self.refuse_untrusted_repair(repair) {
             framed.drain()?;
-            return Err(Step::Failed(OpError(
-                "repairing is not allowed because you are not in 'trusted-users'".into(),
-            )));
+            return Err(refused);
         }
         let keys = self.signature_keys(dont_check);
         let mut store = self.store()?;
@@ -99,11 +97,9 @@ impl Connection {
         let repair = read_bool(from)?;
         let dont_check = read_bool(from)?;
         let mut framed = Framed::new(from);
-        if repair && !self.trusted {
+        if let Err(refused) = self.refuse_untrusted_repair(repair) {
             framed.drain()?;
-            return Err(Step::Failed(OpError(
-                "repairing is not allowed because you are not in 'trusted-users'".into(),
-            )));
+            return Err(refused);
         }
         let keys = self.signature_keys(dont_check);
         let mut store = self.store()?;
@@ -157,11 +153,9 @@ impl Connection {
         let refs = self.read_path_set(from)?;
         let repair = read_bool(from)?;
         let mut framed = Framed::new(from);
-        if repair && !self.trusted {
+        if let Err(refused) = self.refuse_untrusted_repair(repair) {
             framed.drain()?;
-            return Err(Step::Failed(OpError(
-                "repairing is not allowed because you are not in 'trusted-users'".into(),
-            )));
+            return Err(refused);
         }
         let added = match method.as_str() {
             "text:sha256" => {

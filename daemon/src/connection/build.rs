@@ -11,7 +11,7 @@ use hermetic_store::StorePath;
 
 use super::{ClientWriter, Connection, OpError, Step, failed, lock};
 use crate::protocol::send_log;
-use crate::wire::{WireError, read_string, read_strings, read_u64};
+use crate::wire::{read_count, read_string, read_strings};
 
 impl Connection {
     /// A `BasicDerivation` as the protocol sends it: outputs, input
@@ -23,18 +23,7 @@ impl Connection {
         drv_path: &StorePath,
     ) -> Result<hermetic_store::Derivation, Step> {
         let name = drv_path.name().trim_end_matches(".drv").to_owned();
-        let bounded = |count: u64| -> Result<u64, Step> {
-            if count > crate::wire::MAX_LIST {
-                return Err(WireError::TooLong {
-                    what: "list",
-                    len: count,
-                    max: crate::wire::MAX_LIST,
-                }
-                .into());
-            }
-            Ok(count)
-        };
-        let count = bounded(read_u64(from)?)?;
+        let count = read_count(from)?;
         let mut outputs = std::collections::BTreeMap::new();
         let mut bad = None;
         for _ in 0..count {
@@ -60,7 +49,7 @@ impl Connection {
         let system = read_string(from)?;
         let builder = read_string(from)?;
         let args = read_strings(from)?;
-        let env_count = bounded(read_u64(from)?)?;
+        let env_count = read_count(from)?;
         let mut env = std::collections::BTreeMap::new();
         for _ in 0..env_count {
             env.insert(read_string(from)?, read_string(from)?);
@@ -99,11 +88,7 @@ impl Connection {
         mode: u64,
     ) -> Result<(u64, String), Step> {
         use hermetic_build::goal::{FailureKind, Goal};
-        if mode == 1 && !self.trusted {
-            return Err(Step::Failed(OpError(
-                "repairing is not allowed because you are not in 'trusted-users'".into(),
-            )));
-        }
+        self.refuse_untrusted_repair(mode == 1)?;
         let drv_path = if self.trusted {
             drv_path
         } else if drv.is_fixed_output() {
@@ -189,11 +174,7 @@ impl Connection {
     }
 
     pub(super) fn build_paths(&self, targets: &[String], mode: u64) -> Result<(), Step> {
-        if mode == 1 && !self.trusted {
-            return Err(Step::Failed(OpError(
-                "repairing is not allowed because you are not in 'trusted-users'".into(),
-            )));
-        }
+        self.refuse_untrusted_repair(mode == 1)?;
         let check = mode == 2;
         let store = self.store()?;
         let mut drvs = Vec::new();
@@ -263,6 +244,7 @@ impl Connection {
         let (Some((cancel_r, cancel_w)), Some((stop_r, stop_w))) = (pipe(), pipe()) else {
             return work(None);
         };
+        let daemon_stop = self.stop.as_ref();
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 // A client sends nothing while its build runs: the socket
@@ -271,7 +253,7 @@ impl Connection {
                     PollFd::new(hangup.as_fd(), PollFlags::POLLIN),
                     PollFd::new(stop_r.as_fd(), PollFlags::POLLIN),
                 ];
-                if let Some(stop) = &self.stop {
+                if let Some(stop) = daemon_stop {
                     fds.push(PollFd::new(stop.as_fd(), PollFlags::POLLIN));
                 }
                 loop {

@@ -67,6 +67,8 @@ pub struct Connection {
     stop: Option<std::os::fd::OwnedFd>,
     client_version: u64,
     to: ClientWriter,
+    /// The store, once an operation needed it.
+    open_store: std::cell::RefCell<Option<LocalStore>>,
 }
 
 fn lock(to: &ClientWriter) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
@@ -145,6 +147,7 @@ pub fn serve(
         trusted,
         hangup,
         stop: lifecycle.stop.as_ref().and_then(|fd| fd.try_clone().ok()),
+        open_store: std::cell::RefCell::new(None),
         client_version,
         to,
     };
@@ -206,8 +209,27 @@ fn failed(e: impl Into<OpError>) -> Step {
 }
 
 impl Connection {
-    fn store(&self) -> Result<LocalStore, Step> {
-        LocalStore::open(self.layout.clone()).map_err(failed)
+    /// The store, opened at the connection's first need and kept (with the
+    /// big lock held shared, as a Nix daemon worker holds it) until the
+    /// client goes.
+    fn store(&self) -> Result<std::cell::RefMut<'_, LocalStore>, Step> {
+        let mut store = self.open_store.borrow_mut();
+        if store.is_none() {
+            *store = Some(LocalStore::open(self.layout.clone()).map_err(failed)?);
+        }
+        Ok(std::cell::RefMut::map(store, |s| {
+            s.as_mut().expect("opened above")
+        }))
+    }
+
+    /// B95: repairing is for trusted clients only.
+    fn refuse_untrusted_repair(&self, repair: bool) -> Result<(), Step> {
+        if repair && !self.trusted {
+            return Err(Step::Failed(OpError(
+                "repairing is not allowed because you are not in 'trusted-users'".into(),
+            )));
+        }
+        Ok(())
     }
 
     fn parse_path(&self, text: &str) -> Result<StorePath, Step> {

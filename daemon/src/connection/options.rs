@@ -6,7 +6,7 @@ use std::io::Read;
 use super::{Connection, Step, lock};
 use crate::protocol::{minor, send_last};
 use crate::trust::{Override, judge_override};
-use crate::wire::{WireError, read_bool, read_string, read_u64};
+use crate::wire::{read_bool, read_count, read_string, read_u64};
 
 impl Connection {
     pub(super) fn set_options(&mut self, from: &mut impl Read) -> Result<(), Step> {
@@ -24,15 +24,7 @@ impl Connection {
         let _use_substitutes = read_bool(from)?;
         let mut overrides = Vec::new();
         if minor(self.client_version) >= 12 {
-            let count = read_u64(from)?;
-            if count > crate::wire::MAX_LIST {
-                return Err(WireError::TooLong {
-                    what: "list",
-                    len: count,
-                    max: crate::wire::MAX_LIST,
-                }
-                .into());
-            }
+            let count = read_count(from)?;
             for _ in 0..count {
                 overrides.push((read_string(from)?, read_string(from)?));
             }
