@@ -16,6 +16,7 @@
 #define NR_FCHMODAT2 452
 #define NR_IO_URING_SETUP 425
 #define NR_CLONE3 435
+#define NR_MOUNT_SETATTR 442
 
 static const char *result(long value) {
     if (value >= 0)
@@ -66,6 +67,8 @@ int main(void) {
     memset(params, 0, sizeof params);
     printf("io_uring_setup=%s\n", result(syscall(NR_IO_URING_SETUP, 1, params)));
     printf("unassigned=%s\n", result(syscall(1000)));
+    /* A bad descriptor: EBADF where the kernel has the call, else ENOSYS. */
+    printf("mount_setattr=%s\n", result(syscall(NR_MOUNT_SETATTR, -1, "", 0, NULL, 0)));
 #ifdef __x86_64__
     /* x32 calls: numbers with bit 30, from this very 64-bit process. */
     printf("x32=%s\n", syscall(0x40000000 | SYS_getpid) >= 0 ? "enabled" : "disabled");

@@ -21,7 +21,9 @@ use hermetic_runtime::{
 pub const TEST_USER: &str = "hermetic-test";
 
 pub mod builds;
+pub mod kernel;
 pub mod nix_peer;
+pub mod probes;
 
 /// Whether this process runs as root; prints why a test is skipped if not.
 pub fn root_or_skip(test: &str) -> bool {

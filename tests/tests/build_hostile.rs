@@ -6,10 +6,10 @@
 use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::process::Command;
 
 use hermetic_store::{Hash, IngestionMethod};
 use hermetic_tests::builds::{BuildHost, DrvSpec, outputs_of, stderr, text};
+use hermetic_tests::probes::compiled_probe;
 use hermetic_tests::root_or_skip;
 use nix::sys::socket::{
     AddressFamily, Backlog, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, accept,
@@ -22,24 +22,8 @@ fn a_smuggled_descriptor_cannot_change_a_registered_fixed_output() {
         return;
     }
     let host = BuildHost::diverted("build-hostile");
-    let source = host.dir.path.join("fd_smuggler.c");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/probes/fd_smuggler.c"),
-        &source,
-    )
-    .unwrap();
     let binary = host.dir.path.join("fd-smuggler");
-    let built = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    std::fs::copy(compiled_probe("fd_smuggler", 64).unwrap(), &binary).unwrap();
     let helper = host.store().add_path(&binary).unwrap();
 
     // The accomplice: listens on an abstract socket in the host's network

@@ -4,55 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use hermetic_runtime::SandboxPath;
+use hermetic_tests::kernel;
+use hermetic_tests::probes::{compiled_probe, host_tool_or_skip};
 use hermetic_tests::{TempDir, probe, probe_spec, root_or_skip, run, set_mode};
 
-const PROBE_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/probes/seccomp_probe.c");
-
-/// The probe for `bits` (64 or 32), built once per test binary into a
-/// directory every user can read; `None` (with the reason printed) when
-/// the compiler cannot build it.
+/// The seccomp probe for `bits` (64 or 32); `None` (with the reason
+/// printed) when it cannot be had.
 fn built_probe(bits: u32) -> Option<PathBuf> {
-    static PROBES: OnceLock<BTreeMap<u32, Option<PathBuf>>> = OnceLock::new();
-    PROBES
-        .get_or_init(|| {
-            let dir = std::env::temp_dir().join("hermetic-tests-probes");
-            std::fs::create_dir_all(&dir).unwrap();
-            set_mode(&dir, 0o755);
-            [64, 32]
-                .into_iter()
-                .map(|bits| {
-                    let partial = dir.join(format!(".probe{bits}-{}", std::process::id()));
-                    let mut gcc = Command::new("gcc");
-                    if bits == 32 {
-                        gcc.arg("-m32");
-                    }
-                    let built = gcc
-                        .args(["-static", "-O2", "-o"])
-                        .arg(&partial)
-                        .arg(PROBE_SOURCE)
-                        .output()
-                        .expect("gcc runs");
-                    if !built.status.success() {
-                        eprintln!(
-                            "cannot build the {bits}-bit probe (gcc -m32 -static needs gcc-multilib; \
-                             scripts/setup-test-host installs it): {}",
-                            String::from_utf8_lossy(&built.stderr)
-                        );
-                        return (bits, None);
-                    }
-                    let probe = dir.join(format!("probe{bits}"));
-                    std::fs::rename(&partial, &probe).unwrap();
-                    (bits, Some(probe))
-                })
-                .collect()
-        })
-        .get(&bits)
-        .cloned()
-        .flatten()
+    compiled_probe("seccomp_probe", bits)
+        .inspect_err(|reason| eprintln!("no {bits}-bit probe: {reason}"))
+        .ok()
 }
 
 /// Runs the `bits`-bit probe as a sandbox's builder; `configure` adjusts
@@ -76,8 +40,21 @@ fn run_probe(
     Some(result.values())
 }
 
+/// What the kernel itself answers the probe's calls: the 64-bit probe with
+/// the filter left off, run once per test binary.
+fn unfiltered() -> &'static BTreeMap<String, String> {
+    static VALUES: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+    VALUES.get_or_init(|| run_probe(64, |spec| spec.filter_syscalls = false).unwrap())
+}
+
+/// Whether the kernel has `fchmodat2` (6.6 and later), checked against
+/// vm-tests' list of kernel differences.
+fn kernel_has_fchmodat2() -> bool {
+    !kernel::lacks("fchmodat2", unfiltered()["fchmodat2_755"] == "ok")
+}
+
 fn check_chmod_family(values: &BTreeMap<String, String>) {
-    let kernel_has_fchmodat2 = values["fchmodat2_755"] == "ok";
+    let kernel_has_fchmodat2 = kernel_has_fchmodat2();
     for call in ["chmod", "fchmod", "fchmodat", "fchmodat2"] {
         for mode in ["4755", "2755"] {
             assert_eq!(
@@ -189,7 +166,8 @@ fn nested_user_namespaces_work_unless_blocked() {
 
 #[test]
 fn ordinary_work_succeeds_a_c_compile_with_the_host_compiler() {
-    if !root_or_skip("ordinary_work_succeeds_a_c_compile_with_the_host_compiler") {
+    let test = "ordinary_work_succeeds_a_c_compile_with_the_host_compiler";
+    if !root_or_skip(test) || !host_tool_or_skip(test, "gcc") {
         return;
     }
     // The host's toolchain bound in (/usr, and /lib, /lib64 as they are:
@@ -216,13 +194,7 @@ fn a_setuid_binary_gains_nothing() {
     let dir = TempDir::new("setuid");
     set_mode(&dir.path, 0o755);
     let euid = dir.path.join("euid");
-    let built = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&euid)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/probes/euid.c"))
-        .status()
-        .expect("gcc runs");
-    assert!(built.success());
+    std::fs::copy(compiled_probe("euid", 64).unwrap(), &euid).unwrap();
     set_mode(&euid, 0o4755);
     // Made visible through sandbox-paths.
     let mut spec = probe_spec(
@@ -287,6 +259,29 @@ fn unsandboxed_builds_are_filtered_too() {
         p.get("cwd")
     );
     assert_eq!(p.get("seccomp"), "2");
+}
+
+#[test]
+fn syscalls_this_kernel_lacks_are_listed_and_fall_back() {
+    let test = "syscalls_this_kernel_lacks_are_listed_and_fall_back";
+    if !root_or_skip(test) {
+        return;
+    }
+    // fchmodat2 (6.6): without it, the filter still refuses setuid and
+    // setgid modes, and ordinary modes get the kernel's ENOSYS.
+    let values = run_probe(64, |_| {}).expect("the 64-bit probe");
+    check_chmod_family(&values);
+    // mount_setattr (5.12): hermetic never calls it (B39: binds are not
+    // remounted read-only), so a sandbox starts without it, and its inputs
+    // are kept from the build user by their ownership.
+    let lacks_mount_setattr =
+        kernel::lacks("mount_setattr", unfiltered()["mount_setattr"] != "ENOSYS");
+    let p = probe("test -w /bin/sh && echo writable=yes || echo writable=no");
+    assert_eq!(
+        p.get("writable"),
+        "no",
+        "lacks mount_setattr: {lacks_mount_setattr}"
+    );
 }
 
 #[test]
