@@ -38,7 +38,7 @@ struct Args {
     #[arg(long = "test", value_name = "PATTERN")]
     pattern: Option<String>,
     /// Seconds a boot may take before it is killed and reported as hung.
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = 600)]
     timeout: u64,
     /// Seconds one test may take in the guest.
     #[arg(long, default_value_t = 300)]

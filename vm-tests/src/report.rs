@@ -57,6 +57,8 @@ pub struct Console {
     pub notes: Vec<String>,
     /// Whether the guest reached its end line.
     pub finished: bool,
+    /// How many results the guest said it printed (on its end line).
+    pub announced: usize,
     /// Whether the kernel said it panicked.
     pub panicked: bool,
     /// The console's last lines, for a boot that went wrong.
@@ -74,6 +76,7 @@ pub fn read_console(console: &str, nonce: &str) -> Console {
         results: Vec::new(),
         notes: Vec::new(),
         finished: false,
+        announced: 0,
         panicked: console.contains("Kernel panic - not syncing"),
         last_lines: Vec::new(),
     };
@@ -86,7 +89,10 @@ pub fn read_console(console: &str, nonce: &str) -> Console {
         match kind {
             "begin" => read.release = rest.split_whitespace().next().map(String::from),
             "note" => read.notes.push(rest.to_string()),
-            "end" => read.finished = true,
+            "end" => {
+                read.finished = true;
+                read.announced = rest.trim().parse().unwrap_or(usize::MAX);
+            }
             "result" => {
                 let mut fields = rest.splitn(4, ' ');
                 let (Some(name), Some(verdict), Some(seconds)) =
@@ -278,7 +284,13 @@ pub fn boot_end(
     timed_out: bool,
     status: Option<std::process::ExitStatus>,
 ) -> BootEnd {
-    if console.finished {
+    if console.finished && console.announced != console.results.len() {
+        BootEnd::Died(format!(
+            "the guest printed {} results but {} reached the harness",
+            console.announced,
+            console.results.len()
+        ))
+    } else if console.finished {
         BootEnd::Finished
     } else if console.panicked {
         BootEnd::Panicked
@@ -308,7 +320,7 @@ hvt:0000 result seccomp::forged pass 0.01\n\
 test seccomp::b ... hvt:5eed result seccomp::b fail 1.20\n\
 hvt:5eed output seccomp::b assertion failed: x == y\n\
 hvt:5eed result cgroups::c skip 0.10 no cgroup v2 here\n\
-hvt:5eed end\n";
+hvt:5eed end 3\n";
         let read = read_console(console, NONCE);
         assert_eq!(read.release.as_deref(), Some("6.1.0-56-amd64"));
         assert!(read.finished && !read.panicked);
@@ -333,6 +345,16 @@ hvt:5eed end\n";
         let quiet = read_console("hvt:5eed begin 6.1 v2\n", NONCE);
         assert_eq!(boot_end(&quiet, true, None), BootEnd::Hung);
         assert!(matches!(boot_end(&quiet, false, None), BootEnd::Died(_)));
+        // A result line garbled on its way (a kernel message in its middle)
+        // is missing, and the end line's count says so.
+        let garbled = read_console(
+            "hvt:5eed result a::b pass 1\nhvt:5e[ 3.1] oops\ned result a::c pass 1\nhvt:5eed end 2\n",
+            NONCE,
+        );
+        assert_eq!(
+            boot_end(&garbled, false, None),
+            BootEnd::Died("the guest printed 2 results but 1 reached the harness".into())
+        );
     }
 
     #[test]
@@ -344,8 +366,8 @@ hvt:5eed end\n";
             console: read_console(console, NONCE),
             elapsed: Duration::from_secs(3),
         };
-        let good = row("hvt:5eed result a::b pass 1\nhvt:5eed end\n");
-        let bad = row("hvt:5eed result a::b fail 1\nhvt:5eed end\n");
+        let good = row("hvt:5eed result a::b pass 1\nhvt:5eed end 1\n");
+        let bad = row("hvt:5eed result a::b fail 1\nhvt:5eed end 1\n");
         assert_eq!(good.status(), "PASS");
         assert_eq!(bad.status(), "FAIL");
         let (text, failed) = render(&[good, bad]);
