@@ -1,6 +1,5 @@
 //! The harness's data files: `kernels` (what to boot and where Debian
-//! keeps it), `kernel-differences` (what each kernel lacks) and
-//! `not-in-guest` (test binaries the guests do not carry, and why).
+//! keeps it) and `kernel-differences` (what each kernel lacks).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -82,22 +81,6 @@ fn parse_differences(text: &str, known: &[KernelSource]) -> Result<BTreeMap<Stri
         }
     }
     Ok(lacks)
-}
-
-/// Reads `vm-tests/not-in-guest`: test binary to the reason it stays out.
-pub fn not_in_guest(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text = read(path)?;
-    let mut left_out = BTreeMap::new();
-    for (line, fields) in records(&text) {
-        if fields.len() < 2 {
-            bail!(
-                "{}: line {line}: expected `test-binary reason`",
-                path.display()
-            );
-        }
-        left_out.insert(fields[0].to_string(), fields[1..].join(" "));
-    }
-    Ok(left_out)
 }
 
 /// Whether `text` matches the glob `pattern` (`*` for any text, `?` for

@@ -106,7 +106,6 @@ fn run(args: &Args) -> Result<bool> {
         .clone()
         .unwrap_or_else(|| here.join("kernel-differences"));
     let differences = catalog::differences(&differences_file, &sources)?;
-    let left_out = catalog::not_in_guest(&here.join("not-in-guest"))?;
     if let Some(pattern) = &args.pattern
         && (pattern.is_empty() || pattern.contains(char::is_whitespace))
     {
@@ -164,10 +163,7 @@ fn run(args: &Args) -> Result<bool> {
         kernels.insert(source.name.clone(), kernel);
     }
 
-    let tests = test_binaries(&workspace)?
-        .into_iter()
-        .filter(|(name, _)| !left_out.contains_key(name))
-        .collect();
+    let tests = test_binaries(&workspace)?;
     let initrd_dir = cache.join("initrd");
     std::fs::create_dir_all(&initrd_dir)?;
     let base = initrd_dir.join("base.cpio");
@@ -235,10 +231,7 @@ fn run(args: &Args) -> Result<bool> {
     });
     let mut rows = finished.into_inner().unwrap();
     rows.sort_by_key(|(index, _)| *index);
-    let mut rows: Vec<Row> = rows.into_iter().map(|(_, row)| row).collect();
-    for row in &mut rows {
-        add_left_out(row, &left_out);
-    }
+    let rows: Vec<Row> = rows.into_iter().map(|(_, row)| row).collect();
     let (text, failed) = report::render(&rows);
     print!("{text}");
     std::io::stdout().flush()?;
@@ -253,21 +246,6 @@ fn not_run(kernel: &str, variant: &str, why: &str) -> Row {
         end: BootEnd::NotRun(why.to_string()),
         console: report::read_console("", ""),
         elapsed: Duration::ZERO,
-    }
-}
-
-/// Reports the binaries of `not-in-guest` as skipped in a finished row.
-fn add_left_out(row: &mut Row, left_out: &BTreeMap<String, String>) {
-    if row.end != BootEnd::Finished {
-        return;
-    }
-    for (binary, reason) in left_out {
-        row.console.results.push(report::TestResult {
-            name: format!("{binary}::*"),
-            verdict: report::Verdict::Skip(format!("not in the guest: {reason}")),
-            seconds: 0.0,
-            output: Vec::new(),
-        });
     }
 }
 
