@@ -21,6 +21,7 @@ use hermetic_runtime::{
 pub const TEST_USER: &str = "hermetic-test";
 
 pub mod builds;
+pub mod daemon;
 pub mod kernel;
 pub mod nix_peer;
 pub mod probes;

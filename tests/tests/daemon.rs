@@ -5,103 +5,16 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hermetic_tests::daemon::{Daemon, RawClient, as_user, output_text as text, running};
 use hermetic_tests::nix_peer::NixPeer;
 use hermetic_tests::{TEST_USER, TempDir, hermetic, root_or_skip, test_user_or_skip};
 
-/// A daemon on a store of its own, with its own nix.conf.
-struct Daemon {
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn start(label: &str, conf: &str) -> Daemon {
-        let dir = TempDir::new(label);
-        hermetic_tests::set_mode(&dir.path, 0o755);
-        std::fs::create_dir_all(dir.path.join("conf")).unwrap();
-        std::fs::write(
-            dir.path.join("conf/nix.conf"),
-            format!("sandbox = true\nbuild-users-group = nixbld\n{conf}\n"),
-        )
-        .unwrap();
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/tests/fixtures/shapes.nix"),
-            dir.path.join("a.nix"),
-        )
-        .unwrap();
-        hermetic_tests::set_mode(&dir.path.join("a.nix"), 0o644);
-        let mut daemon = Daemon { dir, child: None };
-        daemon.spawn();
-        daemon
-    }
-
-    fn spawn(&mut self) {
-        let _ = std::fs::remove_file(self.socket());
-        let child = Command::new(hermetic())
-            .arg("--store")
-            .arg(self.root())
-            .args(["daemon", "--socket"])
-            .arg(self.socket())
-            .env("NIX_CONF_DIR", self.dir.path.join("conf"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while UnixStream::connect(self.socket()).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the daemon did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path.join("root")
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path.join("socket")
-    }
-
-    /// The store URL a Nix client uses for this daemon.
-    fn url(&self) -> String {
-        format!(
-            "unix://{}?root={}",
-            self.socket().display(),
-            self.root().display()
-        )
-    }
-
-    fn file(&self) -> String {
-        self.dir.path.join("a.nix").display().to_string()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn client_conf() -> Option<NixPeer> {
     NixPeer::or_skip("daemon", "substituters =\n")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -466,34 +379,6 @@ fn slow_derivation(daemon: &Daemon, marker: &str) -> PathBuf {
     expr
 }
 
-/// Whether a process whose command line holds `marker` runs.
-fn running(marker: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
-    })
-}
-
-/// Runs a Nix client as `user`.
-fn as_user(nix: &NixPeer, user: &str, program: &str, args: &[&str]) -> Output {
-    if user == "root" {
-        return nix.command(program).args(args).output().unwrap();
-    }
-    let user = nix::unistd::User::from_name(user).unwrap().unwrap();
-    Command::new("setpriv")
-        .arg(format!("--reuid={}", user.uid))
-        .arg(format!("--regid={}", user.gid))
-        .arg("--init-groups")
-        .arg("--reset-env")
-        .arg("env")
-        .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
-        .arg(program)
-        .args(args)
-        .current_dir("/")
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn twenty_builds_from_four_users_at_once_never_share_a_build_user() {
     let test = "twenty_builds_from_four_users_at_once_never_share_a_build_user";
@@ -637,121 +522,6 @@ fn a_client_that_hangs_up_cancels_its_build() {
     assert!(out.trim().ends_with("-a"), "{out}");
 }
 
-/// A client speaking the worker protocol by hand, for what the stock
-/// client cannot be made to send.
-struct RawClient {
-    stream: UnixStream,
-}
-
-impl RawClient {
-    fn connect(daemon: &Daemon) -> RawClient {
-        let mut client = RawClient {
-            stream: UnixStream::connect(daemon.socket()).unwrap(),
-        };
-        client
-            .stream
-            .set_read_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
-        client.u64(0x6e69_7863);
-        assert_eq!(client.read_u64(), 0x6478_696f);
-        client.read_u64(); // the daemon's protocol version
-        for n in [(1 << 8) | 34, 0, 0] {
-            client.u64(n);
-        }
-        client.read_string(); // the daemon's version
-        client.work().unwrap();
-        client
-    }
-
-    fn u64(&mut self, n: u64) {
-        self.stream.write_all(&n.to_le_bytes()).unwrap();
-    }
-
-    fn string(&mut self, s: &str) {
-        self.u64(s.len() as u64);
-        self.stream.write_all(s.as_bytes()).unwrap();
-        self.stream
-            .write_all(&[0u8; 8][..(8 - s.len() % 8) % 8])
-            .unwrap();
-    }
-
-    fn strings(&mut self, items: &[&str]) {
-        self.u64(items.len() as u64);
-        for item in items {
-            self.string(item);
-        }
-    }
-
-    fn read_u64(&mut self) -> u64 {
-        let mut buf = [0u8; 8];
-        self.stream.read_exact(&mut buf).unwrap();
-        u64::from_le_bytes(buf)
-    }
-
-    fn read_string(&mut self) -> String {
-        let len = self.read_u64() as usize;
-        let mut buf = vec![0u8; len + (8 - len % 8) % 8];
-        self.stream.read_exact(&mut buf).unwrap();
-        buf.truncate(len);
-        String::from_utf8(buf).unwrap()
-    }
-
-    /// Reads the stderr channel to its end: Ok, or the error's message.
-    fn work(&mut self) -> Result<(), String> {
-        loop {
-            match self.read_u64() {
-                0x6f6c_6d67 => {
-                    self.read_string();
-                }
-                0x616c_7473 => return Ok(()),
-                0x6378_7470 => {
-                    self.read_string();
-                    self.read_u64();
-                    self.read_string();
-                    let message = self.read_string();
-                    self.read_u64();
-                    self.read_u64();
-                    return Err(message);
-                }
-                other => panic!("unexpected stderr message {other:#x}"),
-            }
-        }
-    }
-
-    /// Sends BuildDerivation for `/bin/sh -c SCRIPT` with one output.
-    fn build_derivation(
-        &mut self,
-        drv: &str,
-        out: &str,
-        algo: &str,
-        hash: &str,
-        script: &str,
-    ) -> Result<u64, String> {
-        self.u64(36);
-        self.string(drv);
-        self.u64(1);
-        for s in ["out", out, algo, hash] {
-            self.string(s);
-        }
-        self.strings(&[]);
-        self.string(&hermetic_runtime::host_system());
-        self.string("/bin/sh");
-        self.strings(&["-c", script]);
-        self.u64(1);
-        self.string("out");
-        self.string(out);
-        self.u64(0); // normal build
-        self.work()?;
-        let status = self.read_u64();
-        self.read_string();
-        for _ in 0..4 {
-            self.read_u64();
-        }
-        assert_eq!(self.read_u64(), 0, "no realisations");
-        Ok(status)
-    }
-}
-
 #[test]
 fn an_untrusted_client_cannot_build_an_input_addressed_derivation_it_sent() {
     if !root_or_skip("an_untrusted_client_cannot_build_an_input_addressed_derivation_it_sent") {
@@ -794,22 +564,6 @@ fn an_untrusted_client_cannot_build_an_input_addressed_derivation_it_sent() {
     assert_eq!(status, Ok(0), "built");
     let built = daemon.root().join("nix/store").join(out.base_name());
     assert_eq!(std::fs::read_to_string(built).unwrap(), "hi\n");
-}
-
-impl Daemon {
-    /// Restarts the daemon with another nix.conf.
-    fn restart_with(&mut self, conf: &str) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        std::fs::write(
-            self.dir.path.join("conf/nix.conf"),
-            format!("sandbox = true\nbuild-users-group = nixbld\n{conf}\n"),
-        )
-        .unwrap();
-        self.spawn();
-    }
 }
 
 #[test]
