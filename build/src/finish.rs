@@ -163,7 +163,9 @@ impl Finishing<'_> {
                     nar_hash,
                     nar_size,
                     references: BTreeSet::new(),
-                    deriver: Some(self.drv_path.clone()),
+                    // Not the derivation's output, so not registered as
+                    // built by it (Nix names the derivation here).
+                    deriver: None,
                     registration_time: now(),
                     ca: Some(got_ca),
                     sigs: Vec::new(),

@@ -73,6 +73,16 @@ pub struct PathInfo {
     pub ultimate: bool,
 }
 
+/// A path to register, with what it records beside its row.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The path and its metadata.
+    pub info: PathInfo,
+    /// For a derivation, its outputs as its own text computes them
+    /// (`DerivationOutputs`); empty for anything else.
+    pub drv_outputs: Vec<(String, StorePath)>,
+}
+
 /// An open registry.
 pub struct Db {
     conn: Connection,
@@ -331,25 +341,12 @@ impl Db {
             .map_err(self.err("list valid paths"))
     }
 
-    /// Registers a path in one transaction: its row, its references (which
-    /// must be valid, or itself), and a derivation's outputs.
-    pub fn register(
-        &mut self,
-        info: &PathInfo,
-        drv_outputs: &[(String, StorePath)],
-    ) -> Result<(), StoreError> {
-        self.register_all(std::slice::from_ref(info), drv_outputs)
-    }
-
     /// Registers paths in one transaction: their rows, then their
     /// references (valid paths, or paths of this same set, so outputs may
-    /// refer to each other), then the outputs of the first if it is a
-    /// derivation.
-    pub fn register_all(
-        &mut self,
-        infos: &[PathInfo],
-        drv_outputs: &[(String, StorePath)],
-    ) -> Result<(), StoreError> {
+    /// refer to each other), then, for each derivation among them, its
+    /// outputs. The caller has checked what it registers (`LocalStore`'s
+    /// admission checks); this only writes.
+    pub fn register_all(&mut self, items: &[Registration]) -> Result<(), StoreError> {
         let store = self.store.clone();
         let file = self.file.clone();
         let err = |op| {
@@ -360,8 +357,8 @@ impl Db {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err("begin a transaction"))?;
-        let mut ids = Vec::with_capacity(infos.len());
-        for info in infos {
+        let mut ids = Vec::with_capacity(items.len());
+        for Registration { info, .. } in items {
             tx.execute(
                 "insert into ValidPaths (path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca) \
                  values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -379,7 +376,7 @@ impl Db {
             .map_err(err("register a path"))?;
             ids.push(tx.last_insert_rowid());
         }
-        for (info, id) in infos.iter().zip(&ids) {
+        for (Registration { info, .. }, id) in items.iter().zip(&ids) {
             for reference in &info.references {
                 let reference_id: Option<i64> = tx
                     .query_row(
@@ -402,7 +399,7 @@ impl Db {
                 .map_err(err("register a reference"))?;
             }
         }
-        if let Some(drv_id) = ids.first() {
+        for (Registration { drv_outputs, .. }, drv_id) in items.iter().zip(&ids) {
             for (name, path) in drv_outputs {
                 tx.execute(
                     "insert or replace into DerivationOutputs (drv, id, path) values (?1, ?2, ?3)",

@@ -76,6 +76,16 @@ pub enum StoreError {
         /// What arrived.
         got: String,
     },
+    /// A path registered as built by a derivation that does not compute it.
+    #[error(
+        "cannot register '{path}' as built by '{drv}': it is not one of that derivation's outputs"
+    )]
+    NotAnOutput {
+        /// The path.
+        path: String,
+        /// The derivation named as its deriver.
+        drv: String,
+    },
     /// A NAR could not be written or read.
     #[error(transparent)]
     Nar(#[from] NarError),

@@ -1,6 +1,9 @@
 //! The local store: a store directory and Nix's registry of valid paths,
 //! with additions that a crash at any instant cannot leave half-done.
 
+mod admission;
+
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
@@ -12,7 +15,7 @@ use nix::fcntl::Flock;
 use crate::Derivation;
 use crate::canonical::{canonicalise, first_non_canonical};
 use crate::db::{Db, PathInfo};
-use crate::derivation::{DrvCheckError, DrvHashes};
+use crate::derivation::DrvHashes;
 use crate::error::{StoreError, io_err};
 use crate::hash::{Hash, HashingWriter};
 use crate::layout::StoreLayout;
@@ -27,6 +30,8 @@ pub struct LocalStore {
     layout: StoreLayout,
     db: Db,
     owner: (u32, u32),
+    /// The hashes modulo of valid derivations, computed once.
+    drv_hash_memo: RefCell<HashMap<StorePath, DrvHashes>>,
     _big_lock: Flock<File>,
 }
 
@@ -66,6 +71,7 @@ impl LocalStore {
             layout,
             db,
             owner,
+            drv_hash_memo: RefCell::default(),
             _big_lock: big_lock,
         };
         store.recover()?;
@@ -131,38 +137,7 @@ impl LocalStore {
 
     /// Reads a derivation from the store.
     pub fn read_derivation(&self, path: &StorePath) -> Result<Derivation, StoreError> {
-        let real = self.layout.real_path(path);
-        let text = fs::read(&real).map_err(io_err("read", &real))?;
-        let name = path.name().strip_suffix(".drv").unwrap_or(path.name());
-        Derivation::from_aterm(&text, &self.layout.store_dir, name).map_err(|source| {
-            StoreError::DrvParse {
-                path: self.layout.store_dir.print(path),
-                source,
-            }
-        })
-    }
-
-    /// The hashes modulo of a derivation in the store, for its dependents'
-    /// output paths; `memo` keeps those already computed.
-    pub fn drv_hashes(
-        &self,
-        path: &StorePath,
-        memo: &mut HashMap<StorePath, DrvHashes>,
-    ) -> Result<DrvHashes, DrvCheckError> {
-        if let Some(hashes) = memo.get(path) {
-            return Ok(hashes.clone());
-        }
-        let drv = self
-            .read_derivation(path)
-            .map_err(|e| DrvCheckError::MissingInput {
-                path: self.layout.store_dir.print(path),
-                reason: error_chain(&e),
-            })?;
-        let hashes = drv.hash_modulo(&self.layout.store_dir, false, &mut |p| {
-            self.drv_hashes(p, memo)
-        })?;
-        memo.insert(path.clone(), hashes.clone());
-        Ok(hashes)
+        self.parse_derivation_at(path, &self.layout.real_path(path))
     }
 
     /// Adds a file or directory tree as `nix-store --add` does: the path of
@@ -208,7 +183,7 @@ impl LocalStore {
             sigs: Vec::new(),
             ultimate: false,
         };
-        self.install(pending, info, &[])?;
+        self.install(pending, info)?;
         Ok(path)
     }
 
@@ -295,7 +270,7 @@ impl LocalStore {
         }
         canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
         info.registration_time = now();
-        self.install(pending, info, &[])
+        self.install(pending, info)
     }
 
     /// The valid path whose hash part is `hash_part`, if any.
@@ -309,22 +284,13 @@ impl LocalStore {
     }
 
     /// Adds a text object (a derivation, a `builtins.toFile`) with its
-    /// references, which must be valid.
+    /// references, which must be valid. A derivation is checked as it is
+    /// registered (see `admission`).
     pub fn add_text(
         &mut self,
         name: &str,
         contents: &[u8],
         references: &BTreeSet<StorePath>,
-    ) -> Result<StorePath, StoreError> {
-        self.add_text_with_outputs(name, contents, references, &[])
-    }
-
-    fn add_text_with_outputs(
-        &mut self,
-        name: &str,
-        contents: &[u8],
-        references: &BTreeSet<StorePath>,
-        drv_outputs: &[(String, StorePath)],
     ) -> Result<StorePath, StoreError> {
         let sha = Hash::sha256(contents);
         let path = self
@@ -350,45 +316,32 @@ impl LocalStore {
             sigs: Vec::new(),
             ultimate: false,
         };
-        self.install(pending, info, drv_outputs)?;
+        self.install(pending, info)?;
         Ok(path)
     }
 
-    /// Adds a derivation after checking that its output paths are the ones
-    /// Nix computes; its inputs must be valid. Registers its outputs.
+    /// Adds a derivation; its inputs must be valid. Its output paths must
+    /// be the ones Nix computes (checked as it is registered), and are
+    /// registered as its outputs.
     pub fn add_derivation(&mut self, drv: &Derivation) -> Result<StorePath, StoreError> {
         let store_dir = self.layout.store_dir.clone();
-        let drv_path = drv.drv_path(&store_dir)?;
-        let mut memo = HashMap::new();
-        drv.check_outputs(&store_dir, &store_dir.print(&drv_path), &mut |p| {
-            self.drv_hashes(p, &mut memo)
-        })?;
-        let outputs: Vec<(String, StorePath)> = drv
-            .outputs
-            .iter()
-            .filter_map(|(name, o)| o.path().map(|p| (name.clone(), p.clone())))
-            .collect();
         let text = drv.to_aterm(&store_dir);
-        self.add_text_with_outputs(
+        self.add_text(
             &format!("{}.drv", drv.name),
             text.as_bytes(),
             &drv.references(),
-            &outputs,
         )
     }
 
     /// Moves a staged object into place and registers it, under the path's
     /// lock. The pending record outlives any crash in between.
-    fn install(
-        &mut self,
-        mut pending: Pending,
-        info: PathInfo,
-        drv_outputs: &[(String, StorePath)],
-    ) -> Result<(), StoreError> {
+    fn install(&mut self, mut pending: Pending, info: PathInfo) -> Result<(), StoreError> {
         let real = self.layout.real_path(&info.path);
         if self.db.is_valid(&info.path)? {
             return pending.finish();
         }
+        let registration = self.admit(info, pending.staging())?;
+        let info = &registration.info;
         let _lock = PathLock::acquire(&real).map_err(io_err("lock", &real))?;
         if self.db.is_valid(&info.path)? {
             return pending.finish();
@@ -398,7 +351,7 @@ impl LocalStore {
         remove_any(&real)?;
         fs::rename(pending.staging(), &real).map_err(io_err("rename into the store", &real))?;
         crash_point("renamed");
-        if let Err(e) = self.db.register(&info, drv_outputs) {
+        if let Err(e) = self.db.register_all(std::slice::from_ref(&registration)) {
             remove_any(&real)?;
             pending.finish()?;
             return Err(e);
@@ -433,27 +386,42 @@ impl LocalStore {
 
     /// Moves objects already made canonical on the store's filesystem
     /// (each `(source, info)`) into place and registers them in one
-    /// transaction. The caller holds the paths' locks; `pending` names them
-    /// as its targets first, so a crash before the registration commits
-    /// leaves them to the next start's cleaning.
+    /// transaction, each checked first (see `admission`). A path that is
+    /// already valid is left as it is, never replaced: its source is left
+    /// to the caller's cleaning. The caller holds the paths' locks;
+    /// `pending` names the paths installed as its targets first, so a crash
+    /// before the registration commits leaves them to the next start's
+    /// cleaning.
     pub fn install_staged(
         &mut self,
         pending: &mut Pending,
         items: &[(std::path::PathBuf, PathInfo)],
     ) -> Result<(), StoreError> {
-        let targets: Vec<StorePath> = items.iter().map(|(_, info)| info.path.clone()).collect();
-        pending.set_targets(&targets)?;
+        let mut installing = Vec::new();
         for (source, info) in items {
-            let real = self.layout.real_path(&info.path);
+            if !self.db.is_valid(&info.path)? {
+                installing.push((source, self.admit(info.clone(), source)?));
+            }
+        }
+        let targets: Vec<StorePath> = installing
+            .iter()
+            .map(|(_, registration)| registration.info.path.clone())
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        pending.set_targets(&targets)?;
+        for (source, registration) in &installing {
+            let real = self.layout.real_path(&registration.info.path);
             // An unsandboxed build made its output in place.
-            if *source != real {
+            if **source != real {
                 remove_any(&real)?;
                 fs::rename(source, &real).map_err(io_err("rename into the store", &real))?;
             }
         }
         crash_point("renamed");
-        let infos: Vec<PathInfo> = items.iter().map(|(_, info)| info.clone()).collect();
-        if let Err(e) = self.db.register_all(&infos, &[]) {
+        let registrations: Vec<_> = installing.into_iter().map(|(_, r)| r).collect();
+        if let Err(e) = self.db.register_all(&registrations) {
             for target in &targets {
                 remove_any(&self.layout.real_path(target))?;
             }

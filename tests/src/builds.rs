@@ -2,7 +2,7 @@
 //! nix.conf, derivations made with the store library (output paths
 //! computed as Nix computes them), and `hermetic build` run against it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -239,9 +239,8 @@ impl<'a> DrvSpec<'a> {
             drv.env.insert("out".into(), dir.print(&path));
         } else {
             let mut store = host.store();
-            let mut memo = HashMap::new();
             let paths = drv
-                .expected_output_paths(dir, &mut |p| store.drv_hashes(p, &mut memo))
+                .expected_output_paths(dir, &mut |p| store.drv_hashes(p))
                 .unwrap();
             for (name, path) in paths {
                 let path = path.unwrap();

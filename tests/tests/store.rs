@@ -3,7 +3,7 @@
 //! does; paths either tool adds are valid to the other; NARs are the same
 //! bytes; a registration killed at any instant leaves a store that verifies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -89,7 +89,6 @@ fn derivations_nix_instantiate_wrote_parse_print_and_hash_as_nix_does() {
     let drvs = instantiate(&nix, &root, &work.path);
     let layout = StoreLayout::under_root(&root);
     let store = LocalStore::open(layout.clone()).unwrap();
-    let mut memo = HashMap::new();
     for (attr, printed) in &drvs {
         let path = layout.store_dir.parse(printed).unwrap();
         let bytes = std::fs::read(layout.real_path(&path)).unwrap();
@@ -104,10 +103,9 @@ fn derivations_nix_instantiate_wrote_parse_print_and_hash_as_nix_does() {
             path,
             "{attr}: .drv path"
         );
-        drv.check_outputs(&layout.store_dir, printed, &mut |p| {
-            store.drv_hashes(p, &mut memo)
-        })
-        .unwrap_or_else(|e| panic!("{attr}: {e}"));
+        store
+            .checked_output_paths(&path, &drv)
+            .unwrap_or_else(|e| panic!("{attr}: {e}"));
         // Every output path hermetic computes is the one Nix registered.
         let registered: BTreeMap<String, StorePath> = store
             .derivation_outputs(&path)
@@ -115,7 +113,7 @@ fn derivations_nix_instantiate_wrote_parse_print_and_hash_as_nix_does() {
             .into_iter()
             .collect();
         let computed = drv
-            .expected_output_paths(&layout.store_dir, &mut |p| store.drv_hashes(p, &mut memo))
+            .expected_output_paths(&layout.store_dir, &mut |p| store.drv_hashes(p))
             .unwrap();
         let computed: BTreeMap<String, StorePath> =
             computed.into_iter().map(|(k, v)| (k, v.unwrap())).collect();

@@ -337,8 +337,7 @@ fn read_any_drv(layout: &StoreLayout, file: &Path) -> Result<Vec<(StorePath, Der
     }
     let mut drv = json::parse_one(&text, &layout.store_dir).with_context(context)?;
     let store = LocalStore::open(layout.clone()).context("cannot open the store")?;
-    let mut memo = std::collections::HashMap::new();
-    drv.fill_output_paths(&layout.store_dir, &mut |p| store.drv_hashes(p, &mut memo))
+    drv.fill_output_paths(&layout.store_dir, &mut |p| store.drv_hashes(p))
         .with_context(context)?;
     let path = drv.drv_path(&layout.store_dir)?;
     Ok(vec![(path, drv)])
