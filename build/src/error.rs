@@ -184,6 +184,17 @@ pub enum BuildError {
         /// Why.
         reason: String,
     },
+    /// An unsandboxed build of a derivation some of whose outputs are
+    /// valid: its builder would write over them.
+    #[error(
+        "cannot build the missing outputs of '{drv}' without the sandbox: its output '{path}' is already valid, and a builder outside the sandbox would write over it; build it with 'sandbox = true'"
+    )]
+    OutputAlreadyValid {
+        /// The derivation.
+        drv: String,
+        /// The valid output.
+        path: String,
+    },
     /// The derivation's attributes do not parse.
     #[error("derivation '{drv}': {reason}")]
     BadAttrs {

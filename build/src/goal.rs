@@ -191,8 +191,18 @@ impl Goal<'_> {
         let fixed_output = drv.is_fixed_output();
 
         if !sandboxed {
-            // The builder writes its outputs in place: a crash leaves them
-            // to the next start, and stale ones go first.
+            // The builder writes its outputs in place, so a valid one would
+            // be overwritten: a valid path is never replaced.
+            for path in &output_paths {
+                if store.is_valid(path)? {
+                    return Err(BuildError::OutputAlreadyValid {
+                        drv: printed,
+                        path: store_dir.print(path),
+                    }
+                    .into());
+                }
+            }
+            // A crash leaves them to the next start, and stale ones go first.
             pending.set_targets(&output_paths)?;
             for path in &output_paths {
                 hermetic_store::pending::remove_any(&layout.real_path(path))?;

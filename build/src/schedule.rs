@@ -72,7 +72,8 @@ fn cancelled(cancel: Option<BorrowedFd<'_>>) -> bool {
 }
 
 /// Collects what must be built for `path`: itself unless its outputs are
-/// all valid (always, for `check`), and its inputs likewise.
+/// all valid (always, for `check`), and its inputs likewise. Each
+/// derivation's output paths are checked against what it computes.
 fn plan(
     store: &LocalStore,
     path: &StorePath,
@@ -82,7 +83,9 @@ fn plan(
     if nodes.contains_key(path) {
         return Ok(true);
     }
-    let drv = store.read_derivation(path)?;
+    // Its output paths are recomputed, never taken on its word, however it
+    // got into the store.
+    let drv = store.read_checked_derivation(path)?;
     let mut missing = check;
     for output in drv.outputs.values() {
         match output.path() {

@@ -76,11 +76,13 @@ impl Connection {
         })
     }
 
-    /// Builds a derivation a client sent inline. Untrusted clients may not
-    /// build input-addressed ones (B95): their output paths cannot be
-    /// checked without the derivation closure; a fixed-output one is
-    /// written to the store under its own path first. Returns Nix's build
-    /// status and message.
+    /// Builds a derivation a client sent inline. A fixed-output one must
+    /// name the path its hash gives, whoever sends it. Untrusted clients
+    /// may not build input-addressed ones (B95): their output paths cannot
+    /// be checked without the derivation closure; a trusted client's are
+    /// taken as sent, as Nix does. An untrusted client's fixed-output one
+    /// is written to the store under its own path first. Returns Nix's
+    /// build status and message.
     pub(super) fn build_derivation(
         &self,
         drv_path: StorePath,
@@ -89,6 +91,13 @@ impl Connection {
     ) -> Result<(u64, String), Step> {
         use hermetic_build::goal::{FailureKind, Goal};
         self.refuse_untrusted_repair(mode == 1)?;
+        if drv.is_fixed_output() {
+            // Its path comes from its hash alone: no input is consulted.
+            drv.check_outputs(&self.layout.store_dir, &self.print(&drv_path), &mut |_| {
+                Ok(Default::default())
+            })
+            .map_err(failed)?;
+        }
         let drv_path = if self.trusted {
             drv_path
         } else if drv.is_fixed_output() {
