@@ -38,7 +38,10 @@ struct Scene {
 
 impl Scene {
     fn new(test: &str, conf: &str) -> Option<Scene> {
-        let nix = NixPeer::or_skip(test, "substituters =\n")?;
+        let nix = NixPeer::or_skip(
+            test,
+            "substituters =\nexperimental-features = nix-command\n",
+        )?;
         let daemon = Daemon::start(test, conf);
         let file = daemon.dir.path.join("t.nix");
         std::fs::write(&file, GOOD_AND_BAD).unwrap();
@@ -262,7 +265,8 @@ fn a_forged_derivation_is_refused_however_it_is_copied_in() {
 
 /// A forged derivation already registered (a store from before the
 /// check): building it, or a derivation that depends on it, through the
-/// daemon or with `hermetic build`, is refused before anything runs.
+/// daemon (`BuildPaths` from `nix-store -r`, `BuildPathsWithResults` from
+/// `nix build`) or with `hermetic build`, is refused before anything runs.
 #[test]
 fn a_forged_derivation_already_in_the_store_is_never_built() {
     let test = "a_forged_derivation_already_in_the_store_is_never_built";
@@ -307,6 +311,15 @@ fn a_forged_derivation_already_in_the_store_is_never_built() {
         let said = output_text(&out);
         assert!(!out.status.success(), "{drv} was built: {said}");
         assert!(said.contains(&scene.refusal()), "{drv}: {said}");
+        let out = as_user(
+            &scene.nix,
+            TEST_USER,
+            "nix",
+            &["build", "--store", &url, "--no-link", &drv],
+        );
+        let said = output_text(&out);
+        assert!(!out.status.success(), "nix build {drv}: {said}");
+        assert!(said.contains(&scene.refusal()), "nix build {drv}: {said}");
         let out = Command::new(hermetic())
             .arg("--store")
             .arg(scene.daemon.root())
@@ -322,6 +335,29 @@ fn a_forged_derivation_already_in_the_store_is_never_built() {
         );
     }
     scene.assert_good_output_is_good(TEST_USER);
+    // `nix build` of the good one gets its output back as a realisation.
+    let out = as_user(
+        &scene.nix,
+        TEST_USER,
+        "nix",
+        &[
+            "build",
+            "--store",
+            &url,
+            "-f",
+            &scene.nix_file(),
+            "good",
+            "--json",
+            "--no-link",
+        ],
+    );
+    let said = output_text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("\"outputs\":{{\"out\":\"{}\"}}", scene.good_out)),
+        "{said}"
+    );
 }
 
 /// `BuildDerivation`: a fixed-output derivation that names an

@@ -89,7 +89,7 @@ impl Connection {
         drv: hermetic_store::Derivation,
         mode: u64,
     ) -> Result<(u64, String), Step> {
-        use hermetic_build::goal::{FailureKind, Goal};
+        use hermetic_build::goal::Goal;
         self.refuse_untrusted_repair(mode == 1)?;
         if drv.is_fixed_output() {
             // Its path comes from its hash alone: no input is consulted.
@@ -127,20 +127,12 @@ impl Connection {
                 let _ = send_log(&mut *w, &line);
             })
         });
-        // Nix's BuildResult statuses.
         Ok(match outcome {
             Ok(_) => (0, String::new()),
-            Err(failure) => {
-                let status = match failure.kind {
-                    FailureKind::Permanent | FailureKind::HashMismatch => 3,
-                    FailureKind::Transient => 6,
-                    FailureKind::TimedOut => 8,
-                    FailureKind::NotDeterministic => 12,
-                    FailureKind::DependencyFailed => 10,
-                    FailureKind::Misc => 9,
-                };
-                (status, hermetic_store::error_chain(&failure.error))
-            }
+            Err(failure) => (
+                result_status(failure.kind),
+                hermetic_store::error_chain(&failure.error),
+            ),
         })
     }
 
@@ -184,7 +176,6 @@ impl Connection {
 
     pub(super) fn build_paths(&self, targets: &[String], mode: u64) -> Result<(), Step> {
         self.refuse_untrusted_repair(mode == 1)?;
-        let check = mode == 2;
         let store = self.store()?;
         let mut drvs = Vec::new();
         for target in targets {
@@ -199,28 +190,7 @@ impl Connection {
             }
         }
         drop(store);
-        let to = self.to.clone();
-        let log: hermetic_build::log::SharedLog = Arc::new(Mutex::new(ClientLog {
-            to: to.clone(),
-            partial: Vec::new(),
-        }));
-        let progress = move |line: String| {
-            let mut w = lock(&to);
-            let _ = send_log(&mut *w, &line);
-        };
-        let summary = self
-            .while_watching_hangup(|cancel| {
-                hermetic_build::schedule::build_all(
-                    &self.layout,
-                    &self.settings,
-                    &drvs,
-                    check,
-                    cancel,
-                    log,
-                    &progress,
-                )
-            })
-            .map_err(failed)?;
+        let summary = self.build_with_log(&drvs, mode == 2)?;
         if let Some((_, failure)) = summary.failures.first() {
             let count = summary.failures.len();
             let message = if count == 1 {
@@ -235,6 +205,36 @@ impl Connection {
             return Err(Step::Failed(OpError(message)));
         }
         Ok(())
+    }
+
+    /// Builds derivations in the store and what they need, the builders'
+    /// log and progress sent to the client, cancelled if it hangs up.
+    pub(super) fn build_with_log(
+        &self,
+        drvs: &[StorePath],
+        check: bool,
+    ) -> Result<hermetic_build::schedule::Summary, Step> {
+        let to = self.to.clone();
+        let log: hermetic_build::log::SharedLog = Arc::new(Mutex::new(ClientLog {
+            to: to.clone(),
+            partial: Vec::new(),
+        }));
+        let progress = move |line: String| {
+            let mut w = lock(&to);
+            let _ = send_log(&mut *w, &line);
+        };
+        self.while_watching_hangup(|cancel| {
+            hermetic_build::schedule::build_all(
+                &self.layout,
+                &self.settings,
+                drvs,
+                check,
+                cancel,
+                log,
+                &progress,
+            )
+        })
+        .map_err(failed)
     }
 
     /// Runs `work` with a descriptor that becomes readable if the client
@@ -299,6 +299,19 @@ impl Connection {
             let _ = nix::unistd::write(&stop_w, b"x");
             result
         })
+    }
+}
+
+/// Nix's `BuildResult` status for a failure of this kind.
+pub(super) fn result_status(kind: hermetic_build::goal::FailureKind) -> u64 {
+    use hermetic_build::goal::FailureKind;
+    match kind {
+        FailureKind::Permanent | FailureKind::HashMismatch => 3,
+        FailureKind::Transient => 6,
+        FailureKind::TimedOut => 8,
+        FailureKind::NotDeterministic => 12,
+        FailureKind::DependencyFailed => 10,
+        FailureKind::Misc => 9,
     }
 }
 

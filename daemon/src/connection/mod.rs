@@ -7,6 +7,7 @@
 mod add;
 mod build;
 mod options;
+mod results;
 
 use std::collections::BTreeSet;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -441,6 +442,8 @@ impl Connection {
             39 => self.add_to_store_nar(from),
             // AddMultipleToStore
             44 => self.add_multiple_to_store(from),
+            // BuildPathsWithResults
+            46 => self.build_paths_with_results(from),
             // QueryMissing
             40 => {
                 let targets = read_strings(from)?;

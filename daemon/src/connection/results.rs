@@ -1,0 +1,185 @@
+//! `BuildPathsWithResults` (protocol 1.34, what `nix build` sends): the
+//! builds of `BuildPaths`, answered with one result per path asked for —
+//! its status and message, and the outputs it has as Nix's realisations —
+//! instead of one error for all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+
+use hermetic_build::schedule::Summary;
+use hermetic_store::{LocalStore, StorePath};
+
+use super::build::result_status;
+use super::{Connection, Step, failed};
+use crate::wire::{read_strings, read_u64, write_string, write_u64};
+
+/// Nix's `BuildResult` statuses used here.
+const BUILT: u64 = 0;
+const ALREADY_VALID: u64 = 2;
+const NO_SUBSTITUTERS: u64 = 14;
+
+/// One path asked for: a derivation with the outputs wanted (none named:
+/// all), or a plain store path.
+struct Target {
+    text: String,
+    path: StorePath,
+    outputs: Option<BTreeSet<String>>,
+}
+
+/// What became of one target.
+#[derive(Default)]
+struct Outcome {
+    status: u64,
+    message: String,
+    times_built: u64,
+    non_deterministic: bool,
+    /// Each output's realisation id (`sha256:<hash modulo>!<name>`) and
+    /// path.
+    outputs: Vec<(String, StorePath)>,
+}
+
+impl Connection {
+    /// BuildPathsWithResults: derived paths and a build mode; a result for
+    /// each.
+    pub(super) fn build_paths_with_results(&self, from: &mut impl Read) -> Result<(), Step> {
+        let texts = read_strings(from)?;
+        let mode = read_u64(from)?;
+        self.refuse_untrusted_repair(mode == 1)?;
+        let mut targets = Vec::new();
+        for text in texts {
+            let (path, outputs) = match text.split_once('!') {
+                Some((path, "*" | "")) => (path, None),
+                Some((path, names)) => (path, Some(names.split(',').map(str::to_owned).collect())),
+                None => (text.as_str(), None),
+            };
+            let path = self.parse_path(path)?;
+            targets.push(Target {
+                text,
+                path,
+                outputs,
+            });
+        }
+        let store = self.store()?;
+        let mut drvs = Vec::new();
+        let mut valid_before = BTreeSet::new();
+        for target in targets.iter().filter(|t| t.path.is_derivation()) {
+            let drv = store.read_derivation(&target.path).map_err(failed)?;
+            let mut all_valid = true;
+            for output in drv.outputs.values() {
+                all_valid &= match output.path() {
+                    Some(path) => store.is_valid(path).map_err(failed)?,
+                    None => false,
+                };
+            }
+            if all_valid {
+                valid_before.insert(target.path.clone());
+            }
+            drvs.push(target.path.clone());
+        }
+        drop(store);
+        let summary = self.build_with_log(&drvs, mode == 2)?;
+        let store = self.store()?;
+        let mut outcomes = Vec::new();
+        for target in &targets {
+            let outcome = if target.path.is_derivation() {
+                self.derivation_outcome(&store, target, &summary, &valid_before)?
+            } else if store.is_valid(&target.path).map_err(failed)? {
+                Outcome {
+                    status: ALREADY_VALID,
+                    ..Outcome::default()
+                }
+            } else {
+                Outcome {
+                    status: NO_SUBSTITUTERS,
+                    message: format!(
+                        "path '{}' is required, but there is no substituter that can build it",
+                        self.print(&target.path)
+                    ),
+                    ..Outcome::default()
+                }
+            };
+            outcomes.push((target, outcome));
+        }
+        self.reply(|w| {
+            write_u64(&mut *w, outcomes.len() as u64)?;
+            for (target, outcome) in &outcomes {
+                self.write_result(w, &target.text, outcome)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The result for a derivation after the builds: its failure, or its
+    /// wanted outputs with their realisation ids.
+    fn derivation_outcome(
+        &self,
+        store: &LocalStore,
+        target: &Target,
+        summary: &Summary,
+        valid_before: &BTreeSet<StorePath>,
+    ) -> Result<Outcome, Step> {
+        if let Some((_, failure)) = summary.failures.iter().find(|(p, _)| *p == target.path) {
+            return Ok(Outcome {
+                status: result_status(failure.kind),
+                message: hermetic_store::error_chain(&failure.error),
+                non_deterministic: failure.kind
+                    == hermetic_build::goal::FailureKind::NotDeterministic,
+                ..Outcome::default()
+            });
+        }
+        let drv = store.read_derivation(&target.path).map_err(failed)?;
+        let hashes = drv
+            .hash_modulo(&self.layout.store_dir, true, &mut |p| store.drv_hashes(p))
+            .map_err(failed)?;
+        let built: BTreeMap<String, StorePath> = summary
+            .outputs
+            .get(&target.path)
+            .cloned()
+            .unwrap_or_default();
+        let outputs = built
+            .into_iter()
+            .filter(|(name, _)| target.outputs.as_ref().is_none_or(|w| w.contains(name)))
+            .filter_map(|(name, path)| {
+                let hash = hashes.get(&name)?;
+                Some((format!("{}!{name}", hash.to_prefixed_hex()), path))
+            })
+            .collect();
+        let already_valid = valid_before.contains(&target.path);
+        Ok(Outcome {
+            status: if already_valid { ALREADY_VALID } else { BUILT },
+            times_built: u64::from(!already_valid),
+            outputs,
+            ..Outcome::default()
+        })
+    }
+
+    /// A `BuildResult` as protocol 1.34 writes it: the path, the status,
+    /// the message, times built, non-determinism, start and stop times, the
+    /// realisations of the outputs.
+    fn write_result(
+        &self,
+        w: &mut dyn Write,
+        text: &str,
+        outcome: &Outcome,
+    ) -> std::io::Result<()> {
+        write_string(&mut *w, text)?;
+        write_u64(&mut *w, outcome.status)?;
+        write_string(&mut *w, &outcome.message)?;
+        write_u64(&mut *w, outcome.times_built)?;
+        write_u64(&mut *w, u64::from(outcome.non_deterministic))?;
+        write_u64(&mut *w, 0)?; // start time
+        write_u64(&mut *w, 0)?; // stop time
+        write_u64(&mut *w, outcome.outputs.len() as u64)?;
+        for (id, path) in &outcome.outputs {
+            write_string(&mut *w, id)?;
+            let realisation = serde_json::json!({
+                "id": id,
+                "outPath": path.base_name(),
+                "signatures": [],
+                "dependentRealisations": {},
+            });
+            write_string(&mut *w, &realisation.to_string())?;
+        }
+        Ok(())
+    }
+}
