@@ -101,21 +101,22 @@ impl Scene {
         let path = store
             .make_text_path("good.drv", &sha, &bad.references())
             .unwrap();
-        let file = self.forged_file();
-        let mut nar = Vec::new();
-        hermetic_store::nar::dump(Path::new(&file), &mut nar).unwrap();
-        let info = PathInfo {
-            path,
-            nar_hash: Hash::sha256(&nar),
-            nar_size: nar.len() as u64,
-            references: bad.references(),
-            deriver: None,
-            registration_time: 0,
-            ca: Some(format!("text:{}", sha.to_prefixed_base32())),
-            sigs: Vec::new(),
-            ultimate: false,
-        };
+        let (mut info, nar) = file_as(Path::new(&self.forged_file()), path);
+        info.references = bad.references();
+        info.ca = Some(format!("text:{}", sha.to_prefixed_base32()));
         (info, nar)
+    }
+
+    /// A trusted client puts a file saying `planted` at `printed`, with
+    /// signatures unchecked.
+    fn plant(&self, printed: &str) {
+        let planted = self.daemon.dir.path.join("planted");
+        std::fs::write(&planted, "planted\n").unwrap();
+        let path = hermetic_store::StoreDir::default().parse(printed).unwrap();
+        let (info, nar) = file_as(&planted, path);
+        RawClient::connect(&self.daemon)
+            .add_to_store_nar(&info, &nar, true)
+            .unwrap();
     }
 
     /// The good derivation builds to its own output, which holds `good`.
@@ -166,6 +167,25 @@ impl Scene {
         .unwrap();
         path
     }
+}
+
+/// A file's NAR, and the metadata of a path with that NAR and nothing
+/// else (no references, deriver or content address).
+fn file_as(file: &Path, path: StorePath) -> (PathInfo, Vec<u8>) {
+    let mut nar = Vec::new();
+    hermetic_store::nar::dump(file, &mut nar).unwrap();
+    let info = PathInfo {
+        path,
+        nar_hash: Hash::sha256(&nar),
+        nar_size: nar.len() as u64,
+        references: BTreeSet::new(),
+        deriver: None,
+        registration_time: 0,
+        ca: None,
+        sigs: Vec::new(),
+        ultimate: false,
+    };
+    (info, nar)
 }
 
 /// The steps of Nix's `tests/secure-drv-outputs.sh`, by a real
@@ -437,24 +457,7 @@ fn a_build_never_replaces_an_output_that_is_already_valid() {
         .expect("a dev output")
         .to_owned();
     // A trusted client puts other content at the dev output first.
-    let planted = scene.daemon.dir.path.join("planted");
-    std::fs::write(&planted, "planted\n").unwrap();
-    let mut nar = Vec::new();
-    hermetic_store::nar::dump(&planted, &mut nar).unwrap();
-    let info = PathInfo {
-        path: hermetic_store::StoreDir::default().parse(&dev).unwrap(),
-        nar_hash: Hash::sha256(&nar),
-        nar_size: nar.len() as u64,
-        references: BTreeSet::new(),
-        deriver: None,
-        registration_time: 0,
-        ca: None,
-        sigs: Vec::new(),
-        ultimate: false,
-    };
-    RawClient::connect(&scene.daemon)
-        .add_to_store_nar(&info, &nar, true)
-        .unwrap();
+    scene.plant(&dev);
     let out = as_user(
         &scene.nix,
         "root",
@@ -505,24 +508,7 @@ fn a_copy_racing_a_build_of_the_same_output_never_replaces_it() {
         assert!(started.elapsed() < Duration::from_secs(60), "no build");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let planted = scene.daemon.dir.path.join("planted");
-    std::fs::write(&planted, "planted\n").unwrap();
-    let mut nar = Vec::new();
-    hermetic_store::nar::dump(&planted, &mut nar).unwrap();
-    let info = PathInfo {
-        path: hermetic_store::StoreDir::default().parse(&out).unwrap(),
-        nar_hash: Hash::sha256(&nar),
-        nar_size: nar.len() as u64,
-        references: BTreeSet::new(),
-        deriver: None,
-        registration_time: 0,
-        ca: None,
-        sigs: Vec::new(),
-        ultimate: false,
-    };
-    RawClient::connect(&scene.daemon)
-        .add_to_store_nar(&info, &nar, true)
-        .unwrap();
+    scene.plant(&out);
     let built = build.wait_with_output().unwrap();
     assert!(built.status.success(), "{}", output_text(&built));
     assert_eq!(
