@@ -8,12 +8,12 @@
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::CString;
 use std::fs;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use hermetic_store::hash::{AnyHasher, HashingWriter};
+use hermetic_store::hash::HashingWriter;
 use hermetic_store::{Hash, HashAlgo, IngestionMethod, StorePath, nar};
 
 use crate::error::{BuildError, io_err};
@@ -156,28 +156,12 @@ pub fn fixed_output_hash(
     method: IngestionMethod,
     algo: HashAlgo,
 ) -> Result<Hash, BuildError> {
-    let mut hasher = AnyHasher::new(algo);
-    match method {
-        IngestionMethod::Flat => {
-            let meta = fs::symlink_metadata(path).map_err(io_err("inspect", path))?;
-            if !meta.is_file() || meta.mode() & 0o100 != 0 {
-                return Err(BuildError::FlatOutputNotAFile(printed.to_owned()));
-            }
-            let mut file = fs::File::open(path).map_err(io_err("read", path))?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf).map_err(io_err("read", path))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.write_all(&buf[..n]).expect("hashing never fails");
-            }
-        }
-        IngestionMethod::Recursive => {
-            let mut sink = BufWriter::new(&mut hasher);
-            nar::dump(path, &mut sink).map_err(hermetic_store::StoreError::from)?;
-            sink.flush().map_err(io_err("hash", path))?;
+    if method == IngestionMethod::Flat {
+        let meta = fs::symlink_metadata(path).map_err(io_err("inspect", path))?;
+        if !meta.is_file() || meta.mode() & 0o100 != 0 {
+            return Err(BuildError::FlatOutputNotAFile(printed.to_owned()));
         }
     }
-    Ok(hasher.finish())
+    hermetic_store::content_address::content_hash(path, method, algo)
+        .map_err(|e| hermetic_store::StoreError::from(e).into())
 }

@@ -86,6 +86,27 @@ pub enum StoreError {
         /// The derivation named as its deriver.
         drv: String,
     },
+    /// A content address that hermetic cannot read.
+    #[error("cannot add path '{path}': its content address '{ca}' is not one Nix writes")]
+    BadContentAddress {
+        /// The path.
+        path: String,
+        /// The content address.
+        ca: String,
+    },
+    /// A content address that names another path than the one it comes with.
+    #[error("cannot add path '{path}': its content address '{ca}' gives the path '{named}'")]
+    ContentAddressNamesAnotherPath {
+        /// The path.
+        path: String,
+        /// The content address.
+        ca: String,
+        /// The path the address gives.
+        named: String,
+    },
+    /// A content hash could not be computed.
+    #[error(transparent)]
+    ContentHash(#[from] crate::content_address::ContentHashError),
     /// A NAR could not be written or read.
     #[error(transparent)]
     Nar(#[from] NarError),

@@ -5,6 +5,7 @@
 
 pub mod base32;
 pub mod canonical;
+pub mod content_address;
 pub mod db;
 pub mod derivation;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod path;
 pub mod pending;
 pub mod signature;
 
+pub use content_address::ContentAddress;
 pub use db::PathInfo;
 pub use derivation::{Derivation, DerivationOutput};
 pub use error::StoreError;

@@ -14,6 +14,7 @@ use nix::fcntl::Flock;
 
 use crate::Derivation;
 use crate::canonical::{canonicalise, first_non_canonical};
+use crate::content_address::ContentAddress;
 use crate::db::{Db, PathInfo};
 use crate::derivation::DrvHashes;
 use crate::error::{StoreError, io_err};
@@ -202,35 +203,29 @@ impl LocalStore {
     }
 
     /// Whether `info`'s content address (`ca`) names its own path: such a
-    /// path needs no signature.
+    /// path needs no signature (its content is checked against the address
+    /// when it is imported).
     pub fn is_content_addressed(&self, info: &PathInfo) -> bool {
-        let Some(ca) = &info.ca else { return false };
-        let dir = &self.layout.store_dir;
-        let mut refs = info.references.clone();
-        let self_reference = refs.remove(&info.path);
-        let computed = if let Some(rest) = ca.strip_prefix("text:") {
-            Hash::parse(rest, None)
+        info.ca
+            .as_deref()
+            .and_then(ContentAddress::parse)
+            .and_then(|ca| {
+                ca.store_path(
+                    &self.layout.store_dir,
+                    info.path.name(),
+                    &info.references,
+                    &info.path,
+                )
                 .ok()
-                .and_then(|h| dir.make_text_path(info.path.name(), &h, &refs).ok())
-        } else if let Some(rest) = ca.strip_prefix("fixed:") {
-            let (method, rest) = match rest.strip_prefix("r:") {
-                Some(rest) => (IngestionMethod::Recursive, rest),
-                None => (IngestionMethod::Flat, rest),
-            };
-            Hash::parse(rest, None).ok().and_then(|h| {
-                dir.make_fixed_output_path(method, &h, info.path.name(), &refs, self_reference)
-                    .ok()
             })
-        } else {
-            None
-        };
-        computed.as_ref() == Some(&info.path)
+            .is_some_and(|named| named == info.path)
     }
 
     /// Imports a path with its metadata and its NAR (a copy from another
     /// store): with `trusted_keys`, it must be content-addressed or signed
     /// by one of them; the NAR's hash and size must be the announced ones;
-    /// its references must be valid. A path already valid is skipped (its
+    /// a content address must name the path and match the content, for
+    /// everyone; its references must be valid. A path already valid is skipped (its
     /// NAR read and dropped).
     pub fn import_nar(
         &mut self,
@@ -267,6 +262,9 @@ impl LocalStore {
                 specified: info.nar_size.to_string(),
                 got: size.to_string(),
             });
+        }
+        if info.ca.is_some() {
+            self.check_content_address(&info, pending.staging())?;
         }
         canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
         info.registration_time = now();
@@ -436,8 +434,9 @@ impl LocalStore {
     }
 
     /// Checks the store: every valid path exists, and with
-    /// `check_contents` its NAR hash and size are the registered ones and
-    /// it is canonical (read-only, mtime 1, owned by the store's owner).
+    /// `check_contents` its NAR hash and size are the registered ones, it
+    /// is canonical (read-only, mtime 1, owned by the store's owner), and
+    /// its content address, if it has one, names it and its content.
     pub fn verify(&self, check_contents: bool) -> Result<VerifyReport, StoreError> {
         let store_owner = fs::metadata(&self.layout.real_store_dir)
             .map_err(io_err("inspect", &self.layout.real_store_dir))?
@@ -479,6 +478,14 @@ impl LocalStore {
                 report
                     .problems
                     .push(format!("path '{printed}' is not canonical: {wrong}"));
+            } else if let Err(e) = self
+                .query_info(&path)
+                .and_then(|info| self.check_content_address(&info, &real))
+            {
+                report.problems.push(format!(
+                    "path '{printed}' does not match its content address: {}",
+                    error_chain(&e)
+                ));
             }
         }
         Ok(report)

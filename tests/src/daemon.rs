@@ -2,13 +2,14 @@
 //! clients run as any user against it, and a client that speaks the worker
 //! protocol by hand for what the stock client cannot be made to send.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hermetic_store::{PathInfo, StoreDir};
+use hermetic_store::{Hash, PathInfo, StoreDir, StorePath};
 
 use crate::nix_peer::NixPeer;
 use crate::{TempDir, hermetic};
@@ -363,4 +364,23 @@ pub fn running(marker: &str) -> bool {
         std::fs::read(e.path().join("cmdline"))
             .is_ok_and(|c| c.windows(marker.len()).any(|w| w == marker.as_bytes()))
     })
+}
+
+/// A file's NAR, and the metadata of a path with that NAR and nothing
+/// else (no references, deriver or content address).
+pub fn file_as(file: &Path, path: StorePath) -> (PathInfo, Vec<u8>) {
+    let mut nar = Vec::new();
+    hermetic_store::nar::dump(file, &mut nar).unwrap();
+    let info = PathInfo {
+        path,
+        nar_hash: Hash::sha256(&nar),
+        nar_size: nar.len() as u64,
+        references: BTreeSet::new(),
+        deriver: None,
+        registration_time: 0,
+        ca: None,
+        sigs: Vec::new(),
+        ultimate: false,
+    };
+    (info, nar)
 }

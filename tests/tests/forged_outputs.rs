@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hermetic_store::db::{Db, PathInfo, Registration};
 use hermetic_store::{Derivation, DerivationOutput, Hash, LocalStore, StoreLayout, StorePath};
-use hermetic_tests::daemon::{Daemon, RawClient, as_user, output_text, running};
+use hermetic_tests::daemon::{Daemon, RawClient, as_user, file_as, output_text, running};
 use hermetic_tests::nix_peer::NixPeer;
 use hermetic_tests::{TEST_USER, hermetic, root_or_skip, test_user_or_skip};
 
@@ -167,25 +167,6 @@ impl Scene {
         .unwrap();
         path
     }
-}
-
-/// A file's NAR, and the metadata of a path with that NAR and nothing
-/// else (no references, deriver or content address).
-fn file_as(file: &Path, path: StorePath) -> (PathInfo, Vec<u8>) {
-    let mut nar = Vec::new();
-    hermetic_store::nar::dump(file, &mut nar).unwrap();
-    let info = PathInfo {
-        path,
-        nar_hash: Hash::sha256(&nar),
-        nar_size: nar.len() as u64,
-        references: BTreeSet::new(),
-        deriver: None,
-        registration_time: 0,
-        ca: None,
-        sigs: Vec::new(),
-        ultimate: false,
-    };
-    (info, nar)
 }
 
 /// The steps of Nix's `tests/secure-drv-outputs.sh`, by a real

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::{LocalStore, error_chain};
 use crate::Derivation;
+use crate::content_address::ContentAddress;
 use crate::db::{PathInfo, Registration};
 use crate::derivation::{DrvCheckError, DrvHashes};
 use crate::error::{StoreError, io_err};
@@ -117,6 +118,42 @@ impl LocalStore {
                 source,
             }
         })
+    }
+
+    /// Checks a content address claimed for `info` (by whoever sent it)
+    /// against the content at `at`: it must be one Nix writes, name
+    /// `info`'s own path with its references, and hash the content to the
+    /// hash it names (Nix's `ca hash mismatch importing path`).
+    pub(super) fn check_content_address(
+        &self,
+        info: &PathInfo,
+        at: &Path,
+    ) -> Result<(), StoreError> {
+        let Some(text) = &info.ca else { return Ok(()) };
+        let store_dir = &self.layout.store_dir;
+        let printed = store_dir.print(&info.path);
+        let ca = ContentAddress::parse(text).ok_or_else(|| StoreError::BadContentAddress {
+            path: printed.clone(),
+            ca: text.clone(),
+        })?;
+        let named = ca.store_path(store_dir, info.path.name(), &info.references, &info.path)?;
+        if named != info.path {
+            return Err(StoreError::ContentAddressNamesAnotherPath {
+                path: printed,
+                ca: text.clone(),
+                named: store_dir.print(&named),
+            });
+        }
+        let got = ca.content_hash(at)?;
+        if &got != ca.hash() {
+            return Err(StoreError::ImportMismatch {
+                what: "ca hash",
+                path: printed,
+                specified: ca.hash().to_prefixed_base32(),
+                got: got.to_prefixed_base32(),
+            });
+        }
+        Ok(())
     }
 
     /// A path registered as built by `deriver`: when the deriver is valid
