@@ -80,11 +80,68 @@ impl Drop for Watch {
     }
 }
 
+/// The longest line kept whole: a longer one is passed on in pieces of
+/// this size, so that a builder printing without newlines holds a bounded
+/// amount of memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Splits a stream of bytes into lines, in time linear in its length (each
+/// byte is looked at once), holding at most [`MAX_LINE`] bytes of a line
+/// not finished yet.
+#[derive(Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Passes each line that `buf` completes to `line`, without its `\n`.
+    pub fn feed(
+        &mut self,
+        mut buf: &[u8],
+        line: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        while !buf.is_empty() {
+            let room = MAX_LINE - self.partial.len();
+            let window = &buf[..buf.len().min(room)];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    if self.partial.is_empty() {
+                        line(&window[..end])?;
+                    } else {
+                        self.partial.extend_from_slice(&window[..end]);
+                        let whole = std::mem::take(&mut self.partial);
+                        line(&whole)?;
+                    }
+                    buf = &buf[end + 1..];
+                }
+                None => {
+                    self.partial.extend_from_slice(window);
+                    buf = &buf[window.len()..];
+                    if self.partial.len() == MAX_LINE {
+                        let piece = std::mem::take(&mut self.partial);
+                        line(&piece)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes on what is left of a last line without a newline, if any.
+    pub fn finish(&mut self, line: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        if self.partial.is_empty() {
+            return Ok(());
+        }
+        let rest = std::mem::take(&mut self.partial);
+        line(&rest)
+    }
+}
+
 /// A writer that prefixes each line of `drv`'s builder and sends whole
 /// lines to everyone watching that build.
 pub struct PrefixedLines {
     prefix: String,
-    partial: Vec<u8>,
+    lines: LineSplitter,
     drv: StorePath,
 }
 
@@ -93,12 +150,13 @@ impl PrefixedLines {
     pub fn new(drv: &StorePath, name: &str) -> Self {
         Self {
             prefix: format!("{name}> "),
-            partial: Vec::new(),
+            lines: LineSplitter::default(),
             drv: drv.clone(),
         }
     }
 
-    fn emit(&mut self, line: &[u8]) -> io::Result<()> {
+    fn emit(&self, line: &[u8]) -> io::Result<()> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let mut text = Vec::with_capacity(self.prefix.len() + line.len() + 1);
         text.extend_from_slice(self.prefix.as_bytes());
         text.extend_from_slice(line);
@@ -122,14 +180,10 @@ impl PrefixedLines {
 
 impl Write for PrefixedLines {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.partial.extend_from_slice(buf);
-        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            let line = line.strip_suffix(b"\r").unwrap_or(line).to_vec();
-            self.emit(&line)?;
-        }
-        Ok(buf.len())
+        let mut lines = std::mem::take(&mut self.lines);
+        let fed = lines.feed(buf, &mut |line| self.emit(line));
+        self.lines = lines;
+        fed.map(|()| buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -139,9 +193,54 @@ impl Write for PrefixedLines {
 
 impl Drop for PrefixedLines {
     fn drop(&mut self) {
-        if !self.partial.is_empty() {
-            let line = std::mem::take(&mut self.partial);
-            let _ = self.emit(&line);
+        let mut lines = std::mem::take(&mut self.lines);
+        let _ = lines.finish(&mut |line| self.emit(line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        let mut splitter = LineSplitter::default();
+        for chunk in chunks {
+            splitter
+                .feed(chunk, &mut |l| {
+                    lines.push(l.to_vec());
+                    Ok(())
+                })
+                .unwrap();
         }
+        splitter
+            .finish(&mut |l| {
+                lines.push(l.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        lines
+    }
+
+    #[test]
+    fn lines_are_whole_across_writes_and_the_last_is_kept() {
+        let lines = split(&[b"a", b"b\nc\n\nd", b"e\nf"]);
+        let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        assert_eq!(lines, [&b"ab"[..], b"c", b"", b"de", b"f"]);
+    }
+
+    #[test]
+    fn a_line_without_newline_is_passed_on_in_bounded_pieces() {
+        // 40 MiB in 4 KiB writes: this took minutes when every write
+        // rescanned the unfinished line.
+        let chunk = vec![b'x'; 4096];
+        let chunks: Vec<&[u8]> = std::iter::repeat_n(chunk.as_slice(), 40 * 256)
+            .chain([&b"y\nz"[..]])
+            .collect();
+        let lines = split(&chunks);
+        assert_eq!(lines.len(), 42);
+        assert!(lines[..40].iter().all(|l| l.len() == MAX_LINE));
+        assert_eq!(lines[40], b"y");
+        assert_eq!(lines[41], b"z");
     }
 }

@@ -110,7 +110,7 @@ impl Connection {
         let to = self.to.clone();
         let log: hermetic_build::log::SharedLog = Arc::new(Mutex::new(ClientLog {
             to: to.clone(),
-            partial: Vec::new(),
+            lines: Default::default(),
         }));
         let mut store = self.store()?;
         let outcome = self.while_watching_hangup(|cancel| {
@@ -217,7 +217,7 @@ impl Connection {
         let to = self.to.clone();
         let log: hermetic_build::log::SharedLog = Arc::new(Mutex::new(ClientLog {
             to: to.clone(),
-            partial: Vec::new(),
+            lines: Default::default(),
         }));
         let progress = move |line: String| {
             let mut w = lock(&to);
@@ -318,18 +318,16 @@ pub(super) fn result_status(kind: hermetic_build::goal::FailureKind) -> u64 {
 /// Builders' log lines, sent to the client as they come.
 struct ClientLog {
     to: ClientWriter,
-    partial: Vec<u8>,
+    lines: hermetic_build::log::LineSplitter,
 }
 
 impl Write for ClientLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.partial.extend_from_slice(buf);
-        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            let mut w = lock(&self.to);
-            send_log(&mut *w, &text)?;
-        }
+        let to = &self.to;
+        self.lines.feed(buf, &mut |line| {
+            let mut w = lock(to);
+            send_log(&mut *w, &String::from_utf8_lossy(line))
+        })?;
         Ok(buf.len())
     }
 
