@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use hermetic_runtime::SandboxPath;
 use hermetic_runtime::settings::Settings;
+use hermetic_runtime::{SandboxPath, normalize_target};
 use hermetic_store::{Derivation, LocalStore, StorePath};
 
 use crate::attrs::Attrs;
@@ -95,20 +95,29 @@ pub fn impure_host_deps(
     settings: &Settings,
     printed: &str,
 ) -> Result<Vec<SandboxPath>, BuildError> {
+    // Compared, and bound, with `.`, `..` and repeated slashes resolved
+    // lexically (as Nix's canonPath; symlinks are not followed, so nothing
+    // is learnt of paths the user cannot see): `/usr/share/../../etc` is
+    // `/etc`, not a path under `/usr/share`.
+    let allowed: Vec<PathBuf> = settings
+        .allowed_impure_host_deps
+        .iter()
+        .filter_map(|prefix| normalize_target(Path::new(prefix)).ok())
+        .collect();
     let mut paths = Vec::new();
     for path in attrs.strings("__impureHostDeps") {
-        let allowed = settings.allowed_impure_host_deps.iter().any(|prefix| {
-            path == *prefix || path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
-        });
-        if !allowed {
+        let normal = normalize_target(Path::new(&path))
+            .ok()
+            .filter(|normal| allowed.iter().any(|prefix| normal.starts_with(prefix)));
+        let Some(normal) = normal else {
             return Err(BuildError::ImpureHostDep {
                 drv: printed.to_owned(),
                 path,
             });
-        }
+        };
         paths.push(SandboxPath {
-            target: PathBuf::from(&path),
-            source: PathBuf::from(&path),
+            target: normal.clone(),
+            source: normal,
             optional: true,
         });
     }

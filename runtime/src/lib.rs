@@ -29,7 +29,7 @@ mod supervise;
 mod terminal;
 
 pub use error::SandboxError;
-pub use hermetic_mountplan::{MountPlan, SandboxPath, SandboxPathError, Step};
+pub use hermetic_mountplan::{MountPlan, SandboxPath, SandboxPathError, Step, normalize_target};
 pub use hermetic_netns::Network;
 pub use hermetic_netns::pasta::resolv_conf as pasta_resolv_conf;
 pub use identity::Identity;
