@@ -167,10 +167,7 @@ pub fn run_stdio(
     layout: StoreLayout,
     settings: Settings,
 ) -> Result<(), crate::connection::ConnectionError> {
-    let peer = Peer::of_ids(
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
-    );
+    let peer = Peer::of_process().map_err(crate::connection::ConnectionError::Io)?;
     serve(
         layout,
         settings,

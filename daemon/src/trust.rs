@@ -11,44 +11,56 @@ use hermetic_runtime::settings::Settings;
 pub struct Peer {
     /// Its uid.
     pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Its supplementary gids, as the process holds them.
+    pub gids: Vec<u32>,
     /// Its user name (the uid in decimal when it has none).
     pub user: String,
     /// Its primary group's name (the gid in decimal when it has none).
     pub group: String,
-    /// Its supplementary groups' names.
+    /// Its supplementary groups' names (those that have one).
     pub groups: Vec<String>,
 }
 
 impl Peer {
-    /// The peer of a Unix socket, from `SO_PEERCRED` and the user database.
+    /// The peer of a Unix socket: its ids from `SO_PEERCRED`, and the
+    /// supplementary groups it really held when it connected
+    /// (`SO_PEERGROUPS`), not those the group database lists for its user.
     pub fn of_socket(fd: &impl std::os::fd::AsFd) -> std::io::Result<Peer> {
         let creds = nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)?;
-        Ok(Self::of_ids(creds.uid(), creds.gid()))
+        let gids = hermetic_namespaces::sys::peer_groups(fd.as_fd())?;
+        Ok(Self::of_ids(creds.uid(), creds.gid(), gids))
     }
 
-    /// The peer with these ids.
-    pub fn of_ids(uid: u32, gid: u32) -> Peer {
+    /// This process, as the client of `--stdio`: its own ids and groups.
+    pub fn of_process() -> std::io::Result<Peer> {
+        let gids = nix::unistd::getgroups()?;
+        Ok(Self::of_ids(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+            gids.into_iter().map(|g| g.as_raw()).collect(),
+        ))
+    }
+
+    /// The peer with these ids, named from the user database.
+    pub fn of_ids(uid: u32, gid: u32, gids: Vec<u32>) -> Peer {
         use nix::unistd::{Gid, Group, Uid, User};
-        let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
-        let name = user
-            .as_ref()
-            .map_or_else(|| uid.to_string(), |u| u.name.clone());
-        let group = Group::from_gid(Gid::from_raw(gid))
+        let user = User::from_uid(Uid::from_raw(uid))
             .ok()
             .flatten()
-            .map_or_else(|| gid.to_string(), |g| g.name);
-        let groups = user
-            .and_then(|u| {
-                let c_name = std::ffi::CString::new(u.name).ok()?;
-                nix::unistd::getgrouplist(&c_name, Gid::from_raw(gid)).ok()
-            })
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|g| Group::from_gid(g).ok().flatten().map(|g| g.name))
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        let name_of = |gid: u32| Group::from_gid(Gid::from_raw(gid)).ok().flatten();
+        let group = name_of(gid).map_or_else(|| gid.to_string(), |g| g.name);
+        let groups = gids
+            .iter()
+            .filter_map(|g| name_of(*g).map(|g| g.name))
             .collect();
         Peer {
             uid,
-            user: name,
+            gid,
+            gids,
+            user,
             group,
             groups,
         }
@@ -92,17 +104,33 @@ pub enum Refused {
         /// The build-users group.
         group: String,
     },
+    /// A uid of the range `auto-allocate-uids` gives builds.
+    #[error(
+        "the user '{user}' is not allowed to connect to the Nix daemon as its uid {uid} is one of those the sandboxed builds run as (auto-allocate-uids)"
+    )]
+    BuildUid {
+        /// The user.
+        user: String,
+        /// Its uid.
+        uid: u32,
+    },
 }
 
 /// Decides whether `peer` may connect, and whether it is trusted.
 pub fn admit(settings: &Settings, peer: &Peer) -> Result<bool, Refused> {
     let build_group = &settings.build_users_group;
-    if !build_group.is_empty()
-        && (peer.group == *build_group || peer.groups.iter().any(|g| g == build_group))
-    {
+    if !build_group.is_empty() && is_build_user(build_group, peer) {
         return Err(Refused::BuildUser {
             user: peer.user.clone(),
             group: build_group.clone(),
+        });
+    }
+    let auto =
+        u64::from(settings.start_id)..u64::from(settings.start_id) + u64::from(settings.id_count);
+    if settings.auto_allocate_uids && auto.contains(&u64::from(peer.uid)) {
+        return Err(Refused::BuildUid {
+            user: peer.user.clone(),
+            uid: peer.uid,
         });
     }
     let trusted = peer.matches(&settings.trusted_users);
@@ -110,6 +138,27 @@ pub fn admit(settings: &Settings, peer: &Peer) -> Result<bool, Refused> {
         return Err(Refused::NotAllowed(peer.user.clone()));
     }
     Ok(trusted)
+}
+
+/// Whether the peer is one of the build users of `build_group`, or holds
+/// that group: by name, by gid (primary or supplementary, as the process
+/// holds them), or by uid (a member of the group).
+fn is_build_user(build_group: &str, peer: &Peer) -> bool {
+    if peer.group == build_group || peer.groups.iter().any(|g| g == build_group) {
+        return true;
+    }
+    let Some(group) = nix::unistd::Group::from_name(build_group).ok().flatten() else {
+        return false;
+    };
+    let gid = group.gid.as_raw();
+    peer.gid == gid
+        || peer.gids.contains(&gid)
+        || group.mem.iter().any(|member| {
+            nix::unistd::User::from_name(member)
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.uid.as_raw() == peer.uid)
+        })
 }
 
 /// Settings that make the daemon run a command as root, or choose who
@@ -180,6 +229,8 @@ mod tests {
     fn peer(user: &str, group: &str, groups: &[&str]) -> Peer {
         Peer {
             uid: 1234,
+            gid: 1234,
+            gids: Vec::new(),
             user: user.into(),
             group: group.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -208,6 +259,26 @@ mod tests {
             "the user 'nixbld1' is not allowed to connect to the Nix daemon as its group is 'nixbld', \
              which is the group of users running the sandboxed builds."
         );
+    }
+
+    #[test]
+    fn uids_builds_run_as_may_not_connect() {
+        let mut s = Settings::for_caller();
+        s.build_users_group = String::new();
+        s.auto_allocate_uids = true;
+        s.start_id = 1000;
+        s.id_count = 500;
+        let mut p = peer("builder", "users", &[]);
+        p.uid = 1234;
+        assert_eq!(
+            admit(&s, &p),
+            Err(Refused::BuildUid {
+                user: "builder".into(),
+                uid: 1234
+            })
+        );
+        p.uid = 1500;
+        assert_eq!(admit(&s, &p), Ok(false));
     }
 
     #[test]

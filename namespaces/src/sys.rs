@@ -449,3 +449,34 @@ pub fn remove_xattr(path: &CStr, name: &CStr) -> Result<(), Errno> {
     let result = unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) };
     Errno::result(result).map(drop)
 }
+
+/// The supplementary groups a Unix socket's peer had when it connected
+/// (`SO_PEERGROUPS`, Linux 4.13 and later): its real groups, whatever the
+/// group database says of its user.
+pub fn peer_groups(fd: BorrowedFd<'_>) -> Result<Vec<u32>, Errno> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the pointer and length describe `groups`, which outlives
+        // the call; the kernel writes at most `len` bytes and sets `len`.
+        let result = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if result == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        match Errno::last() {
+            // The kernel says how many there are: make room and ask again.
+            Errno::ERANGE if count > groups.len() => groups.resize(count, 0),
+            errno => return Err(errno),
+        }
+    }
+}

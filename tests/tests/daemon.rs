@@ -857,3 +857,70 @@ fn stdio_serves_one_client_on_stdin_and_stdout() {
         "the daemon ends with its client"
     );
 }
+
+/// Admission looks at the groups the connecting process really holds, and
+/// at its uid: a process of an ordinary user holding `nixbld` as a
+/// supplementary group, and a build user's uid with other groups, are both
+/// refused.
+#[test]
+fn a_process_holding_the_build_group_or_a_build_uid_is_refused() {
+    let test = "a_process_holding_the_build_group_or_a_build_uid_is_refused";
+    if !test_user_or_skip(test) {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-real-groups", "");
+    let nixbld = nix::unistd::Group::from_name("nixbld").unwrap().unwrap();
+    let ordinary = nix::unistd::User::from_name(TEST_USER).unwrap().unwrap();
+    let builder = nix::unistd::User::from_name("nixbld1").unwrap().unwrap();
+    let query = |uid: u32, gid: u32, groups: &str| {
+        Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg(format!("--groups={groups}"))
+            .arg("--reset-env")
+            .arg("env")
+            .arg("HOME=/var/empty")
+            .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
+            .args([
+                "nix-store",
+                "--store",
+                &daemon.url(),
+                "-q",
+                "--hash",
+                "/nix/store/00000000000000000000000000000000-x",
+            ])
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    let refusal = |user: &str| {
+        format!(
+            "the user '{user}' is not allowed to connect to the Nix daemon as its group is 'nixbld', which is the group of users running the sandboxed builds."
+        )
+    };
+    // The ordinary user with its own groups only: let in (the path is just
+    // not valid).
+    let out = query(
+        ordinary.uid.as_raw(),
+        ordinary.gid.as_raw(),
+        &ordinary.gid.to_string(),
+    );
+    assert!(
+        !text(&out).contains("not allowed to connect"),
+        "{}",
+        text(&out)
+    );
+    // The same user's process holding nixbld, which the group database does
+    // not give that user.
+    let groups = format!("{},{}", ordinary.gid, nixbld.gid);
+    let out = query(ordinary.uid.as_raw(), ordinary.gid.as_raw(), &groups);
+    assert!(text(&out).contains(&refusal(TEST_USER)), "{}", text(&out));
+    // A build user's uid that shed the group.
+    let out = query(
+        builder.uid.as_raw(),
+        ordinary.gid.as_raw(),
+        &ordinary.gid.to_string(),
+    );
+    assert!(text(&out).contains(&refusal("nixbld1")), "{}", text(&out));
+}
