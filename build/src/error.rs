@@ -59,6 +59,16 @@ pub enum BuildError {
     /// B86: a device, socket or fifo in an output.
     #[error("file '{0}' has an unsupported type")]
     UnsupportedType(String),
+    /// Directories nested deeper than a NAR allows.
+    #[error(
+        "output path '{path}' has directories nested deeper than {limit}, the most a store path may have"
+    )]
+    TooDeep {
+        /// Where the limit was passed.
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
     /// B86: a file not owned by the build user (a hard link to a foreign file).
     #[error("invalid ownership on file '{0}'")]
     InvalidOwnership(String),

@@ -61,12 +61,29 @@ pub fn check_root(
 
 /// Walks an output (B86): only regular files, directories and symlinks,
 /// each owned by the builder unless its inode was seen already in this
-/// build; strips extended attributes but Nix's ignored ones.
+/// build; strips extended attributes but Nix's ignored ones. Directories
+/// may nest at most as deep as a NAR may ([`nar::MAX_DEPTH`]): the walks
+/// that follow (and every store that copies the output) stop there.
 pub fn check_tree(
     path: &Path,
     builder: BuilderIds,
     seen: &mut HashSet<(u64, u64)>,
 ) -> Result<(), BuildError> {
+    check_tree_at(path, builder, seen, 0)
+}
+
+fn check_tree_at(
+    path: &Path,
+    builder: BuilderIds,
+    seen: &mut HashSet<(u64, u64)>,
+    depth: usize,
+) -> Result<(), BuildError> {
+    if depth > nar::MAX_DEPTH {
+        return Err(BuildError::TooDeep {
+            path: path.display().to_string(),
+            limit: nar::MAX_DEPTH,
+        });
+    }
     let meta = fs::symlink_metadata(path).map_err(io_err("inspect", path))?;
     let kind = meta.file_type();
     if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
@@ -80,7 +97,7 @@ pub fn check_tree(
     if kind.is_dir() {
         for entry in fs::read_dir(path).map_err(io_err("read directory", path))? {
             let entry = entry.map_err(io_err("read directory", path))?;
-            check_tree(&entry.path(), builder, seen)?;
+            check_tree_at(&entry.path(), builder, seen, depth + 1)?;
         }
     }
     Ok(())

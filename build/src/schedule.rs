@@ -65,6 +65,16 @@ struct Node {
     check: bool,
 }
 
+/// The stack a thread that builds gets: the walks of an output recurse
+/// once per directory level, up to a NAR's depth limit, which the 2 MiB
+/// threads get by default do not always hold (unoptimised builds).
+pub const BUILD_THREAD_STACK: usize = 32 << 20;
+
+/// A thread that builds, with [`BUILD_THREAD_STACK`].
+pub fn build_thread() -> std::thread::Builder {
+    std::thread::Builder::new().stack_size(BUILD_THREAD_STACK)
+}
+
 fn cancelled(cancel: Option<BorrowedFd<'_>>) -> bool {
     let Some(fd) = cancel else { return false };
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
@@ -182,11 +192,12 @@ pub fn build_all(
                     }
                 ));
                 let tx = tx.clone();
+                let refused = (tx.clone(), path.clone());
                 let node = &nodes[&path];
                 let goal_drv = node.drv.clone();
                 let check = node.check;
                 let log = log.clone();
-                scope.spawn(move || {
+                let spawned = build_thread().spawn_scoped(scope, move || {
                     let result = (|| {
                         let mut store = LocalStore::open(layout.clone())?;
                         let goal = Goal {
@@ -201,6 +212,17 @@ pub fn build_all(
                     })();
                     let _ = tx.send((path, result));
                 });
+                if let Err(e) = spawned {
+                    // No thread to be had: this build fails, the daemon
+                    // and the other builds go on.
+                    let (tx, path) = refused;
+                    let error = BuildError::Io {
+                        op: "start a thread to build",
+                        path: layout.store_dir.print(&path),
+                        source: e,
+                    };
+                    let _ = tx.send((path, Err(error.into())));
+                }
                 progressed = true;
             }
             if running == 0 && !progressed {

@@ -120,7 +120,10 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     .insert(id, (clone, lifecycle.clone()));
             }
             let (layout, settings, clients) = (layout.clone(), settings.clone(), &clients);
-            scope.spawn(move || {
+            // A connection may build inline (BuildDerivation): it gets a
+            // build's stack. No thread to be had: the client is dropped,
+            // the daemon goes on.
+            let spawned = hermetic_build::schedule::build_thread().spawn_scoped(scope, move || {
                 let writer = match stream.try_clone() {
                     Ok(writer) => writer,
                     Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
@@ -145,6 +148,13 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
             });
+            if let Err(e) = spawned {
+                tracing::warn!("no thread for a client, which is dropped: {e}");
+                clients
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+            }
         }
         drop(listener);
         let _ = std::fs::remove_file(socket);

@@ -17,6 +17,7 @@ pub mod nar;
 pub mod path;
 pub mod pending;
 pub mod signature;
+pub mod tree;
 
 pub use content_address::ContentAddress;
 pub use db::PathInfo;

@@ -131,32 +131,10 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Removes a file or a directory tree, making read-only directories
-/// writable first; a missing path is fine.
+/// Removes a file or a directory tree, by descriptors and at any depth (see
+/// [`crate::tree`]); a missing path is fine.
 pub fn remove_any(path: &Path) -> Result<(), StoreError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("inspect", path)(e)),
-    };
-    if meta.is_dir() {
-        make_writable(path)?;
-        fs::remove_dir_all(path).map_err(io_err("remove", path))
-    } else {
-        fs::remove_file(path).map_err(io_err("remove", path))
-    }
-}
-
-fn make_writable(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))?;
-    for entry in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
-        let entry = entry.map_err(io_err("read directory", dir))?;
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            make_writable(&entry.path())?;
-        }
-    }
-    Ok(())
+    crate::tree::remove_tree(path)
 }
 
 /// What a dead installer left, read from its record.
