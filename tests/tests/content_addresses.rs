@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use hermetic_store::content_address::content_hash;
-use hermetic_store::db::{Db, Registration};
-use hermetic_store::{Hash, HashAlgo, IngestionMethod, PathInfo, StoreDir, StoreLayout, StorePath};
+use hermetic_store::{Hash, HashAlgo, IngestionMethod, PathInfo, StoreDir, StorePath};
 use hermetic_tests::daemon::{Daemon, RawClient, file_as, output_text};
 use hermetic_tests::nix_peer::NixPeer;
 use hermetic_tests::{hermetic, root_or_skip};
@@ -186,21 +185,7 @@ fn verify_reports_content_that_is_not_its_content_address() {
     let daemon = Daemon::start("ca-verify", "");
     let (path, ca) = address_of(&daemon, "genuine\n", IngestionMethod::Flat);
     let (info, nar) = copy_of(&daemon, "planted\n", path, ca);
-    let layout = StoreLayout::under_root(&daemon.root());
-    let real = layout.real_path(&info.path);
-    hermetic_store::nar::parse(
-        &nar[..],
-        &mut hermetic_store::nar::RestoreSink::new(real.clone()),
-    )
-    .unwrap();
-    hermetic_store::canonical::canonicalise(&real, 0, 0).unwrap();
-    let mut db = Db::open(&layout.db_dir(), layout.store_dir.clone()).unwrap();
-    db.register_all(&[Registration {
-        info,
-        drv_outputs: Vec::new(),
-    }])
-    .unwrap();
-    drop(db);
+    daemon.register_unchecked(info, &nar);
     let out = std::process::Command::new(hermetic())
         .arg("--store")
         .arg(daemon.root())

@@ -175,25 +175,13 @@ fn users_outside_allowed_users_and_build_users_are_refused() {
     );
     // A build user (a member of build-users-group) is refused (Lix's text).
     let user = nix::unistd::User::from_name("nixbld1").unwrap().unwrap();
-    let out = Command::new("setpriv")
-        .arg(format!("--reuid={}", user.uid))
-        .arg(format!("--regid={}", user.gid))
-        .arg("--init-groups")
-        .arg("--reset-env")
-        .arg("env")
-        .arg("HOME=/var/empty")
-        .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
-        .args([
-            "nix-store",
-            "--store",
-            &daemon.url(),
-            "-q",
-            "--hash",
-            "/nix/store/00000000000000000000000000000000-x",
-        ])
-        .current_dir("/")
-        .output()
-        .unwrap();
+    let out = query_hash_as(
+        &nix,
+        &daemon,
+        user.uid.as_raw(),
+        user.gid.as_raw(),
+        "--init-groups",
+    );
     assert!(
         text(&out).contains(
             "the user 'nixbld1' is not allowed to connect to the Nix daemon as its group is 'nixbld', which is the group of users running the sandboxed builds."
@@ -874,25 +862,7 @@ fn a_process_holding_the_build_group_or_a_build_uid_is_refused() {
     let ordinary = nix::unistd::User::from_name(TEST_USER).unwrap().unwrap();
     let builder = nix::unistd::User::from_name("nixbld1").unwrap().unwrap();
     let query = |uid: u32, gid: u32, groups: &str| {
-        Command::new("setpriv")
-            .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={gid}"))
-            .arg(format!("--groups={groups}"))
-            .arg("--reset-env")
-            .arg("env")
-            .arg("HOME=/var/empty")
-            .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
-            .args([
-                "nix-store",
-                "--store",
-                &daemon.url(),
-                "-q",
-                "--hash",
-                "/nix/store/00000000000000000000000000000000-x",
-            ])
-            .current_dir("/")
-            .output()
-            .unwrap()
+        query_hash_as(&nix, &daemon, uid, gid, &format!("--groups={groups}"))
     };
     let refusal = |user: &str| {
         format!(
@@ -923,4 +893,35 @@ fn a_process_holding_the_build_group_or_a_build_uid_is_refused() {
         &ordinary.gid.to_string(),
     );
     assert!(text(&out).contains(&refusal("nixbld1")), "{}", text(&out));
+}
+
+/// `nix-store -q --hash` of a path that does not exist, through the daemon,
+/// as `uid`:`gid` with setpriv's `groups` option (`--init-groups`,
+/// `--groups=…`): what the daemon says to that process.
+fn query_hash_as(
+    nix: &NixPeer,
+    daemon: &Daemon,
+    uid: u32,
+    gid: u32,
+    groups: &str,
+) -> std::process::Output {
+    Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg(groups)
+        .arg("--reset-env")
+        .arg("env")
+        .arg("HOME=/var/empty")
+        .arg(format!("NIX_CONF_DIR={}", nix.conf_dir().display()))
+        .args([
+            "nix-store",
+            "--store",
+            &daemon.url(),
+            "-q",
+            "--hash",
+            "/nix/store/00000000000000000000000000000000-x",
+        ])
+        .current_dir("/")
+        .output()
+        .unwrap()
 }

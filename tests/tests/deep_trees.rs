@@ -3,7 +3,7 @@
 //! store unusable (issue 14, point 3): the build's staging is removed all
 //! the same, no pending record stays, and the next builds work.
 
-use hermetic_tests::daemon::{Daemon, as_user, output_text};
+use hermetic_tests::daemon::{Daemon, output_text};
 use hermetic_tests::nix_peer::NixPeer;
 use hermetic_tests::{TEST_USER, test_user_or_skip};
 
@@ -27,18 +27,7 @@ fn a_tree_deeper_than_a_path_can_name_never_blocks_the_store() {
         return;
     };
     let daemon = Daemon::start("deep-trees", "");
-    let url = daemon.url();
-    let build = |name: &str, expr: String| {
-        let file = daemon.dir.path.join(format!("{name}.nix"));
-        std::fs::write(&file, expr).unwrap();
-        hermetic_tests::set_mode(&file, 0o644);
-        as_user(
-            &nix,
-            TEST_USER,
-            "nix-build",
-            &["--store", &url, file.to_str().unwrap(), "--no-out-link"],
-        )
-    };
+    let build = |name: &str, expr: String| daemon.nix_build_as(&nix, TEST_USER, name, &expr);
     // In the build directory, deeper than a path can name, then failing.
     let out = build(
         "deep-build",

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hermetic_store::db::{Db, PathInfo, Registration};
+use hermetic_store::db::PathInfo;
 use hermetic_store::{Derivation, DerivationOutput, Hash, LocalStore, StoreLayout, StorePath};
 use hermetic_tests::daemon::{Daemon, RawClient, as_user, file_as, output_text, running};
 use hermetic_tests::nix_peer::NixPeer;
@@ -150,21 +150,8 @@ impl Scene {
     /// written before this fix (or by a careless tool) may hold it.
     fn register_forged_unchecked(&self) -> StorePath {
         let (info, nar) = self.forged_path_info();
-        let layout = StoreLayout::under_root(&self.daemon.root());
-        let real = layout.real_path(&info.path);
-        hermetic_store::nar::parse(
-            &nar[..],
-            &mut hermetic_store::nar::RestoreSink::new(real.clone()),
-        )
-        .unwrap();
-        hermetic_tests::set_mode(&real, 0o444);
-        let mut db = Db::open(&layout.db_dir(), layout.store_dir.clone()).unwrap();
         let path = info.path.clone();
-        db.register_all(&[Registration {
-            info,
-            drv_outputs: Vec::new(),
-        }])
-        .unwrap();
+        self.daemon.register_unchecked(info, &nar);
         path
     }
 }

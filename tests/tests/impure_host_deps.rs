@@ -3,7 +3,7 @@
 //! unprivileged user's derivation cannot climb out of an allowed prefix to
 //! bind any host directory into its sandbox.
 
-use hermetic_tests::daemon::{Daemon, as_user, output_text};
+use hermetic_tests::daemon::{Daemon, output_text};
 use hermetic_tests::nix_peer::NixPeer;
 use hermetic_tests::{TEST_USER, test_user_or_skip};
 
@@ -28,17 +28,9 @@ fn impure_host_deps_cannot_climb_out_of_an_allowed_prefix() {
         return;
     };
     let daemon = Daemon::start("impure-deps", "allowed-impure-host-deps = /usr/share");
-    let url = daemon.url();
     let build = |dep: &str| {
-        let file = daemon.dir.path.join(format!("impure-{}.nix", dep.len()));
-        std::fs::write(&file, probe(dep)).unwrap();
-        hermetic_tests::set_mode(&file, 0o644);
-        as_user(
-            &nix,
-            TEST_USER,
-            "nix-build",
-            &["--store", &url, file.to_str().unwrap(), "--no-out-link"],
-        )
+        let name = format!("impure-{}", dep.len());
+        daemon.nix_build_as(&nix, TEST_USER, &name, &probe(dep))
     };
     let escape = "/usr/share/../../etc";
     let out = build(escape);
