@@ -155,13 +155,14 @@ impl PrefixedLines {
         }
     }
 
-    fn emit(&self, line: &[u8]) -> io::Result<()> {
+    /// Sends one line of `drv`'s builder, prefixed, to its watchers.
+    fn emit(prefix: &str, drv: &StorePath, line: &[u8]) -> io::Result<()> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut text = Vec::with_capacity(self.prefix.len() + line.len() + 1);
-        text.extend_from_slice(self.prefix.as_bytes());
+        let mut text = Vec::with_capacity(prefix.len() + line.len() + 1);
+        text.extend_from_slice(prefix.as_bytes());
         text.extend_from_slice(line);
         text.push(b'\n');
-        let Some(watched) = registry().get(&self.drv).cloned() else {
+        let Some(watched) = registry().get(drv).cloned() else {
             return Ok(());
         };
         let mut watched = lock(&watched);
@@ -180,10 +181,10 @@ impl PrefixedLines {
 
 impl Write for PrefixedLines {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut lines = std::mem::take(&mut self.lines);
-        let fed = lines.feed(buf, &mut |line| self.emit(line));
-        self.lines = lines;
-        fed.map(|()| buf.len())
+        let (prefix, drv) = (&self.prefix, &self.drv);
+        self.lines
+            .feed(buf, &mut |line| Self::emit(prefix, drv, line))
+            .map(|()| buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -193,8 +194,8 @@ impl Write for PrefixedLines {
 
 impl Drop for PrefixedLines {
     fn drop(&mut self) {
-        let mut lines = std::mem::take(&mut self.lines);
-        let _ = lines.finish(&mut |line| self.emit(line));
+        let (prefix, drv) = (&self.prefix, &self.drv);
+        let _ = self.lines.finish(&mut |line| Self::emit(prefix, drv, line));
     }
 }
 

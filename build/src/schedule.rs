@@ -96,14 +96,7 @@ fn plan(
     // Its output paths are recomputed, never taken on its word, however it
     // got into the store.
     let drv = store.read_checked_derivation(path)?;
-    let mut missing = check;
-    for output in drv.outputs.values() {
-        match output.path() {
-            Some(p) if store.is_valid(p)? => {}
-            _ => missing = true,
-        }
-    }
-    if !missing {
+    if !check && store.outputs_valid(&drv)? {
         return Ok(false);
     }
     let mut deps = BTreeSet::new();

@@ -112,6 +112,17 @@ impl LocalStore {
             .ok_or_else(|| StoreError::NotValid(self.layout.store_dir.print(path)))
     }
 
+    /// Whether every output of `drv` has a path and that path is valid.
+    pub fn outputs_valid(&self, drv: &Derivation) -> Result<bool, StoreError> {
+        for output in drv.outputs.values() {
+            match output.path() {
+                Some(path) if self.is_valid(path)? => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
     /// The outputs registered for a derivation.
     pub fn derivation_outputs(
         &self,

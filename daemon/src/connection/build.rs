@@ -108,10 +108,7 @@ impl Connection {
             )));
         };
         let to = self.to.clone();
-        let log: hermetic_build::log::SharedLog = Arc::new(Mutex::new(ClientLog {
-            to: to.clone(),
-            lines: Default::default(),
-        }));
+        let log = self.client_log();
         let mut store = self.store()?;
         let outcome = self.while_watching_hangup(|cancel| {
             let goal = Goal {
@@ -159,14 +156,7 @@ impl Connection {
                 continue;
             }
             let drv = store.read_derivation(&drv_path).map_err(failed)?;
-            let mut missing = false;
-            for output in drv.outputs.values() {
-                match output.path() {
-                    Some(p) if store.is_valid(p).map_err(failed)? => {}
-                    _ => missing = true,
-                }
-            }
-            if missing {
+            if !store.outputs_valid(&drv).map_err(failed)? {
                 queue.extend(drv.input_drvs.keys().cloned());
                 will_build.insert(drv_path);
             }
@@ -215,10 +205,7 @@ impl Connection {
         check: bool,
     ) -> Result<hermetic_build::schedule::Summary, Step> {
         let to = self.to.clone();
-        let log: hermetic_build::log::SharedLog = Arc::new(Mutex::new(ClientLog {
-            to: to.clone(),
-            lines: Default::default(),
-        }));
+        let log = self.client_log();
         let progress = move |line: String| {
             let mut w = lock(&to);
             let _ = send_log(&mut *w, &line);
@@ -235,6 +222,14 @@ impl Connection {
             )
         })
         .map_err(failed)
+    }
+
+    /// A log that sends builders' lines to this client as they come.
+    fn client_log(&self) -> hermetic_build::log::SharedLog {
+        Arc::new(Mutex::new(ClientLog {
+            to: self.to.clone(),
+            lines: Default::default(),
+        }))
     }
 
     /// Runs `work` with a descriptor that becomes readable if the client

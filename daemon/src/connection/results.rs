@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
 use hermetic_build::schedule::Summary;
-use hermetic_store::{LocalStore, StorePath};
+use hermetic_store::{Derivation, LocalStore, StorePath};
 
 use super::build::result_status;
 use super::{Connection, Step, failed};
@@ -60,29 +60,22 @@ impl Connection {
             });
         }
         let store = self.store()?;
-        let mut drvs = Vec::new();
-        let mut valid_before = BTreeSet::new();
+        // Each derivation asked for, and whether its outputs were all valid
+        // before the builds.
+        let mut drvs = BTreeMap::new();
         for target in targets.iter().filter(|t| t.path.is_derivation()) {
             let drv = store.read_derivation(&target.path).map_err(failed)?;
-            let mut all_valid = true;
-            for output in drv.outputs.values() {
-                all_valid &= match output.path() {
-                    Some(path) => store.is_valid(path).map_err(failed)?,
-                    None => false,
-                };
-            }
-            if all_valid {
-                valid_before.insert(target.path.clone());
-            }
-            drvs.push(target.path.clone());
+            let valid_before = store.outputs_valid(&drv).map_err(failed)?;
+            drvs.insert(target.path.clone(), (drv, valid_before));
         }
         drop(store);
-        let summary = self.build_with_log(&drvs, mode == 2)?;
+        let paths: Vec<StorePath> = drvs.keys().cloned().collect();
+        let summary = self.build_with_log(&paths, mode == 2)?;
         let store = self.store()?;
         let mut outcomes = Vec::new();
         for target in &targets {
-            let outcome = if target.path.is_derivation() {
-                self.derivation_outcome(&store, target, &summary, &valid_before)?
+            let outcome = if let Some((drv, valid_before)) = drvs.get(&target.path) {
+                self.derivation_outcome(&store, target, drv, *valid_before, &summary)?
             } else if store.is_valid(&target.path).map_err(failed)? {
                 Outcome {
                     status: ALREADY_VALID,
@@ -115,8 +108,9 @@ impl Connection {
         &self,
         store: &LocalStore,
         target: &Target,
+        drv: &Derivation,
+        valid_before: bool,
         summary: &Summary,
-        valid_before: &BTreeSet<StorePath>,
     ) -> Result<Outcome, Step> {
         if let Some((_, failure)) = summary.failures.iter().find(|(p, _)| *p == target.path) {
             return Ok(Outcome {
@@ -127,7 +121,6 @@ impl Connection {
                 ..Outcome::default()
             });
         }
-        let drv = store.read_derivation(&target.path).map_err(failed)?;
         let hashes = drv
             .hash_modulo(&self.layout.store_dir, true, &mut |p| store.drv_hashes(p))
             .map_err(failed)?;
@@ -144,10 +137,9 @@ impl Connection {
                 Some((format!("{}!{name}", hash.to_prefixed_hex()), path))
             })
             .collect();
-        let already_valid = valid_before.contains(&target.path);
         Ok(Outcome {
-            status: if already_valid { ALREADY_VALID } else { BUILT },
-            times_built: u64::from(!already_valid),
+            status: if valid_before { ALREADY_VALID } else { BUILT },
+            times_built: u64::from(!valid_before),
             outputs,
             ..Outcome::default()
         })
