@@ -3,6 +3,7 @@
 //! and hands builds to the build layer. Policy stays below it.
 
 pub mod connection;
+pub mod limits;
 pub mod protocol;
 pub mod server;
 pub mod trust;

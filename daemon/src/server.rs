@@ -13,7 +13,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::connection::{Lifecycle, serve};
+use crate::connection::{Client, Lifecycle, serve};
+use crate::limits::{ConnectionCounter, ConnectionLimits, Entry, descriptor_limit};
 use crate::trust::Peer;
 
 /// Why the daemon could not run.
@@ -64,12 +65,19 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
     // Readable once the daemon stops: every running build watches it.
     let (stop_r, stop_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ServerError::Signals)?;
-    tracing::info!(socket = %socket.display(), "accepting connections");
+    let counter = ConnectionCounter::new(ConnectionLimits::for_descriptors(descriptor_limit()));
+    let limits = counter.limits();
+    tracing::info!(
+        socket = %socket.display(),
+        per_user = limits.per_user,
+        total = limits.total,
+        "accepting connections"
+    );
     // The clients' sockets, so that stopping can hang up on idle ones. Each
     // is removed when its client's thread ends, so that a connection closes
     // as soon as it is done.
-    type Client = (std::os::unix::net::UnixStream, std::sync::Arc<Lifecycle>);
-    let clients: std::sync::Mutex<std::collections::BTreeMap<u64, Client>> =
+    type Held = (std::os::unix::net::UnixStream, std::sync::Arc<Lifecycle>);
+    let clients: std::sync::Mutex<std::collections::BTreeMap<u64, Held>> =
         std::sync::Mutex::new(std::collections::BTreeMap::new());
     let mut next_client = 0u64;
     std::thread::scope(|scope| {
@@ -93,7 +101,10 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
             let (stream, _) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) => {
+                    // Out of descriptors: the client waits in the backlog
+                    // until one is free, and the loop does not spin.
                     tracing::warn!("accepting a client: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                     continue;
                 }
             };
@@ -104,9 +115,19 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     continue;
                 }
             };
+            let (ticket, refused) = match counter.enter(peer.uid, &peer.user) {
+                Entry::Serve(ticket) => (ticket, None),
+                Entry::Refuse(ticket, why) => (ticket, Some(why)),
+                Entry::HangUp(why) => {
+                    tracing::warn!(user = %peer.user, "hung up on a client: {why}");
+                    continue;
+                }
+            };
             // A client that stops reading makes writes to it fail after a
-            // while, rather than hold up a build whose log it watches.
+            // while, rather than hold up a build whose log it watches; one
+            // that does not greet in time is hung up on.
             let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(60)));
+            let _ = stream.set_read_timeout(Some(counter.limits().handshake));
             let id = next_client;
             next_client += 1;
             let lifecycle = std::sync::Arc::new(Lifecycle {
@@ -128,14 +149,17 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     Ok(writer) => writer,
                     Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
                 };
-                let hangup = stream.try_clone().ok().map(std::os::fd::OwnedFd::from);
+                let client = Client {
+                    peer,
+                    hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
+                    refused,
+                };
                 if let Err(e) = serve(
                     layout,
                     settings,
-                    peer,
+                    client,
                     stream,
                     Box::new(writer),
-                    hangup,
                     &lifecycle,
                 ) {
                     tracing::info!(
@@ -147,6 +171,7 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
+                drop(ticket);
             });
             if let Err(e) = spawned {
                 tracing::warn!("no thread for a client, which is dropped: {e}");
@@ -181,10 +206,13 @@ pub fn run_stdio(
     serve(
         layout,
         settings,
-        peer,
+        Client {
+            peer,
+            hangup: None,
+            refused: None,
+        },
         std::io::stdin(),
         Box::new(std::io::stdout()),
-        None,
         &Lifecycle::default(),
     )
 }

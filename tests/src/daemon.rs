@@ -20,12 +20,20 @@ pub struct Daemon {
     pub dir: TempDir,
     /// The daemon process, while it runs.
     pub child: Option<Child>,
+    /// A command the daemon runs under (`prlimit …`), or nothing.
+    launcher: Vec<String>,
 }
 
 impl Daemon {
     /// Starts a daemon as root on a store of its own: the sandbox on,
     /// `nixbld` build users, and `conf` added to its nix.conf.
     pub fn start(label: &str, conf: &str) -> Daemon {
+        Self::start_under(label, conf, &[])
+    }
+
+    /// As `start`, with the daemon run by `launcher` (a command and its
+    /// arguments, such as `prlimit --nofile=1024`).
+    pub fn start_under(label: &str, conf: &str, launcher: &[&str]) -> Daemon {
         let dir = TempDir::new(label);
         crate::set_mode(&dir.path, 0o755);
         std::fs::create_dir_all(dir.path.join("conf")).unwrap();
@@ -40,7 +48,11 @@ impl Daemon {
         )
         .unwrap();
         crate::set_mode(&dir.path.join("a.nix"), 0o644);
-        let mut daemon = Daemon { dir, child: None };
+        let mut daemon = Daemon {
+            dir,
+            child: None,
+            launcher: launcher.iter().map(|s| s.to_string()).collect(),
+        };
         daemon.spawn();
         daemon
     }
@@ -48,7 +60,15 @@ impl Daemon {
     /// Starts the daemon process and waits for its socket.
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.socket());
-        let child = Command::new(hermetic())
+        let (program, launcher_args) = match self.launcher.split_first() {
+            Some((program, args)) => (PathBuf::from(program), args),
+            None => (hermetic(), &[][..]),
+        };
+        let mut command = Command::new(program);
+        if !launcher_args.is_empty() {
+            command.args(launcher_args).arg(hermetic());
+        }
+        let child = command
             .arg("--store")
             .arg(self.root())
             .args(["daemon", "--socket"])

@@ -87,16 +87,28 @@ pub struct Lifecycle {
     pub stop: Option<std::os::fd::OwnedFd>,
 }
 
-/// Serves one client from `from` to `to` until it hangs up. `hangup`, a
-/// descriptor of the client's socket, tells when the client has gone while
-/// one of its builds runs: the build is then cancelled.
+/// A connected client, as the server hands it over.
+#[derive(Debug)]
+pub struct Client {
+    /// Who it is.
+    pub peer: Peer,
+    /// A descriptor of its socket, which tells when the client has gone
+    /// while one of its builds runs: the build is then cancelled. A receive
+    /// timeout on the socket is the handshake's: it is cleared once the
+    /// client is admitted.
+    pub hangup: Option<std::os::fd::OwnedFd>,
+    /// Why it is refused before anything is looked at (a limit of the
+    /// daemon's), if it is: it is greeted and told so.
+    pub refused: Option<String>,
+}
+
+/// Serves one client from `from` to `to` until it hangs up.
 pub fn serve(
     layout: StoreLayout,
     settings: Settings,
-    peer: Peer,
+    client: Client,
     from: impl Read,
     to: Box<dyn Write + Send>,
-    hangup: Option<std::os::fd::OwnedFd>,
     lifecycle: &Lifecycle,
 ) -> Result<(), ConnectionError> {
     use std::sync::atomic::Ordering;
@@ -127,15 +139,33 @@ pub fn serve(
         write_string(&mut *w, concat!("hermetic ", env!("CARGO_PKG_VERSION")))?;
     }
     // The start-up work: whether this peer may connect at all.
-    let trusted = match admit(&settings, &peer) {
+    let Client {
+        peer,
+        hangup,
+        refused,
+    } = client;
+    let admitted = match refused {
+        Some(refused) => Err(refused),
+        None => admit(&settings, &peer).map_err(|refused| refused.to_string()),
+    };
+    let trusted = match admitted {
         Ok(trusted) => trusted,
         Err(refused) => {
             tracing::info!(user = %peer.user, "{refused}");
             let mut w = lock(&to);
-            send_error(&mut *w, &refused.to_string())?;
+            send_error(&mut *w, &refused)?;
             return Ok(());
         }
     };
+    if let Some(socket) = &hangup {
+        // Admitted: the client may take its time from here on.
+        nix::sys::socket::setsockopt(
+            socket,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(0, 0),
+        )
+        .map_err(std::io::Error::from)?;
+    }
     {
         let mut w = lock(&to);
         send_last(&mut *w)?;
