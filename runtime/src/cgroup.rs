@@ -525,7 +525,8 @@ fn records_dir(state_dir: &Path) -> PathBuf {
 /// Who a build cgroup belongs to, from its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupOwner {
-    /// `build-uid-<uid>`: a build running as a leased build user.
+    /// `build-uid-<uid>-<pid>-<n>`: a build running as a leased build user,
+    /// made by process `pid`.
     BuildUser(u32),
     /// `build-pid-<pid>-<n>`: a build of supervisor `pid` with a build user
     /// it did not lease.
@@ -533,17 +534,21 @@ pub enum CgroupOwner {
 }
 
 impl CgroupOwner {
-    /// The cgroup name for this owner (`n` tells a supervisor's builds apart).
+    /// The name of the `n`th cgroup this process makes for this owner. It
+    /// holds this process's pid and `n` as well as the build user's uid, so
+    /// that no two builds ever share a cgroup (and one's end never kills
+    /// the other), even when their build users come from different pools.
     pub fn cgroup_name(self, n: u32) -> String {
         match self {
-            CgroupOwner::BuildUser(uid) => format!("build-uid-{uid}"),
+            CgroupOwner::BuildUser(uid) => format!("build-uid-{uid}-{}-{n}", std::process::id()),
             CgroupOwner::Supervisor(pid) => format!("build-pid-{pid}-{n}"),
         }
     }
 
     /// The owner a cgroup name says.
     pub fn of(name: &str) -> Option<CgroupOwner> {
-        if let Some(uid) = name.strip_prefix("build-uid-") {
+        if let Some(rest) = name.strip_prefix("build-uid-") {
+            let (uid, _) = rest.split_once('-')?;
             return uid.parse().ok().map(CgroupOwner::BuildUser);
         }
         let rest = name.strip_prefix("build-pid-")?;
@@ -639,7 +644,10 @@ mod tests {
         for owner in [CgroupOwner::BuildUser(30001), CgroupOwner::Supervisor(4242)] {
             assert_eq!(CgroupOwner::of(&owner.cgroup_name(3)), Some(owner));
         }
-        assert_eq!(CgroupOwner::BuildUser(7).cgroup_name(0), "build-uid-7");
+        assert_eq!(
+            CgroupOwner::BuildUser(7).cgroup_name(2),
+            format!("build-uid-7-{}-2", std::process::id())
+        );
         assert_eq!(CgroupOwner::of("build-pid-12"), None);
         assert_eq!(CgroupOwner::of("other"), None);
     }

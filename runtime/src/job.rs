@@ -244,15 +244,13 @@ impl Job {
             memory: (self.settings.max_build_memory > 0).then_some(self.settings.max_build_memory),
         };
         let owner = (user.count >= RANGE_SIZE).then_some((user.uid, user.gid));
+        static BUILDS: AtomicU32 = AtomicU32::new(0);
+        let n = BUILDS.fetch_add(1, Ordering::Relaxed);
         let name = match self.lease {
-            Some(_) => CgroupOwner::BuildUser(user.uid).cgroup_name(0),
+            Some(_) => CgroupOwner::BuildUser(user.uid).cgroup_name(n),
             // A build user given by the caller is not locked: another build
             // may run as it, so the cgroup is this process's own.
-            None => {
-                static BUILDS: AtomicU32 = AtomicU32::new(0);
-                CgroupOwner::Supervisor(std::process::id() as i32)
-                    .cgroup_name(BUILDS.fetch_add(1, Ordering::Relaxed))
-            }
+            None => CgroupOwner::Supervisor(std::process::id() as i32).cgroup_name(n),
         };
         // Recorded before it exists, so that no crash leaves it unrecorded.
         let planned = BuildCgroup::planned(&layout, &name);

@@ -38,8 +38,10 @@ pub struct Settings {
     pub max_build_pids: u64,
     /// `max-build-memory`, bytes (0: none).
     pub max_build_memory: u64,
-    /// The state directory (`NIX_STATE_DIR`, `/nix/var/nix`): lock files
-    /// and cgroup records live below it.
+    /// The host-wide state directory (`NIX_STATE_DIR`, `/nix/var/nix`):
+    /// build-user locks and cgroup records live below it, whatever store a
+    /// build is for, so that builds for different stores (and Nix's, whose
+    /// user pool is `<state>/userpool` too) never share a build user.
     pub state_dir: PathBuf,
     /// `sandbox` (aliases `build-use-chroot`, `build-use-sandbox`).
     pub sandbox: SandboxMode,

@@ -72,6 +72,18 @@ impl BuildHost {
         }
     }
 
+    /// The host-wide state directory its commands are given (build-user
+    /// locks, cgroup records): the test's own, so that tests running at
+    /// once do not see each other's locks. For an undiverted store it is
+    /// the store's state directory.
+    pub fn host_state_dir(&self) -> PathBuf {
+        if self.diverted {
+            self.dir.path.join("host-state")
+        } else {
+            self.dir.path.join("state")
+        }
+    }
+
     /// `hermetic ARGS` on this store, with this configuration.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(hermetic());
@@ -79,7 +91,10 @@ impl BuildHost {
             .env("NIX_CONF_DIR", self.dir.path.join("conf"))
             .env_remove("NIX_CONFIG");
         if self.diverted {
-            command.arg("--store").arg(self.dir.path.join("root"));
+            command
+                .arg("--store")
+                .arg(self.dir.path.join("root"))
+                .env("NIX_STATE_DIR", self.host_state_dir());
         } else {
             command
                 .env("NIX_STORE_DIR", self.dir.path.join("store"))

@@ -132,7 +132,7 @@ fn an_interrupted_build_leaves_nothing_behind() {
         );
     }
     // Every build-user lock is free again.
-    for entry in std::fs::read_dir(layout.state_dir.join("userpool")).unwrap() {
+    for entry in std::fs::read_dir(host.host_state_dir().join("userpool")).unwrap() {
         let file = std::fs::File::open(entry.unwrap().path()).unwrap();
         assert!(
             nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok(),

@@ -335,7 +335,6 @@ fn after_a_killed_supervisor_the_next_start_cleans_up() {
         .unwrap()
         .unwrap()
         .uid;
-    let name = format!("build-uid-{uid}");
     let mut supervisor = KillOnDrop(
         Command::new(sandbox_run())
             .args(["--state-dir", state.to_str().unwrap()])
@@ -345,6 +344,8 @@ fn after_a_killed_supervisor_the_next_start_cleans_up() {
             .spawn()
             .unwrap(),
     );
+    // Named after the build user, the supervisor and its build's number.
+    let name = format!("build-uid-{uid}-{}-0", supervisor.0.id());
     let cgroup_exists = || build_cgroups().iter().any(|d| d.ends_with(&name));
     wait_until("the build runs", || !sleepers("918.5").is_empty());
     assert!(cgroup_exists());
@@ -414,7 +415,7 @@ fn sigterm_to_the_supervisor_ends_a_cgroup_build_cleanly() {
     );
     assert!(!build_cgroups().iter().any(|d| {
         let name = d.file_name().unwrap().to_string_lossy();
-        name == "build-uid-30101" || name == "build-uid-30102"
+        name.starts_with("build-uid-30101-") || name.starts_with("build-uid-30102-")
     }));
 }
 

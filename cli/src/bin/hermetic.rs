@@ -18,6 +18,8 @@ struct Cli {
     /// A store under another root, as Nix's `--store DIR` (`local?root=DIR`):
     /// paths in DIR/nix/store, shown as /nix/store; state in DIR/nix/var/nix.
     /// Without it: /nix/store, state in $NIX_STATE_DIR or /nix/var/nix.
+    /// Build-user locks and cgroup records are host-wide, in $NIX_STATE_DIR
+    /// or /nix/var/nix whatever the store, as Nix keeps its user pool.
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
     /// Log debug lines to stderr.
@@ -176,7 +178,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build(args) => return build(layout, args),
         Command::Daemon { socket, stdio } => {
             let mut settings = hermetic_runtime::settings::Settings::for_caller();
-            settings.state_dir = layout.state_dir.clone();
             hermetic_runtime::nixconf::load(&mut settings, &[], &mut |w| {
                 eprintln!("warning: {w}")
             })?;
@@ -365,7 +366,6 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
         options.push(("max-jobs".into(), jobs.clone()));
     }
     let mut settings = hermetic_runtime::settings::Settings::for_caller();
-    settings.state_dir = layout.state_dir.clone();
     hermetic_runtime::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
 
     let mut targets = Vec::new();
