@@ -105,6 +105,13 @@ impl ChildProgram<'_, '_> {
                         .map(drop),
                 )?;
                 self.wait_for_go()?;
+                if let Some(network) = request.late_network {
+                    step(
+                        ChildStep::UnshareNetwork,
+                        nix::sched::unshare(CloneFlags::CLONE_NEWNET),
+                    )?;
+                    network().map_err(|failure| (ChildStep::Setup, failure.step, failure.errno))?;
+                }
                 drop_inheritable_capabilities(exec)?;
                 switch_ids(maps.uid, maps.gid)?;
             }
@@ -122,6 +129,8 @@ impl ChildProgram<'_, '_> {
             }
             UserNamespace::None(None) => drop_inheritable_capabilities(exec)?,
         }
+        // Keys of the caller's session (tokens, credentials) stay there.
+        step(ChildStep::SessionKeyring, sys::join_new_session_keyring())?;
 
         if let Some(persona) = exec.personality {
             step(

@@ -201,6 +201,12 @@ pub struct LaunchRequest<'a> {
     pub cgroup_namespace: bool,
     /// The caller's setup.
     pub setup: Setup<'a>,
+    /// With [`UserNamespace::AfterSetup`] and `namespaces.net` false: make
+    /// the network namespace only once the user namespace exists, so that
+    /// it belongs to it (as Nix's sandbox's does) and no host kernel
+    /// uevent reaches it, then run this (bringing up loopback) before the
+    /// identity switch. Ignored with any other user namespace.
+    pub late_network: Option<Setup<'a>>,
     /// The program and its process state.
     pub exec: &'a Exec,
     /// The child's standard descriptors.
@@ -282,10 +288,14 @@ pub enum ChildStep {
     CloseDescriptors,
     /// execve().
     Exec,
+    /// unshare(CLONE_NEWNET) once the user namespace exists.
+    UnshareNetwork,
+    /// Joining a new session keyring.
+    SessionKeyring,
 }
 
 impl ChildStep {
-    const ALL: [ChildStep; 27] = [
+    const ALL: [ChildStep; 29] = [
         ChildStep::DeathSignal,
         ChildStep::WaitForParent,
         ChildStep::NewSession,
@@ -313,6 +323,8 @@ impl ChildStep {
         ChildStep::Seccomp,
         ChildStep::CloseDescriptors,
         ChildStep::Exec,
+        ChildStep::UnshareNetwork,
+        ChildStep::SessionKeyring,
     ];
 
     fn from_u32(value: u32) -> Option<ChildStep> {
@@ -353,6 +365,8 @@ impl fmt::Display for ChildStep {
             ChildStep::Seccomp => "unable to load seccomp BPF program",
             ChildStep::CloseDescriptors => "closing inherited file descriptors",
             ChildStep::Exec => "executing the program",
+            ChildStep::UnshareNetwork => "cannot create network namespace",
+            ChildStep::SessionKeyring => "cannot join a new session keyring",
         })
     }
 }

@@ -174,6 +174,7 @@ pub fn sandbox_probe(unprivileged: bool) -> Result<(), ProbeFailure> {
         before_start: None,
         cgroup_namespace: false,
         setup: &setup,
+        late_network: None,
         exec: &exec,
         stdio,
     };

@@ -361,6 +361,26 @@ pub fn clear_supplementary_groups() -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// Joins a new anonymous session keyring, so that the process no longer
+/// reaches the keys of the session it was started from (as runc and
+/// flatpak do). A kernel without keys (`ENOSYS`) has nothing to leave.
+pub fn join_new_session_keyring() -> Result<(), Errno> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a null name asks for an anonymous keyring: the kernel reads
+    // no memory of ours.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    match Errno::result(ret) {
+        Err(Errno::ENOSYS) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
 /// Returns the raw number of a descriptor.
 pub fn raw(fd: &impl AsFd) -> RawFd {
     fd.as_fd().as_raw_fd()

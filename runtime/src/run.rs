@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use hermetic_mountplan::{MountPlan, Pinned, apply};
 use hermetic_namespaces::{
-    Child, ChildStep, LaunchError, LaunchRequest, SetupFailure, Stdio, UserNamespace, launch, probe,
+    Child, ChildStep, LaunchError, LaunchRequest, Namespaces, SetupFailure, Stdio, UserNamespace,
+    launch, probe,
 };
 use hermetic_netns::pasta::Pasta;
 use hermetic_netns::{LoopbackError, Network, loopback_up};
@@ -239,6 +240,19 @@ impl Sandbox {
     ) -> Result<Child, SandboxError> {
         let exec = self.exec(terminal)?;
         let (namespaces, user_namespace, clear_groups, uts) = self.launch_shape();
+        // A root caller makes a loopback-only network namespace once the
+        // sandbox's user namespace exists, so that it belongs to it (as
+        // Nix's does) and no host kernel uevent reaches the builder; not
+        // when /sys is mounted (uid-range builds), which must show the
+        // sandbox's own network and is mounted before.
+        let late_network = namespaces.net
+            && matches!(user_namespace, UserNamespace::AfterSetup(_))
+            && self.spec.network == Network::Loopback
+            && !self.spec.uid_range;
+        let namespaces = Namespaces {
+            net: namespaces.net && !late_network,
+            ..namespaces
+        };
         let loopback = namespaces.net;
         let mut plan = Cow::Borrowed(&self.mount_plan);
         loop {
@@ -285,21 +299,24 @@ impl Sandbox {
                 Ok(())
             };
             let needs_hook = cgroup.is_some() || self.spec.network == Network::Pasta;
+            let bring_up_loopback = || -> Result<(), SetupFailure> {
+                loopback_up().map_err(|error| match error {
+                    LoopbackError::Socket(errno) => SetupFailure {
+                        step: LOOPBACK_SOCKET_STEP,
+                        errno,
+                    },
+                    LoopbackError::SetFlags(errno) => SetupFailure {
+                        step: LOOPBACK_FLAGS_STEP,
+                        errno,
+                    },
+                })
+            };
             let setup = || -> Result<(), SetupFailure> {
                 if !sandboxed {
                     return Ok(());
                 }
                 if loopback {
-                    loopback_up().map_err(|error| match error {
-                        LoopbackError::Socket(errno) => SetupFailure {
-                            step: LOOPBACK_SOCKET_STEP,
-                            errno,
-                        },
-                        LoopbackError::SetFlags(errno) => SetupFailure {
-                            step: LOOPBACK_FLAGS_STEP,
-                            errno,
-                        },
-                    })?;
+                    bring_up_loopback()?;
                 }
                 apply(&compiled)
             };
@@ -309,6 +326,7 @@ impl Sandbox {
                 clear_groups,
                 uts: uts.clone(),
                 setup: &setup,
+                late_network: (sandboxed && late_network).then_some(&bring_up_loopback as _),
                 exec: &exec,
                 stdio,
                 before_start: needs_hook.then_some(&before_start as _),

@@ -194,6 +194,7 @@ fn sandbox_run_without_user_namespaces(args: &[&str]) -> (i32, String, String) {
         before_start: None,
         cgroup_namespace: false,
         setup: &setup,
+        late_network: None,
         exec: &exec,
         stdio: Stdio {
             stdin: devnull.as_fd(),
