@@ -289,7 +289,11 @@ pub fn keep_failed(
             .unwrap_or_default();
         let kept = real_store_dir.join(format!(".hermetic-kept-{name}-{id}"));
         if fs::rename(&staging, &kept).is_ok() {
+            // As Nix does: the kept build directory is open to everyone (its
+            // files as the builder left them), so that the user who asked
+            // for it can look, through the daemon too.
             let _ = fs::set_permissions(&kept, fs::Permissions::from_mode(0o755));
+            let _ = open_to_everyone(&kept, "build");
             warn(format!(
                 "note: keeping build directory '{}'",
                 kept.join("build").display()
@@ -299,4 +303,15 @@ pub fn keep_failed(
     if let Err(e) = pending.finish() {
         warn(format!("warning: {}", crate::error_chain(&e)));
     }
+}
+
+/// Makes the directory `name` of `dir` mode 0755, through a descriptor: a
+/// symlink put in its place is not followed.
+fn open_to_everyone(dir: &Path, name: &str) -> nix::Result<()> {
+    use nix::fcntl::{OFlag, open, openat};
+    use nix::sys::stat::{Mode, fchmod};
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let parent = open(dir, flags, Mode::empty())?;
+    let sub = openat(&parent, name, flags, Mode::empty())?;
+    fchmod(&sub, Mode::from_bits_truncate(0o755))
 }

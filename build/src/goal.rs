@@ -156,8 +156,13 @@ impl Goal<'_> {
         }
         let mut pending = store.begin()?;
         let staging = pending.staging().to_owned();
+        // Nobody but this process reaches into the staging directory, so
+        // that no other user can hold on to what a builder leaves open
+        // there (a world-writable build directory, say) while it is
+        // canonicalised or removed; an unsandboxed builder gets through
+        // it to its build directory by its group, below.
         fs::DirBuilder::new()
-            .mode(0o755)
+            .mode(0o700)
             .create(&staging)
             .map_err(io_err("create directory", &staging))?;
 
@@ -226,6 +231,10 @@ impl Goal<'_> {
         };
         chown(&build_dir)?;
         if let (false, Some(user)) = (sandboxed, builder) {
+            std::os::unix::fs::chown(&staging, None, Some(user.gid))
+                .map_err(io_err("change the owner of", &staging))?;
+            fs::set_permissions(&staging, fs::Permissions::from_mode(0o710))
+                .map_err(io_err("chmod", &staging))?;
             // An unsandboxed builder makes its outputs in the store
             // directory itself, which Nix keeps root:<build group>, 1775.
             let dir = &layout.real_store_dir;

@@ -603,8 +603,13 @@ pub fn copy_through_nar(source: &Path, dest: &Path) -> Result<(Hash, u64), Store
             &mut RestoreSink::new(dest.to_owned()),
         );
         let dumped = dumper.join().expect("the NAR writer does not panic");
-        let hashed = dumped?;
-        restored?;
-        Ok(hashed)
+        match (dumped, restored) {
+            (Ok(hashed), Ok(())) => Ok(hashed),
+            // The restoring side failed first (a full disk, say) and closed
+            // the pipe: its error is the one that says why.
+            (Err(nar::NarError::Write(_)), Err(restoring)) => Err(restoring.into()),
+            (Err(dumping), _) => Err(dumping.into()),
+            (Ok(_), Err(restoring)) => Err(restoring.into()),
+        }
     })
 }

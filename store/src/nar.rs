@@ -378,6 +378,13 @@ fn parse_node<R: Read>(
             let result = sink.file(path, executable, size, &mut contents);
             let left = contents.limit();
             reader.offset = start + (size - left);
+            // The sink's own failure (a full disk) says more than the bytes
+            // it left unread.
+            if let Err(e) = &result
+                && e.kind() != io::ErrorKind::UnexpectedEof
+            {
+                return Err(sink_err(path)(result.unwrap_err()));
+            }
             if left != 0 {
                 return Err(NarError::Truncated {
                     offset: reader.offset,

@@ -507,3 +507,50 @@ fn bad_input_gets_a_clear_error_and_leaves_the_store_as_it_was() {
         .collect();
     assert!(entries.is_empty(), "{entries:?}");
 }
+
+/// A tmpfs mounted for a test, unmounted however the test ends.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_says_so_and_leaves_nothing() {
+    if !hermetic_tests::root_or_skip("a_full_disk_says_so_and_leaves_nothing") {
+        return;
+    }
+    let dir = TempDir::new("store-full");
+    let root = dir.path.join("root");
+    let store = root.join("nix/store");
+    std::fs::create_dir_all(&store).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &store,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _mounted = Tmpfs(store.clone());
+    let big = dir.path.join("big");
+    std::fs::write(&big, vec![7u8; 4 << 20]).unwrap();
+    let out = run_hermetic(&[
+        "--store",
+        root.to_str().unwrap(),
+        "store",
+        "add",
+        big.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the store: {left:?}");
+}

@@ -41,7 +41,9 @@ struct Cli {
     #[command(subcommand)]
     subcommand: Option<Subcommands>,
 
-    /// The real store directory, shown as /nix/store inside.
+    /// The real store directory, shown as /nix/store inside (default: /nix/store). The
+    /// sandbox's scratch directory is made in it, as a build's is, so without this option
+    /// sandbox-run writes (and afterwards removes) a `.hermetic-*` directory in /nix/store.
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
 
@@ -105,7 +107,8 @@ struct Cli {
     timeout: Option<u64>,
 
     /// The state directory holding build-user locks and cgroup records (default:
-    /// $NIX_STATE_DIR or /nix/var/nix).
+    /// $NIX_STATE_DIR or /nix/var/nix, the host's, shared with every build and with Nix's
+    /// own user pool; as root, sandbox-run takes its build-user lock there).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
