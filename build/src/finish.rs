@@ -67,6 +67,10 @@ impl Finishing<'_> {
                 self.printed,
                 self.builder,
             )?;
+            // Then, before anything walks it by path: nobody holding a
+            // descriptor into it (a fixed-output builder may pass one on
+            // over the host's network) can swap a directory for a symlink.
+            hermetic_store::tree::seal_tree(&at, hermetic_store::nar::MAX_DEPTH + 1)?;
             check_tree(&at, self.builder, &mut seen)?;
         }
         let candidates: Vec<StorePath> = self

@@ -40,6 +40,22 @@ pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
     walk.remove_entry(&parent, name, None, 0)
 }
 
+/// Closes every directory of the tree at `path` to its owner (mode 0700),
+/// each before the ones below it, through descriptors and never following
+/// a symlink, down to `max_depth` levels. Another user holding a descriptor
+/// into the tree (one a builder passed on) can then change none of its
+/// directories, so walks of it by path see what is there. The directory
+/// holding `path` is trusted; a `path` that is not a directory is left as
+/// it is.
+pub fn seal_tree(path: &Path, max_depth: usize) -> Result<(), StoreError> {
+    let top = match open_dir(nix::fcntl::AT_FDCWD, path.as_os_str(), true) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => return Ok(()),
+        Err(e) => return Err(io_err("open directory", path)(e.into())),
+    };
+    Walk { path }.seal(&top, 0, max_depth)
+}
+
 /// One removal: the path it started at, for errors.
 struct Walk<'a> {
     path: &'a Path,
@@ -130,6 +146,24 @@ impl Walk<'_> {
             }
         }
         unreachable!("a fresh name is found")
+    }
+
+    /// Closes `dir` to its owner, then each directory in it, to
+    /// `max_depth` levels below the top.
+    fn seal(&self, dir: &OwnedFd, depth: usize, max_depth: usize) -> Result<(), StoreError> {
+        fchmod(dir.as_fd(), Mode::S_IRWXU).map_err(self.err("chmod"))?;
+        if depth >= max_depth {
+            return Ok(());
+        }
+        for name in self.names(dir)? {
+            match open_dir(dir.as_fd(), &name, true) {
+                Ok(sub) => self.seal(&sub, depth + 1, max_depth)?,
+                // Not a directory (a symlink is never followed), or gone.
+                Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => {}
+                Err(e) => return Err(self.err("open directory")(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The names in a directory, `.` and `..` left out.

@@ -133,3 +133,64 @@ fn a_client_reads_its_kept_failed_build() {
     assert!(read, "the client cannot read its kept build: {note}");
     assert_eq!(note.trim(), "what-went-wrong");
 }
+
+/// Whether the test user, sitting in `dir` (its working directory, as good
+/// as a held descriptor) since before `between` ran, can make a directory
+/// there afterwards.
+fn intruder_after(dir: &Path, between: impl FnOnce()) -> bool {
+    use std::io::{BufRead, BufReader, Write};
+    let user = nix::unistd::User::from_name(TEST_USER).unwrap().unwrap();
+    let mut child = Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .arg("--init-groups")
+        .args([
+            "/bin/sh",
+            "-c",
+            "cd \"$1\" && echo ready && read go && if mkdir intruder 2>/dev/null; then echo made; else echo refused; fi",
+            "sh",
+        ])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    between();
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    let answer = lines.next().unwrap().unwrap();
+    child.wait().unwrap();
+    answer == "made"
+}
+
+#[test]
+fn a_sealed_tree_is_closed_to_descriptors_held_into_it() {
+    if !test_user_or_skip("a_sealed_tree_is_closed_to_descriptors_held_into_it") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = hermetic_tests::TempDir::new("build-dirs-seal");
+    hermetic_tests::set_mode(&dir.path, 0o755);
+    // An output as a builder might leave it: open to everyone, and a
+    // symlink to a directory of root's.
+    let out = dir.path.join("out");
+    let deep = out.join("a/b");
+    std::fs::create_dir_all(&deep).unwrap();
+    let elsewhere = dir.path.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    for d in [&out, &out.join("a"), &deep, &elsewhere] {
+        hermetic_tests::set_mode(d, 0o777);
+    }
+    std::os::unix::fs::symlink(&elsewhere, out.join("a/link")).unwrap();
+    // Unsealed, a user sitting in it can write (the test can fail).
+    assert!(intruder_after(&deep, || {}));
+    std::fs::remove_dir(deep.join("intruder")).unwrap();
+    // Sealed while the user sits in it: refused.
+    assert!(!intruder_after(&deep, || {
+        hermetic_store::tree::seal_tree(&out, 1025).unwrap();
+    }));
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&deep), 0o700);
+    assert_eq!(mode(&elsewhere), 0o777, "the seal followed a symlink");
+}
