@@ -58,7 +58,7 @@ pub fn sandbox_paths(
     hook_root: Option<&Path>,
 ) -> Result<Vec<SandboxPath>, BuildError> {
     let mut paths = Vec::new();
-    for token in &settings.sandbox_paths {
+    for token in &settings.effective_sandbox_paths() {
         let entry: SandboxPath =
             token
                 .parse()

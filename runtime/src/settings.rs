@@ -220,9 +220,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("/nix/var/nix")),
             sandbox: SandboxMode::True,
             sandbox_fallback: true,
-            sandbox_paths: crate::host::static_shell()
-                .map(|shell| vec![format!("/bin/sh={}", shell.display())])
-                .unwrap_or_default(),
+            sandbox_paths: default_sandbox_paths(),
             sandbox_build_dir: "/build".into(),
             sandbox_dev_shm_size: "50%".into(),
             sandbox_block_nested_userns: false,
@@ -345,6 +343,42 @@ impl Settings {
         Ok(())
     }
 
+    /// The `sandbox-paths` entries as Nix applies them, one per target. Nix
+    /// keeps the setting as a sorted set of strings and binds each in that
+    /// order, so of entries naming one target the one that sorts last wins
+    /// and the others are dropped without a word; an entry from the
+    /// configuration always beats hermetic's built-in default for its
+    /// target (`extra-sandbox-paths = /bin/sh=/usr/bin/busybox` replaces
+    /// the default shell).
+    pub fn effective_sandbox_paths(&self) -> Vec<String> {
+        let defaults = default_sandbox_paths();
+        let target = |entry: &str| -> String {
+            let entry = entry.strip_suffix('?').unwrap_or(entry);
+            entry.split_once('=').map_or(entry, |(t, _)| t).to_owned()
+        };
+        let mut sorted: Vec<&String> = self
+            .sandbox_paths
+            .iter()
+            .filter(|e| !e.is_empty())
+            .collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut winners: std::collections::BTreeMap<String, (bool, &String)> = Default::default();
+        for entry in sorted {
+            let configured = !defaults.contains(entry);
+            let slot = winners.entry(target(entry)).or_insert((configured, entry));
+            // Later in sorted order wins, unless it is the default and a
+            // configured entry is there.
+            if configured || !slot.0 {
+                *slot = (configured, entry);
+            }
+        }
+        winners
+            .into_values()
+            .map(|(_, entry)| entry.clone())
+            .collect()
+    }
+
     /// Where build users come from.
     pub fn pool(&self) -> PoolConfig {
         PoolConfig {
@@ -355,6 +389,14 @@ impl Settings {
             state_dir: self.state_dir.clone(),
         }
     }
+}
+
+/// hermetic's built-in `sandbox-paths`: `/bin/sh=<a static busybox>` when
+/// the host has one.
+fn default_sandbox_paths() -> Vec<String> {
+    crate::host::static_shell()
+        .map(|shell| vec![format!("/bin/sh={}", shell.display())])
+        .unwrap_or_default()
 }
 
 fn words(value: &str) -> Vec<String> {
@@ -427,6 +469,18 @@ mod tests {
         s.set("build-sandbox-paths", "/a /b=/c").unwrap();
         s.append("sandbox-paths", "/d?").unwrap();
         assert_eq!(s.sandbox_paths, ["/a", "/b=/c", "/d?"]);
+        // The built-in /bin/sh loses to a configured one, however they sort.
+        let mut d = Settings::for_caller();
+        if let [default] = &d.sandbox_paths[..] {
+            let default = default.clone();
+            d.append("sandbox-paths", "/bin/sh=/0-sorts-first").unwrap();
+            assert_eq!(d.effective_sandbox_paths(), ["/bin/sh=/0-sorts-first"]);
+            d.set("sandbox-paths", &default).unwrap();
+            assert_eq!(d.effective_sandbox_paths(), [default]);
+        }
+        // Repeated targets: one wins, as in Nix's sorted set.
+        s.append("sandbox-paths", "/b=/a /a=/z /b=/e?").unwrap();
+        assert_eq!(s.effective_sandbox_paths(), ["/a=/z", "/b=/e?", "/d?"]);
         s.set("max-jobs", "auto").unwrap();
         assert!(s.max_jobs >= 1);
         assert!(s.append("timeout", "1").is_err());

@@ -474,3 +474,41 @@ fn references_are_found_and_checked() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_configured_shell_replaces_the_default_one_as_in_nix() {
+    if !root_or_skip("a_configured_shell_replaces_the_default_one_as_in_nix") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let host = BuildHost::diverted("build-sh-twice");
+    // The line Debian's Nix needs for a sandbox, with a copy of busybox so
+    // that the sandbox tells which /bin/sh it got; and a target given twice
+    // in the configuration: Nix keeps the entry that sorts last, not the
+    // line that comes last.
+    let shell = host.dir.path.join("my-busybox");
+    std::fs::copy(hermetic_tests::busybox(), &shell).unwrap();
+    hermetic_tests::set_mode(&host.dir.path, 0o755);
+    let twice = host.dir.path.join("twice");
+    std::fs::create_dir(&twice).unwrap();
+    std::fs::write(twice.join("which"), "b").unwrap();
+    hermetic_tests::set_mode(&twice, 0o755);
+    hermetic_tests::set_mode(&twice.join("which"), 0o644);
+    host.conf(&format!(
+        "extra-sandbox-paths = /bin/sh={shell} /data={twice}\nextra-sandbox-paths = /data=/nonexistent-a?\n",
+        shell = shell.display(),
+        twice = twice.display(),
+    ));
+    let drv = DrvSpec::new(
+        "which-sh",
+        "echo $(stat -c %i /bin/sh) $(cat /data/which) > $out",
+    )
+    .add_to(&host);
+    let out = host.run(&["build", &host.print(&drv)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let inode = std::fs::metadata(&shell).unwrap().ino();
+    assert_eq!(
+        text(&host.real(&outputs_of(&host, &drv)["out"])).trim(),
+        format!("{inode} b")
+    );
+}
