@@ -141,23 +141,19 @@ pub fn check_outputs(
                 limit: max,
             });
         }
-        let mut refs_without_self = info.references.clone();
-        refs_without_self.remove(path);
+        // As Nix: a reference to itself counts against the reference
+        // checks; only the requisite checks leave the output itself out.
+        let references = &info.references;
         let mut closure_without_self = closure.clone();
         closure_without_self.remove(path);
         let mut bad = BTreeSet::new();
         if let Some(allowed) = &checks.allowed_references {
             let allowed = resolve(allowed, store_dir, outputs)?;
-            bad.extend(
-                refs_without_self
-                    .iter()
-                    .filter(|r| !allowed.contains(*r))
-                    .cloned(),
-            );
+            bad.extend(references.iter().filter(|r| !allowed.contains(*r)).cloned());
         }
         let disallowed = resolve(&checks.disallowed_references, store_dir, outputs)?;
         bad.extend(
-            refs_without_self
+            references
                 .iter()
                 .filter(|r| disallowed.contains(*r))
                 .cloned(),

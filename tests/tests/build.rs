@@ -446,6 +446,23 @@ fn references_are_found_and_checked() {
         err.contains("derivation contains an illegal reference specifier 'not-a-path'"),
         "{err}"
     );
+    // A reference to itself counts as a reference (Nix's check-refs.sh):
+    // refused under allowedReferences = [], allowed when it names `out`.
+    let own = |name: &str, allowed: &str| {
+        let drv = DrvSpec::new(name, "mkdir $out; echo $out > $out/self")
+            .attr("allowedReferences", allowed.to_owned())
+            .add_to(&host);
+        host.run(&["build", &host.print(&drv)])
+    };
+    let out = own("self-none", "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("output 'out' is not allowed to refer to the following paths:"),
+        "{}",
+        stderr(&out)
+    );
+    let out = own("self-out", "out");
+    assert!(out.status.success(), "{}", stderr(&out));
     // allowedReferences naming the path (or the output itself) passes.
     let allowed = DrvSpec::new("allowed", script)
         .input("dep", &dep, "out", &host)
