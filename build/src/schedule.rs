@@ -49,6 +49,55 @@ impl Summary {
     }
 }
 
+/// How the failures of a run are told, as Nix's `buildPaths` tells them:
+/// a derivation built for another one was told as it failed (a log line);
+/// of those asked for, one failure is the error itself, and several are
+/// each told, then summed up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FailureReport {
+    /// Lines to log first (`error: …`).
+    pub lines: Vec<String>,
+    /// The error to end with, if any failed.
+    pub error: Option<String>,
+}
+
+impl Summary {
+    /// The report of the failures of `targets` (those asked for), paths
+    /// printed with `store_dir`.
+    pub fn failure_report(
+        &self,
+        targets: &[StorePath],
+        store_dir: &hermetic_store::StoreDir,
+    ) -> FailureReport {
+        let failed: Vec<&(StorePath, BuildFailure)> = self
+            .failures
+            .iter()
+            .filter(|(path, _)| targets.contains(path))
+            .collect();
+        match failed[..] {
+            [] => FailureReport::default(),
+            [(_, failure)] => FailureReport {
+                lines: Vec::new(),
+                error: Some(crate::error_chain(&failure.error)),
+            },
+            _ => FailureReport {
+                lines: failed
+                    .iter()
+                    .map(|(_, f)| format!("error: {}", crate::error_chain(&f.error)))
+                    .collect(),
+                error: Some(format!(
+                    "build of {} failed",
+                    failed
+                        .iter()
+                        .map(|(p, _)| format!("'{}'", store_dir.print(p)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+        }
+    }
+}
+
 fn kind_bits(kind: FailureKind) -> u8 {
     match kind {
         FailureKind::Permanent => 0x04,
@@ -110,8 +159,10 @@ fn plan(
 }
 
 /// Builds `targets` (derivations in the store) and what they need.
-/// `progress` gets one line per build started and finished; warnings go
-/// there too.
+/// `progress` gets one line per build started and finished, and the error
+/// of each derivation that failed and was not asked for; warnings go there
+/// too. The failures of `targets` are the caller's to tell
+/// ([`Summary::failure_report`]).
 pub fn build_all(
     layout: &StoreLayout,
     settings: &Settings,
@@ -154,7 +205,9 @@ pub fn build_all(
                         count: failed_deps,
                         drv: layout.store_dir.print(&path),
                     };
-                    progress(format!("error: {error}"));
+                    if !targets.contains(&path) {
+                        progress(format!("error: {error}"));
+                    }
                     summary.failures.push((
                         path.clone(),
                         BuildFailure {
@@ -235,7 +288,10 @@ pub fn build_all(
                     done.insert(path);
                 }
                 Err(failure) => {
-                    progress(format!("error: {}", crate::error_chain(&failure.error)));
+                    // One asked for is told by the caller (failure_report).
+                    if !targets.contains(&path) {
+                        progress(format!("error: {}", crate::error_chain(&failure.error)));
+                    }
                     summary.failures.push((path.clone(), failure));
                     failed.insert(path);
                     if !settings.keep_going {

@@ -925,3 +925,48 @@ fn query_hash_as(
         .output()
         .unwrap()
 }
+
+#[test]
+fn a_failed_build_is_told_once() {
+    if !root_or_skip("a_failed_build_is_told_once") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-told-once", "");
+    let file = daemon.dir.path.join("fails.nix");
+    std::fs::write(
+        &file,
+        r#"let fail = n: derivation { name = "fail-${n}"; system = "x86_64-linux"; builder = "/bin/sh"; args = ["-c" "exit 3"]; };
+           in { one = fail "one"; two = fail "two"; }"#,
+    )
+    .unwrap();
+    let build = |args: &[&str]| {
+        let out = nix
+            .command("nix-build")
+            .args([
+                "--store",
+                &daemon.url(),
+                file.to_str().unwrap(),
+                "--no-out-link",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        text(&out)
+    };
+    // One derivation: its error, once (Nix throws the builder's error).
+    let said = build(&["-A", "one"]);
+    assert_eq!(said.matches("failed with exit code 3").count(), 1, "{said}");
+    // Two: each told once, then Nix's summary.
+    let said = build(&["--keep-going"]);
+    for name in ["one", "two"] {
+        assert_eq!(
+            said.matches(&format!("-fail-{name}.drv' failed with exit code 3"))
+                .count(),
+            1,
+            "{said}"
+        );
+    }
+    assert!(said.contains("error: build of '"), "{said}");
+}

@@ -408,6 +408,13 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
         log,
         &|line| eprintln!("{line}"),
     )?;
+    let report = summary.failure_report(&targets, &layout.store_dir);
+    for line in &report.lines {
+        eprintln!("{line}");
+    }
+    if let Some(error) = &report.error {
+        eprintln!("error: {error}");
+    }
     let mut stdout = std::io::stdout().lock();
     for target in &targets {
         if let Some(outputs) = summary.outputs.get(target) {

@@ -181,20 +181,15 @@ impl Connection {
         }
         drop(store);
         let summary = self.build_with_log(&drvs, mode == 2)?;
-        if let Some((_, failure)) = summary.failures.first() {
-            let count = summary.failures.len();
-            let message = if count == 1 {
-                hermetic_store::error_chain(&failure.error)
-            } else {
-                format!(
-                    "build of {} derivations failed; the first: {}",
-                    count,
-                    hermetic_store::error_chain(&failure.error)
-                )
-            };
-            return Err(Step::Failed(OpError(message)));
+        let report = summary.failure_report(&drvs, &self.layout.store_dir);
+        for line in &report.lines {
+            let mut w = lock(&self.to);
+            send_log(&mut *w, line)?;
         }
-        Ok(())
+        match report.error {
+            Some(message) => Err(Step::Failed(OpError(message))),
+            None => Ok(()),
+        }
     }
 
     /// Builds derivations in the store and what they need, the builders'
