@@ -101,9 +101,7 @@ impl Daemon {
     /// Writes the Nix expression `expr` to `<name>.nix` in the daemon's
     /// directory and builds it with `nix-build` as `user`.
     pub fn nix_build_as(&self, nix: &NixPeer, user: &str, name: &str, expr: &str) -> Output {
-        let file = self.dir.path.join(format!("{name}.nix"));
-        std::fs::write(&file, expr).unwrap();
-        crate::set_mode(&file, 0o644);
+        let file = self.write_expr(name, expr);
         as_user(
             nix,
             user,
@@ -115,6 +113,15 @@ impl Daemon {
                 "--no-out-link",
             ],
         )
+    }
+
+    /// Writes the Nix expression `expr` to `<name>.nix` in the daemon's
+    /// directory, readable by every user; its path.
+    pub fn write_expr(&self, name: &str, expr: &str) -> PathBuf {
+        let file = self.dir.path.join(format!("{name}.nix"));
+        std::fs::write(&file, expr).unwrap();
+        crate::set_mode(&file, 0o644);
+        file
     }
 
     /// Puts a NAR at its path in this store and registers it with no check

@@ -49,14 +49,11 @@ fn no_other_user_reaches_into_a_running_build() {
         return;
     };
     let daemon = Daemon::start("build-dirs-running", "");
-    let file = daemon.dir.path.join("open.nix");
-    std::fs::write(
-        &file,
+    let file = daemon.write_expr(
+        "open",
         r#"derivation { name = "open"; system = "x86_64-linux"; builder = "/bin/sh";
              args = ["-c" "chmod 777 $NIX_BUILD_TOP; touch $NIX_BUILD_TOP/ready; sleep 4.5; echo > $out"]; }"#,
-    )
-    .unwrap();
-    hermetic_tests::set_mode(&file, 0o644);
+    );
     let mut build = nix
         .command("nix-build")
         .args([
@@ -102,14 +99,11 @@ fn a_client_reads_its_kept_failed_build() {
         return;
     };
     let daemon = Daemon::start("build-dirs-kept", "");
-    let file = daemon.dir.path.join("fails.nix");
-    std::fs::write(
-        &file,
+    let file = daemon.write_expr(
+        "fails",
         r#"derivation { name = "fails"; system = "x86_64-linux"; builder = "/bin/sh";
              args = ["-c" "echo what-went-wrong > $NIX_BUILD_TOP/note; exit 1"]; }"#,
-    )
-    .unwrap();
-    hermetic_tests::set_mode(&file, 0o644);
+    );
     let out = as_user(
         &nix,
         TEST_USER,

@@ -933,13 +933,11 @@ fn a_failed_build_is_told_once() {
     }
     let Some(nix) = client_conf() else { return };
     let daemon = Daemon::start("daemon-told-once", "");
-    let file = daemon.dir.path.join("fails.nix");
-    std::fs::write(
-        &file,
+    let file = daemon.write_expr(
+        "fails",
         r#"let fail = n: derivation { name = "fail-${n}"; system = "x86_64-linux"; builder = "/bin/sh"; args = ["-c" "exit 3"]; };
            in { one = fail "one"; two = fail "two"; }"#,
-    )
-    .unwrap();
+    );
     let build = |args: &[&str]| {
         let out = nix
             .command("nix-build")
