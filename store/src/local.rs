@@ -2,6 +2,7 @@
 //! with additions that a crash at any instant cannot leave half-done.
 
 mod admission;
+mod state_dirs;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -58,6 +59,7 @@ impl LocalStore {
         for dir in [&layout.real_store_dir, &layout.db_dir()] {
             fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         }
+        state_dirs::make_state_dirs(&layout.state_dir)?;
         let lock_path = layout.db_dir().join("big-lock");
         let big_lock = lock_file(&lock_path, false, || {
             eprintln!("waiting for the big Nix store lock...")

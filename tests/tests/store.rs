@@ -554,3 +554,62 @@ fn a_full_disk_says_so_and_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "left in the store: {left:?}");
 }
+
+/// The directories of a state directory, relative, sorted; symlinks as
+/// `name -> target` with the target relative to `root`.
+fn state_layout(state: &Path, root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut queue = vec![state.to_path_buf()];
+    while let Some(dir) = queue.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = path.strip_prefix(state).unwrap().display().to_string();
+            let kind = entry.file_type().unwrap();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                let target = target.strip_prefix(root).unwrap_or(&target);
+                found.push(format!("{name} -> {}", target.display()));
+            } else if kind.is_dir() && name != "db" {
+                found.push(name);
+                queue.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_new_store_has_the_state_directories_nix_makes() {
+    let Some(nix) = nix_or_skip("a_new_store_has_the_state_directories_nix_makes") else {
+        return;
+    };
+    let dir = TempDir::new("store-state-layout");
+    let file = dir.path.join("f");
+    std::fs::write(&file, "x").unwrap();
+    let (ours, theirs) = (dir.path.join("ours"), dir.path.join("theirs"));
+    hermetic_ok(&[
+        "--store",
+        ours.to_str().unwrap(),
+        "store",
+        "add",
+        file.to_str().unwrap(),
+    ]);
+    nix.run(
+        "nix-store",
+        &[
+            "--store",
+            theirs.to_str().unwrap(),
+            "--add",
+            file.to_str().unwrap(),
+        ],
+    );
+    let state = |root: &Path| state_layout(&root.join("nix/var/nix"), root);
+    let (ours, theirs) = (state(&ours), state(&theirs));
+    // hermetic keeps its own records beside Nix's.
+    let ours: Vec<String> = ours
+        .into_iter()
+        .filter(|d| !d.starts_with("hermetic"))
+        .collect();
+    assert_eq!(ours, theirs);
+}
