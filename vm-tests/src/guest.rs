@@ -21,10 +21,11 @@ use crate::kernel::Kernel;
 pub const GUEST_TARGET: &str = "hermetic/target/debug";
 
 /// Host programs the tests run that busybox lacks or does differently:
-/// util-linux's `setpriv`, `ipcmk` and `ipcrm`, procps's `pgrep`, and
-/// passt's `pasta` (B60).
-const HOST_TOOLS: [&str; 5] = [
+/// util-linux's `setpriv`, `prlimit`, `ipcmk` and `ipcrm`, procps's
+/// `pgrep`, and passt's `pasta` (B60).
+const HOST_TOOLS: [&str; 6] = [
     "/usr/bin/setpriv",
+    "/usr/bin/prlimit",
     "/usr/bin/ipcmk",
     "/usr/bin/ipcrm",
     "/usr/bin/pgrep",
@@ -87,7 +88,8 @@ pub fn build_base(contents: &GuestContents, scratch: &Path, out: &Path) -> Resul
     archive.file("etc/resolv.conf", 0o644, b"nameserver 10.0.2.3\n")?;
 
     let target = contents.workspace.join("target/debug");
-    for name in ["sandbox-run", "hermetic"] {
+    // hold-connections: the daemon-limit tests' client (tests/src/bin).
+    for name in ["sandbox-run", "hermetic", "hold-connections"] {
         let stripped = strip(&target.join(name), scratch)?;
         archive.copy(&format!("{GUEST_TARGET}/{name}"), &stripped)?;
         dynamic.push(stripped);
