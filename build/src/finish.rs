@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use hermetic_runtime::settings::Settings;
@@ -296,7 +295,6 @@ pub fn keep_failed(
             // As Nix does: the kept build directory is open to everyone (its
             // files as the builder left them), so that the user who asked
             // for it can look, through the daemon too.
-            let _ = fs::set_permissions(&kept, fs::Permissions::from_mode(0o755));
             let _ = open_to_everyone(&kept, "build");
             warn(format!(
                 "note: keeping build directory '{}'",
@@ -309,13 +307,15 @@ pub fn keep_failed(
     }
 }
 
-/// Makes the directory `name` of `dir` mode 0755, through a descriptor: a
-/// symlink put in its place is not followed.
+/// Makes the directory `dir` and its directory `name` mode 0755, through
+/// descriptors: a symlink put in the place of either is not followed.
 fn open_to_everyone(dir: &Path, name: &str) -> nix::Result<()> {
     use nix::fcntl::{OFlag, open, openat};
     use nix::sys::stat::{Mode, fchmod};
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let everyone = Mode::from_bits_truncate(0o755);
     let parent = open(dir, flags, Mode::empty())?;
+    fchmod(&parent, everyone)?;
     let sub = openat(&parent, name, flags, Mode::empty())?;
-    fchmod(&sub, Mode::from_bits_truncate(0o755))
+    fchmod(&sub, everyone)
 }

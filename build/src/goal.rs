@@ -111,18 +111,10 @@ impl Goal<'_> {
             };
             outputs.insert(name.clone(), path.clone());
         }
-        let all_valid = |store: &LocalStore| -> Result<bool, BuildFailure> {
-            for path in outputs.values() {
-                if !store.is_valid(path)? {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        };
-        if !self.check && all_valid(store)? {
+        if !self.check && store.outputs_valid(drv)? {
             return Ok(outputs);
         }
-        if self.check && !all_valid(store)? {
+        if self.check && !store.outputs_valid(drv)? {
             return Err(BuildError::CheckWithoutOutputs(printed).into());
         }
         check_platform(settings, drv, &printed, &attrs)?;
@@ -151,7 +143,7 @@ impl Goal<'_> {
         // gets its log (a second daemon client waits on the locks below).
         let _watch = crate::log::watch(&self.drv_path, self.log.clone());
         let _locks = store.lock_paths(&output_paths)?;
-        if !self.check && all_valid(store)? {
+        if !self.check && store.outputs_valid(drv)? {
             return Ok(outputs);
         }
         let mut pending = store.begin()?;

@@ -47,21 +47,7 @@ impl Summary {
         }
         if mask == 0 { 1 } else { 0x60 | mask }
     }
-}
 
-/// How the failures of a run are told, as Nix's `buildPaths` tells them:
-/// a derivation built for another one was told as it failed (a log line);
-/// of those asked for, one failure is the error itself, and several are
-/// each told, then summed up.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct FailureReport {
-    /// Lines to log first (`error: …`).
-    pub lines: Vec<String>,
-    /// The error to end with, if any failed.
-    pub error: Option<String>,
-}
-
-impl Summary {
     /// The report of the failures of `targets` (those asked for), paths
     /// printed with `store_dir`.
     pub fn failure_report(
@@ -96,6 +82,18 @@ impl Summary {
             },
         }
     }
+}
+
+/// How the failures of a run are told, as Nix's `buildPaths` tells them:
+/// a derivation built for another one was told as it failed (a log line);
+/// of those asked for, one failure is the error itself, and several are
+/// each told, then summed up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FailureReport {
+    /// Lines to log first (`error: …`).
+    pub lines: Vec<String>,
+    /// The error to end with, if any failed.
+    pub error: Option<String>,
 }
 
 fn kind_bits(kind: FailureKind) -> u8 {

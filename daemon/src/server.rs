@@ -127,7 +127,7 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
             // while, rather than hold up a build whose log it watches; one
             // that does not greet in time is hung up on.
             let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(60)));
-            let _ = stream.set_read_timeout(Some(counter.limits().handshake));
+            let _ = stream.set_read_timeout(Some(limits.handshake));
             let id = next_client;
             next_client += 1;
             let lifecycle = std::sync::Arc::new(Lifecycle {

@@ -220,7 +220,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("/nix/var/nix")),
             sandbox: SandboxMode::True,
             sandbox_fallback: true,
-            sandbox_paths: default_sandbox_paths(),
+            sandbox_paths: default_sandbox_paths().to_vec(),
             sandbox_build_dir: "/build".into(),
             sandbox_dev_shm_size: "50%".into(),
             sandbox_block_nested_userns: false,
@@ -392,11 +392,15 @@ impl Settings {
 }
 
 /// hermetic's built-in `sandbox-paths`: `/bin/sh=<a static busybox>` when
-/// the host has one.
-fn default_sandbox_paths() -> Vec<String> {
-    crate::host::static_shell()
-        .map(|shell| vec![format!("/bin/sh={}", shell.display())])
-        .unwrap_or_default()
+/// the host has one. The host is probed once per process, as Nix fixes
+/// its default when it is built.
+fn default_sandbox_paths() -> &'static [String] {
+    static DEFAULT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(|| {
+        crate::host::static_shell()
+            .map(|shell| vec![format!("/bin/sh={}", shell.display())])
+            .unwrap_or_default()
+    })
 }
 
 fn words(value: &str) -> Vec<String> {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::hash::{AnyHasher, Hash, HashAlgo};
@@ -116,14 +116,7 @@ pub fn content_hash(
                 return Err(ContentHashError::NotAFile(path.display().to_string()));
             }
             let mut file = fs::File::open(path).map_err(io)?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf).map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.write_all(&buf[..n]).expect("hashing never fails");
-            }
+            std::io::copy(&mut file, &mut hasher).map_err(io)?;
         }
         IngestionMethod::Recursive => {
             let mut sink = BufWriter::with_capacity(64 * 1024, &mut hasher);

@@ -276,9 +276,7 @@ impl LocalStore {
                 got: size.to_string(),
             });
         }
-        if info.ca.is_some() {
-            self.check_content_address(&info, pending.staging())?;
-        }
+        self.check_content_address(&info, pending.staging())?;
         canonicalise(pending.staging(), self.owner.0, self.owner.1)?;
         info.registration_time = now();
         self.install(pending, info)

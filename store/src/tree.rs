@@ -1,5 +1,7 @@
-//! Removing a tree that a builder or a client may have touched: through
-//! directory descriptors, never by path. Each directory is taken from
+//! Trees that a builder or a client may have touched, worked on through
+//! directory descriptors, never by path: sealing one before it is walked
+//! by path ([`seal_tree`]), and removing one ([`remove_tree`]). In a
+//! removal, each directory is taken from
 //! everyone else (owned by the remover, mode 0700) before it is read, an
 //! entry swapped for a symlink meanwhile is removed as a symlink and never
 //! followed, and any depth is handled with a bounded number of descriptors
@@ -56,7 +58,7 @@ pub fn seal_tree(path: &Path, max_depth: usize) -> Result<(), StoreError> {
     Walk { path }.seal(&top, 0, max_depth)
 }
 
-/// One removal: the path it started at, for errors.
+/// One walk (a removal or a seal): the path it started at, for errors.
 struct Walk<'a> {
     path: &'a Path,
 }
