@@ -19,10 +19,11 @@ use crate::attrs::Attrs;
 use crate::error::{BuildError, io_err};
 use crate::finish::{Finishing, keep_failed};
 use crate::inputs::{impure_host_deps, input_closure, sandbox_paths};
-use crate::log::{PrefixedLines, SharedLog};
+use crate::log::{BuilderOutput, SharedLog};
 use crate::mode::{Mode, check_platform, namespaces_available, select};
 use crate::outputs::BuilderIds;
 use crate::spec::{SpecInputs, sandbox_spec};
+use hermetic_store::local::build_log::BuildLogFile;
 
 /// What kind of failure a build had: it decides the exit status (B83).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +252,20 @@ impl Goal<'_> {
                 count: 1,
             },
         };
-        let mut log = PrefixedLines::new(&self.drv_path, &drv.name);
+        let log_file = if settings.keep_build_log {
+            match BuildLogFile::create(&layout, &self.drv_path, settings.compress_build_log) {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    warn(hermetic_store::error_chain(&e));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut log_warnings = Vec::new();
+        let mut keep_warning = |w: String| log_warnings.push(w);
+        let mut log = BuilderOutput::new(&self.drv_path, &drv.name, log_file, &mut keep_warning);
         let ended = job.run(
             &sandbox,
             RunOptions {
@@ -260,8 +274,10 @@ impl Goal<'_> {
                 ..RunOptions::default()
             },
             &mut log,
-        )?;
-        drop(log);
+        );
+        log.finish();
+        log_warnings.into_iter().for_each(&mut *warn);
+        let ended = ended?;
         let outcome = ended.outcome;
 
         let mut failed = |error: BuildError, kind: FailureKind, pending| -> BuildFailure {

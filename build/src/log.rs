@@ -199,6 +199,65 @@ impl Drop for PrefixedLines {
     }
 }
 
+/// A builder's output on its way to its watchers and, when
+/// `keep-build-log` is on, to its log file (the raw bytes, as Nix writes
+/// them). A log file that cannot be written is dropped with a warning; the
+/// build goes on.
+pub struct BuilderOutput<'a> {
+    lines: PrefixedLines,
+    file: Option<hermetic_store::local::build_log::BuildLogFile>,
+    warn: &'a mut dyn FnMut(String),
+}
+
+impl<'a> BuilderOutput<'a> {
+    /// The output of `drv`'s builder, named `name`, kept in `file` too.
+    pub fn new(
+        drv: &StorePath,
+        name: &str,
+        file: Option<hermetic_store::local::build_log::BuildLogFile>,
+        warn: &'a mut dyn FnMut(String),
+    ) -> Self {
+        Self {
+            lines: PrefixedLines::new(drv, name),
+            file,
+            warn,
+        }
+    }
+
+    /// Ends the log file.
+    pub fn finish(mut self) {
+        if let Some(file) = self.file.take() {
+            let path = file.path().to_owned();
+            if let Err(e) = file.finish() {
+                (self.warn)(format!(
+                    "cannot write the build log '{}': {}",
+                    path.display(),
+                    hermetic_store::error_chain(&e)
+                ));
+            }
+        }
+    }
+}
+
+impl Write for BuilderOutput<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(file) = &mut self.file
+            && let Err(e) = file.write_all(buf)
+        {
+            (self.warn)(format!(
+                "cannot write the build log '{}': {e}",
+                file.path().display()
+            ));
+            self.file = None;
+        }
+        self.lines.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

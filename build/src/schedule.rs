@@ -244,6 +244,7 @@ pub fn build_all(
                 let spawned = build_thread().spawn_scoped(scope, move || {
                     let result = (|| {
                         let mut store = LocalStore::open(layout.clone())?;
+                        store.set_auto_optimise(settings.auto_optimise_store);
                         let goal = Goal {
                             drv_path: path.clone(),
                             drv: goal_drv,

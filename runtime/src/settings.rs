@@ -100,6 +100,13 @@ pub struct Settings {
     /// trusted ones) may set the settings that make the daemon run a
     /// command as root or choose the build users.
     pub allow_client_root_commands: bool,
+    /// `keep-build-log`: write each build's log under the log directory.
+    pub keep_build_log: bool,
+    /// `compress-build-log`: those logs bzip2-compressed (`.bz2`).
+    pub compress_build_log: bool,
+    /// `auto-optimise-store`: hard-link each new output's files to
+    /// identical ones already in the store.
+    pub auto_optimise_store: bool,
 }
 
 /// The `sandbox` setting (B1).
@@ -139,6 +146,8 @@ pub fn canonical_name(name: &str) -> &str {
         "build-cores" => "cores",
         "build-keep-failed" => "keep-failed",
         "binary-cache-public-keys" => "trusted-public-keys",
+        "build-keep-log" => "keep-build-log",
+        "build-compress-log" => "compress-build-log",
         other => other,
     }
 }
@@ -242,6 +251,9 @@ impl Settings {
             allowed_users: vec!["*".into()],
             trusted_users: vec!["root".into()],
             allow_client_root_commands: false,
+            keep_build_log: true,
+            compress_build_log: true,
+            auto_optimise_store: false,
             require_sigs: true,
             trusted_public_keys: vec![
                 "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".into(),
@@ -334,6 +346,11 @@ impl Settings {
             "allowed-users" => self.allowed_users = words(value),
             "trusted-users" => self.trusted_users = words(value),
             "allow-client-root-commands" => self.allow_client_root_commands = boolean(name, value)?,
+            "keep-build-log" | "build-keep-log" => self.keep_build_log = boolean(name, value)?,
+            "compress-build-log" | "build-compress-log" => {
+                self.compress_build_log = boolean(name, value)?
+            }
+            "auto-optimise-store" => self.auto_optimise_store = boolean(name, value)?,
             "require-sigs" => self.require_sigs = boolean(name, value)?,
             "trusted-public-keys" | "binary-cache-public-keys" => {
                 self.trusted_public_keys = words(value)

@@ -36,11 +36,22 @@ pub fn canonicalise(path: &Path, uid: u32, gid: u32) -> Result<(), StoreError> {
             canonicalise(&entry.path(), uid, gid)?;
         }
     }
+    canonicalise_one(path, &meta, uid, gid)
+}
+
+/// Makes one file, directory or symlink canonical (not what is inside a
+/// directory); `meta` is what `lstat` said of it.
+pub fn canonicalise_one(
+    path: &Path,
+    meta: &fs::Metadata,
+    uid: u32,
+    gid: u32,
+) -> Result<(), StoreError> {
     if meta.uid() != uid || meta.gid() != gid {
         std::os::unix::fs::lchown(path, Some(uid), Some(gid))
             .map_err(io_err("change the owner of", path))?;
     }
-    if let Some(mode) = canonical_mode(&meta)
+    if let Some(mode) = canonical_mode(meta)
         && meta.mode() & 0o7777 != mode
     {
         fs::set_permissions(path, fs::Permissions::from_mode(mode))

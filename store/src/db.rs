@@ -322,6 +322,44 @@ impl Db {
         Ok(out)
     }
 
+    /// The valid derivations that have `path` among their outputs.
+    pub fn valid_derivers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "select v.path from DerivationOutputs d join ValidPaths v on d.drv = v.id \
+                 where d.path = ?1",
+            )
+            .map_err(self.err("query valid derivers"))?;
+        let rows = stmt
+            .query_map([self.store.print(path)], |r| r.get::<_, String>(0))
+            .map_err(self.err("query valid derivers"))?;
+        let mut out = BTreeSet::new();
+        for row in rows {
+            out.extend(self.parse_path(&row.map_err(self.err("query valid derivers"))?));
+        }
+        Ok(out)
+    }
+
+    /// Adds signatures to a valid path's, keeping those it has (each once).
+    /// Returns false if the path is not valid.
+    pub fn add_signatures(&self, path: &StorePath, sigs: &[String]) -> Result<bool, StoreError> {
+        let Some(info) = self.query_info(path)? else {
+            return Ok(false);
+        };
+        let mut all: Vec<String> = info.sigs;
+        for sig in sigs {
+            if !all.contains(sig) {
+                all.push(sig.clone());
+            }
+        }
+        self.conn
+            .prepare_cached("update ValidPaths set sigs = ?1 where path = ?2")
+            .and_then(|mut s| s.execute((all.join(" "), self.store.print(path))))
+            .map_err(self.err("add signatures"))?;
+        Ok(true)
+    }
+
     /// Every valid path with its NAR hash text and size.
     pub fn all_valid(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
         let mut stmt = self

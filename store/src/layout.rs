@@ -14,11 +14,15 @@ pub struct StoreLayout {
     pub real_store_dir: PathBuf,
     /// The state directory: the database, locks, hermetic's records.
     pub state_dir: PathBuf,
+    /// Where build logs go (`drvs/<2>/<rest>.bz2` under it): Nix's log
+    /// directory.
+    pub log_dir: PathBuf,
 }
 
 impl StoreLayout {
     /// The system store: `NIX_STORE_DIR` or `/nix/store`, state in
-    /// `NIX_STATE_DIR` or `/nix/var/nix` (the variables Nix reads too).
+    /// `NIX_STATE_DIR` or `/nix/var/nix`, logs in `NIX_LOG_DIR` or
+    /// `/nix/var/log/nix` (the variables Nix reads too).
     pub fn system() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|d| !d.is_empty());
         let state_dir =
@@ -26,21 +30,25 @@ impl StoreLayout {
         let store_dir = var("NIX_STORE_DIR")
             .and_then(|d| StoreDir::new(&d.to_string_lossy()))
             .unwrap_or_default();
+        let log_dir =
+            var("NIX_LOG_DIR").map_or_else(|| PathBuf::from("/nix/var/log/nix"), PathBuf::from);
         Self {
             real_store_dir: PathBuf::from(store_dir.as_str()),
             store_dir,
             state_dir,
+            log_dir,
         }
     }
 
     /// A store under another root, laid out as Nix's `local?root=DIR`:
     /// `DIR/nix/store` holding paths written `/nix/store/…`, state in
-    /// `DIR/nix/var/nix`.
+    /// `DIR/nix/var/nix`, logs in `DIR/nix/var/log/nix`.
     pub fn under_root(root: &Path) -> Self {
         Self {
             store_dir: StoreDir::default(),
             real_store_dir: root.join("nix/store"),
             state_dir: root.join("nix/var/nix"),
+            log_dir: root.join("nix/var/log/nix"),
         }
     }
 

@@ -2,6 +2,10 @@
 //! with additions that a crash at any instant cannot leave half-done.
 
 mod admission;
+pub mod build_log;
+pub mod optimise;
+mod queries;
+pub mod roots;
 mod state_dirs;
 
 use std::cell::RefCell;
@@ -34,6 +38,8 @@ pub struct LocalStore {
     owner: (u32, u32),
     /// The hashes modulo of valid derivations, computed once.
     drv_hash_memo: RefCell<HashMap<StorePath, DrvHashes>>,
+    /// `auto-optimise-store`: new paths are optimised once registered.
+    auto_optimise: bool,
     _big_lock: Flock<File>,
 }
 
@@ -75,6 +81,7 @@ impl LocalStore {
             db,
             owner,
             drv_hash_memo: RefCell::default(),
+            auto_optimise: false,
             _big_lock: big_lock,
         };
         store.recover()?;
@@ -95,6 +102,23 @@ impl LocalStore {
             }
             Ok(())
         })
+    }
+
+    /// Turns `auto-optimise-store` on or off: whether each path registered
+    /// from now on is hard-linked to identical files (see `optimise`).
+    pub fn set_auto_optimise(&mut self, on: bool) {
+        self.auto_optimise = on;
+    }
+
+    /// What follows a registration: under `auto-optimise-store`, the new
+    /// paths are optimised. A failure there is a warning: the paths are
+    /// valid and whole either way.
+    fn registered(&self, paths: &[StorePath]) {
+        if self.auto_optimise
+            && let Err(e) = self.optimise_paths(paths)
+        {
+            tracing::warn!("cannot optimise new store paths: {}", error_chain(&e));
+        }
     }
 
     /// The store's directories.
@@ -367,6 +391,7 @@ impl LocalStore {
         }
         crash_point("registered");
         tracing::debug!(path = %real.display(), "registered");
+        self.registered(std::slice::from_ref(&info.path));
         pending.finish()
     }
 
@@ -436,6 +461,7 @@ impl LocalStore {
             }
             return Err(e);
         }
+        self.registered(&targets);
         Ok(())
     }
 

@@ -35,7 +35,9 @@ pub struct Pending {
     targets: Vec<StorePath>,
 }
 
-fn unique_id() -> String {
+/// A name part no other process or call of this one uses: pid, counter,
+/// nanoseconds.
+pub(crate) fn unique_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

@@ -68,6 +68,7 @@ impl BuildHost {
                 store_dir: StoreDir::new(store.to_str().unwrap()).unwrap(),
                 real_store_dir: store,
                 state_dir: self.dir.path.join("state"),
+                log_dir: self.dir.path.join("log"),
             }
         }
     }
