@@ -10,14 +10,28 @@ use crate::wire::{write_string, write_u64};
 pub const WORKER_MAGIC_1: u64 = 0x6e69_7863;
 /// The daemon's answer.
 pub const WORKER_MAGIC_2: u64 = 0x6478_696f;
-/// The protocol version hermetic speaks: 1.34, Nix 2.8's.
-pub const PROTOCOL_VERSION: u64 = (1 << 8) | 34;
+/// The newest protocol version hermetic speaks: 1.38, today's Nix's (Nix
+/// 2.8 speaks 1.34, Lix 1.35). A connection speaks the older of this and
+/// the client's.
+pub const PROTOCOL_VERSION: u64 = (1 << 8) | 38;
+/// The oldest client version served: 1.10, as Nix's daemon.
+pub const OLDEST_CLIENT_VERSION: u64 = (1 << 8) | 10;
 /// A log line.
 pub const STDERR_NEXT: u64 = 0x6f6c_6d67;
 /// The operation's work is done; the reply follows.
 pub const STDERR_LAST: u64 = 0x616c_7473;
 /// The operation failed; the error follows.
 pub const STDERR_ERROR: u64 = 0x6378_7470;
+
+/// The version a connection speaks: the older of the client's and ours.
+pub fn negotiate(client_version: u64) -> u64 {
+    client_version.min(PROTOCOL_VERSION)
+}
+
+/// The version the daemon tells clients: the Nix whose behaviour it
+/// reproduces (SPEC's reading of Nix 2.8), then hermetic's own, so that
+/// clients and Nix's tests comparing versions see a 2.8-level daemon.
+pub const DAEMON_VERSION: &str = concat!("2.8.0-hermetic-", env!("CARGO_PKG_VERSION"));
 
 /// The minor version of a protocol version.
 pub fn minor(version: u64) -> u64 {

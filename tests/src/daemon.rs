@@ -221,25 +221,56 @@ pub fn as_user(nix: &NixPeer, user: &str, program: &str, args: &[&str]) -> Outpu
 pub struct RawClient {
     /// The connection.
     pub stream: UnixStream,
+    /// The protocol version the daemon said it speaks.
+    pub daemon_version: u64,
+    /// The features the daemon offered (protocol 1.38 and later).
+    pub daemon_features: Vec<String>,
+    /// The daemon's version text (protocol 1.33 and later).
+    pub server_version: String,
+    /// Whether the daemon trusts this client: 1 yes, 2 no (protocol 1.35
+    /// and later).
+    pub trusted: Option<u64>,
 }
 
 impl RawClient {
-    /// Connects and greets as a protocol 1.34 client.
+    /// Connects and greets as a protocol 1.34 client (Nix 2.8's).
     pub fn connect(daemon: &Daemon) -> RawClient {
+        Self::connect_as(daemon, (1 << 8) | 34, &[])
+    }
+
+    /// Connects and greets as a client of protocol `version` offering
+    /// `features`, reading what each version adds to the handshake.
+    pub fn connect_as(daemon: &Daemon, version: u64, features: &[&str]) -> RawClient {
         let mut client = RawClient {
             stream: UnixStream::connect(daemon.socket()).unwrap(),
+            daemon_version: 0,
+            daemon_features: Vec::new(),
+            server_version: String::new(),
+            trusted: None,
         };
         client
             .stream
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
         client.u64(0x6e69_7863);
+        client.u64(version);
         assert_eq!(client.read_u64(), 0x6478_696f);
-        client.read_u64(); // the daemon's protocol version
-        for n in [(1 << 8) | 34, 0, 0] {
-            client.u64(n);
+        client.daemon_version = client.read_u64();
+        let minor = version.min(client.daemon_version) & 0xff;
+        if minor >= 38 {
+            client.strings(features);
+            let count = client.read_u64();
+            client.daemon_features = (0..count).map(|_| client.read_string()).collect();
         }
-        client.read_string(); // the daemon's version
+        for n in [0, 0] {
+            client.u64(n); // no CPU affinity, obsolete reserveSpace
+        }
+        if minor >= 33 {
+            client.server_version = client.read_string();
+        }
+        if minor >= 35 {
+            client.trusted = Some(client.read_u64());
+        }
         client.work().unwrap();
         client
     }
@@ -305,7 +336,7 @@ impl RawClient {
     }
 
     /// Sends `data` as one frame and the end frame.
-    fn frames(&mut self, data: &[u8]) {
+    pub fn frames(&mut self, data: &[u8]) {
         self.u64(data.len() as u64);
         self.stream.write_all(data).unwrap();
         self.u64(0);
@@ -387,7 +418,19 @@ impl RawClient {
         for _ in 0..4 {
             self.read_u64();
         }
-        assert_eq!(self.read_u64(), 0, "no realisations");
+        // The built outputs as realisations: the output's id and JSON.
+        let realisations = self.read_u64();
+        assert_eq!(
+            realisations,
+            u64::from(status == 0),
+            "one output when built"
+        );
+        for _ in 0..realisations {
+            let id = self.read_string();
+            assert!(id.ends_with("!out"), "{id}");
+            let json = self.read_string();
+            assert!(json.contains(out.rsplit('/').next().unwrap()), "{json}");
+        }
         Ok(status)
     }
 }

@@ -242,10 +242,19 @@ fn malformed_protocol_input_is_refused_and_others_are_served() {
         answer.contains("hermetic does not implement the worker operation 'unknown' (99)"),
         "{answer}"
     );
+    let mut export = greeting.clone();
+    export.extend(u64s(&[16]));
+    let answer = String::from_utf8_lossy(&raw(&daemon, &export)).into_owned();
+    assert!(answer.contains("'ExportPath' (16)"), "{answer}");
+    // CollectGarbage: its arguments are read, and the client is told the
+    // daemon has no collector yet (issue 18).
     let mut gc = greeting.clone();
-    gc.extend(u64s(&[20]));
+    gc.extend(u64s(&[20, 2, 0, 0, 0, 0, 0, 0]));
     let answer = String::from_utf8_lossy(&raw(&daemon, &gc)).into_owned();
-    assert!(answer.contains("'CollectGarbage' (20)"), "{answer}");
+    assert!(
+        answer.contains("hermetic does not collect garbage yet"),
+        "{answer}"
+    );
     // Many such clients leave the daemon's memory where it was.
     let rss = |pid: u32| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -826,7 +835,7 @@ fn stdio_serves_one_client_on_stdin_and_stdout() {
     input.write_all(&u64s(&[0x6e69_7863])).unwrap();
     input.flush().unwrap();
     assert_eq!(read_u64(), 0x6478_696f);
-    assert_eq!(read_u64(), (1 << 8) | 34);
+    assert_eq!(read_u64(), (1 << 8) | 38);
     // An old client (1.32, no version string), then IsValidPath.
     input.write_all(&u64s(&[(1 << 8) | 32, 0, 0])).unwrap();
     assert_eq!(read_u64(), 0x616c_7473, "STDERR_LAST after the greeting");

@@ -49,6 +49,10 @@ enum Command {
         /// Serve one client on stdin/stdout, as `nix-daemon --stdio`.
         #[arg(long)]
         stdio: bool,
+        /// Print the version the daemon tells clients (`nix store info`'s
+        /// `Version:`) and exit.
+        #[arg(long)]
+        nix_version: bool,
     },
 }
 
@@ -176,7 +180,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", json::print(&layout.store_dir, &drvs));
         }
         Command::Build(args) => return build(layout, args),
-        Command::Daemon { socket, stdio } => {
+        Command::Daemon {
+            socket,
+            stdio,
+            nix_version,
+        } => {
+            if nix_version {
+                println!("{}", hermetic_daemon::protocol::DAEMON_VERSION);
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut settings = hermetic_runtime::settings::Settings::for_caller();
             hermetic_runtime::nixconf::load(&mut settings, &[], &mut |w| {
                 eprintln!("warning: {w}")

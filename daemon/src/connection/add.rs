@@ -69,7 +69,7 @@ impl Connection {
 
     /// AddToStoreNar: one path's metadata, then its NAR in frames.
     pub(super) fn add_to_store_nar(&mut self, from: &mut impl Read) -> Result<(), Step> {
-        if minor(self.client_version) < 23 {
+        if minor(self.version) < 23 {
             return Err(Step::Fatal(ConnectionError::TooOld));
         }
         let path = self.parse_path(&read_string(from)?)?;
@@ -145,7 +145,7 @@ impl Connection {
     }
 
     pub(super) fn add_to_store(&mut self, from: &mut impl Read) -> Result<(), Step> {
-        if minor(self.client_version) < 25 {
+        if minor(self.version) < 25 {
             return Err(Step::Fatal(ConnectionError::TooOld));
         }
         let name = read_string(from)?;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use hermetic_store::StorePath;
 
+use super::results::{Outcome, now};
 use super::{ClientWriter, Connection, OpError, Step, failed, lock};
 use crate::protocol::send_log;
 use crate::wire::{read_count, read_string, read_strings};
@@ -88,7 +89,7 @@ impl Connection {
         drv_path: StorePath,
         drv: hermetic_store::Derivation,
         mode: u64,
-    ) -> Result<(u64, String), Step> {
+    ) -> Result<Outcome, Step> {
         use hermetic_build::goal::Goal;
         self.refuse_untrusted_repair(mode == 1)?;
         if drv.is_fixed_output() {
@@ -110,6 +111,7 @@ impl Connection {
         let to = self.to.clone();
         let log = self.client_log();
         let mut store = self.store()?;
+        let start_time = now();
         let outcome = self.while_watching_hangup(|cancel| {
             let goal = Goal {
                 drv_path,
@@ -124,12 +126,32 @@ impl Connection {
                 let _ = send_log(&mut *w, &line);
             })
         });
+        let stop_time = now();
         Ok(match outcome {
-            Ok(_) => (0, String::new()),
-            Err(failure) => (
-                result_status(failure.kind),
-                hermetic_store::error_chain(&failure.error),
-            ),
+            Ok(outputs) => Outcome {
+                status: 0,
+                times_built: 1,
+                start_time,
+                stop_time,
+                // An inline derivation has no input derivations to compute
+                // its hash modulo from: the ids carry a zero hash, as
+                // today's Nix writes them (clients read only the output
+                // name and path).
+                outputs: outputs
+                    .into_iter()
+                    .map(|(name, path)| (format!("sha256:{}!{name}", "0".repeat(64)), path))
+                    .collect(),
+                ..Outcome::default()
+            },
+            Err(failure) => Outcome {
+                status: result_status(failure.kind),
+                message: hermetic_store::error_chain(&failure.error),
+                non_deterministic: failure.kind
+                    == hermetic_build::goal::FailureKind::NotDeterministic,
+                start_time,
+                stop_time,
+                ..Outcome::default()
+            },
         })
     }
 

@@ -6,6 +6,7 @@
 
 mod add;
 mod build;
+mod maintenance;
 mod options;
 mod results;
 
@@ -17,8 +18,8 @@ use hermetic_runtime::settings::Settings;
 use hermetic_store::{LocalStore, PathInfo, StoreLayout, StorePath};
 
 use crate::protocol::{
-    PROTOCOL_VERSION, WORKER_MAGIC_1, WORKER_MAGIC_2, minor, op_name, send_error, send_last,
-    send_log,
+    DAEMON_VERSION, OLDEST_CLIENT_VERSION, PROTOCOL_VERSION, WORKER_MAGIC_1, WORKER_MAGIC_2, minor,
+    negotiate, op_name, send_error, send_last, send_log,
 };
 use crate::trust::{Peer, admit};
 use crate::wire::{
@@ -66,7 +67,8 @@ pub struct Connection {
     trusted: bool,
     hangup: Option<std::os::fd::OwnedFd>,
     stop: Option<std::os::fd::OwnedFd>,
-    client_version: u64,
+    /// The protocol version the connection speaks.
+    version: u64,
     to: ClientWriter,
     /// The store, once an operation needed it.
     open_store: std::cell::RefCell<Option<LocalStore>>,
@@ -124,19 +126,23 @@ pub fn serve(
         w.flush()?;
     }
     let client_version = read_u64(&mut from)?;
-    if client_version < 0x10a {
+    if client_version < OLDEST_CLIENT_VERSION || client_version >> 8 != PROTOCOL_VERSION >> 8 {
         return Err(ConnectionError::TooOld);
     }
-    if minor(client_version) >= 14 && read_bool(&mut from)? {
+    let version = negotiate(client_version);
+    if minor(version) >= 38 {
+        // The features exchange: the client's, then ours (none yet); a
+        // connection uses those both have.
+        read_strings(&mut from)?;
+        let mut w = lock(&to);
+        write_strings(&mut *w, std::iter::empty())?;
+        w.flush()?;
+    }
+    if minor(version) >= 14 && read_bool(&mut from)? {
         read_u64(&mut from)?; // CPU affinity: not used
     }
-    if minor(client_version) >= 11 {
+    if minor(version) >= 11 {
         read_u64(&mut from)?; // obsolete reserveSpace
-    }
-    if minor(client_version) >= 33 {
-        // The daemon's version, which clients show.
-        let mut w = lock(&to);
-        write_string(&mut *w, concat!("hermetic ", env!("CARGO_PKG_VERSION")))?;
     }
     // The start-up work: whether this peer may connect at all.
     let Client {
@@ -148,6 +154,18 @@ pub fn serve(
         Some(refused) => Err(refused),
         None => admit(&settings, &peer).map_err(|refused| refused.to_string()),
     };
+    {
+        let mut w = lock(&to);
+        if minor(version) >= 33 {
+            // The daemon's version, which clients show.
+            write_string(&mut *w, DAEMON_VERSION)?;
+        }
+        if minor(version) >= 35 {
+            // Whether the daemon trusts the client (`nix store info`'s
+            // `Trusted:`): 1 yes, 2 no.
+            write_u64(&mut *w, if admitted == Ok(true) { 1 } else { 2 })?;
+        }
+    }
     let trusted = match admitted {
         Ok(trusted) => trusted,
         Err(refused) => {
@@ -179,7 +197,7 @@ pub fn serve(
         hangup,
         stop: lifecycle.stop.as_ref().and_then(|fd| fd.try_clone().ok()),
         open_store: std::cell::RefCell::new(None),
-        client_version,
+        version,
         to,
     };
     loop {
@@ -246,7 +264,9 @@ impl Connection {
     fn store(&self) -> Result<std::cell::RefMut<'_, LocalStore>, Step> {
         let mut store = self.open_store.borrow_mut();
         if store.is_none() {
-            *store = Some(LocalStore::open(self.layout.clone()).map_err(failed)?);
+            let mut opened = LocalStore::open(self.layout.clone()).map_err(failed)?;
+            opened.set_auto_optimise(self.settings.auto_optimise_store);
+            *store = Some(opened);
         }
         Ok(std::cell::RefMut::map(store, |s| {
             s.as_mut().expect("opened above")
@@ -309,7 +329,7 @@ impl Connection {
         self.write_path_set(&mut w, &info.references)?;
         write_u64(&mut w, info.registration_time as u64)?;
         write_u64(&mut w, info.nar_size)?;
-        if minor(self.client_version) >= 16 {
+        if minor(self.version) >= 16 {
             write_u64(&mut w, u64::from(info.ultimate))?;
             write_strings(&mut w, info.sigs.iter().map(String::as_str))?;
             write_string(&mut w, info.ca.as_deref().unwrap_or_default())?;
@@ -349,7 +369,7 @@ impl Connection {
             // BuildPaths
             9 => {
                 let targets = read_strings(from)?;
-                let mode = if minor(self.client_version) >= 15 {
+                let mode = if minor(self.version) >= 15 {
                     read_u64(from)?
                 } else {
                     0
@@ -368,10 +388,23 @@ impl Connection {
                 }
                 self.reply(|w| write_u64(w, 1))
             }
-            // AddTempRoot, AddIndirectRoot: hermetic has no garbage
-            // collector yet, so nothing can remove what they protect.
-            11 | 12 => {
+            // AddTempRoot: hermetic has no garbage collector yet, so
+            // nothing can remove what it protects.
+            11 => {
                 read_string(from)?;
+                self.reply(|w| write_u64(w, 1))
+            }
+            // AddIndirectRoot: a client's link (`result`) to a store path,
+            // an absolute path; recorded as Nix records it.
+            12 => {
+                let link = std::path::PathBuf::from(read_string(from)?);
+                if !link.is_absolute() {
+                    return Err(Step::Failed(OpError(format!(
+                        "the indirect root '{}' is not an absolute path",
+                        link.display()
+                    ))));
+                }
+                self.store()?.add_indirect_root(&link).map_err(failed)?;
                 self.reply(|w| write_u64(w, 1))
             }
             // SyncWithGC
@@ -409,7 +442,7 @@ impl Connection {
                 let count = read_u64(from)?;
                 for _ in 0..count.min(crate::wire::MAX_LIST) {
                     read_string(from)?;
-                    if minor(self.client_version) >= 22 {
+                    if minor(self.version) >= 22 {
                         read_string(from)?;
                     }
                 }
@@ -418,7 +451,7 @@ impl Connection {
             // QueryValidPaths
             31 => {
                 let paths = self.read_path_set(from)?;
-                if minor(self.client_version) >= 27 {
+                if minor(self.version) >= 27 {
                     read_u64(from)?; // substitute: there are no substituters
                 }
                 let store = self.store()?;
@@ -440,21 +473,8 @@ impl Connection {
                 let drv_path = self.parse_path(&read_string(from)?)?;
                 let drv = self.read_basic_derivation(from, &drv_path)?;
                 let mode = read_u64(from)?;
-                let (status, message) = self.build_derivation(drv_path, drv, mode)?;
-                self.reply(|w| {
-                    write_u64(&mut *w, status)?;
-                    write_string(&mut *w, &message)?;
-                    if minor(self.client_version) >= 29 {
-                        // times built, non-deterministic, start and stop time
-                        for n in [u64::from(status == 0), 0, 0, 0] {
-                            write_u64(&mut *w, n)?;
-                        }
-                    }
-                    if minor(self.client_version) >= 28 {
-                        write_u64(&mut *w, 0)?; // no realisations: input-addressed or fixed
-                    }
-                    Ok(())
-                })
+                let outcome = self.build_derivation(drv_path, drv, mode)?;
+                self.reply(|w| self.write_build_result(w, &outcome))
             }
             // NarFromPath
             38 => {
@@ -504,6 +524,76 @@ impl Connection {
                     Ok(())
                 })
             }
+            // HasSubstitutes: there are no substituters.
+            3 => {
+                read_string(from)?;
+                self.reply(|w| write_u64(w, 0))
+            }
+            // QueryPathHash
+            4 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let info = self.store()?.query_info(&path).map_err(failed)?;
+                self.reply(|w| write_string(w, &info.nar_hash.to_hex()))
+            }
+            // QueryReferences
+            5 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let info = self.store()?.query_info(&path).map_err(failed)?;
+                self.reply(|w| self.write_path_set(&mut *w, &info.references))
+            }
+            // FindRoots
+            14 => self.find_roots(),
+            // QueryDeriver
+            18 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let info = self.store()?.query_info(&path).map_err(failed)?;
+                self.reply(|w| {
+                    let deriver = info.deriver.as_ref().map(|d| self.print(d));
+                    write_string(w, &deriver.unwrap_or_default())
+                })
+            }
+            // CollectGarbage
+            20 => self.collect_garbage(from),
+            // QuerySubstitutablePathInfo: there are no substituters.
+            21 => {
+                read_string(from)?;
+                self.reply(|w| write_u64(w, 0))
+            }
+            // QueryDerivationOutputs, QueryDerivationOutputNames
+            22 | 28 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let drv = self.store()?.read_derivation(&path).map_err(failed)?;
+                self.reply(|w| {
+                    if op == 22 {
+                        self.write_path_set(&mut *w, drv.outputs.values().filter_map(|o| o.path()))
+                    } else {
+                        write_strings(w, drv.outputs.keys().map(String::as_str))
+                    }
+                })
+            }
+            // QueryAllValidPaths
+            23 => {
+                let paths = self.store()?.all_valid_paths().map_err(failed)?;
+                self.reply(|w| self.write_path_set(&mut *w, &paths))
+            }
+            // QueryValidDerivers
+            33 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let derivers = self.store()?.valid_derivers(&path).map_err(failed)?;
+                self.reply(|w| self.write_path_set(&mut *w, &derivers))
+            }
+            // OptimiseStore
+            34 => self.optimise_store(),
+            // VerifyStore
+            35 => self.verify_store(from),
+            // AddSignatures
+            37 => self.add_signatures(from),
+            // RegisterDrvOutput
+            42 => self.register_drv_output(from),
+            // QueryRealisation
+            43 => self.query_realisation(from),
+            // AddBuildLog
+            45 => self.add_build_log(from),
             other => Err(Step::Fatal(ConnectionError::UnknownOp(
                 op_name(other),
                 other,

@@ -23,7 +23,7 @@ impl Connection {
         let cores = read_u64(from)?;
         let _use_substitutes = read_bool(from)?;
         let mut overrides = Vec::new();
-        if minor(self.client_version) >= 12 {
+        if minor(self.version) >= 12 {
             let count = read_count(from)?;
             for _ in 0..count {
                 overrides.push((read_string(from)?, read_string(from)?));

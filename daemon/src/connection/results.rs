@@ -11,6 +11,7 @@ use hermetic_store::{Derivation, LocalStore, StorePath};
 
 use super::build::result_status;
 use super::{Connection, Step, failed};
+use crate::protocol::minor;
 use crate::wire::{read_strings, read_u64, write_string, write_u64};
 
 /// Nix's `BuildResult` statuses used here.
@@ -26,16 +27,31 @@ struct Target {
     outputs: Option<BTreeSet<String>>,
 }
 
-/// What became of one target.
+/// What became of one build asked for: Nix's `BuildResult`.
 #[derive(Default)]
-struct Outcome {
-    status: u64,
-    message: String,
-    times_built: u64,
-    non_deterministic: bool,
+pub(super) struct Outcome {
+    /// Nix's status number.
+    pub(super) status: u64,
+    /// The error, for a failure.
+    pub(super) message: String,
+    /// 1 when it was built now, 0 when its outputs were there.
+    pub(super) times_built: u64,
+    /// A `--check` found the build not deterministic.
+    pub(super) non_deterministic: bool,
+    /// When the work started and stopped, in seconds since the epoch (0:
+    /// nothing was done).
+    pub(super) start_time: u64,
+    pub(super) stop_time: u64,
     /// Each output's realisation id (`sha256:<hash modulo>!<name>`) and
     /// path.
-    outputs: Vec<(String, StorePath)>,
+    pub(super) outputs: Vec<(String, StorePath)>,
+}
+
+/// Now, in seconds since the epoch.
+pub(super) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Connection {
@@ -70,12 +86,14 @@ impl Connection {
         }
         drop(store);
         let paths: Vec<StorePath> = drvs.keys().cloned().collect();
+        let start_time = now();
         let summary = self.build_with_log(&paths, mode == 2)?;
+        let times = (start_time, now());
         let store = self.store()?;
         let mut outcomes = Vec::new();
         for target in &targets {
             let outcome = if let Some((drv, valid_before)) = drvs.get(&target.path) {
-                self.derivation_outcome(&store, target, drv, *valid_before, &summary)?
+                self.derivation_outcome(&store, target, drv, *valid_before, &summary, times)?
             } else if store.is_valid(&target.path).map_err(failed)? {
                 Outcome {
                     status: ALREADY_VALID,
@@ -111,6 +129,7 @@ impl Connection {
         drv: &Derivation,
         valid_before: bool,
         summary: &Summary,
+        (start_time, stop_time): (u64, u64),
     ) -> Result<Outcome, Step> {
         if let Some((_, failure)) = summary.failures.iter().find(|(p, _)| *p == target.path) {
             return Ok(Outcome {
@@ -118,6 +137,8 @@ impl Connection {
                 message: hermetic_store::error_chain(&failure.error),
                 non_deterministic: failure.kind
                     == hermetic_build::goal::FailureKind::NotDeterministic,
+                start_time,
+                stop_time,
                 ..Outcome::default()
             });
         }
@@ -140,14 +161,14 @@ impl Connection {
         Ok(Outcome {
             status: if valid_before { ALREADY_VALID } else { BUILT },
             times_built: u64::from(!valid_before),
+            start_time: if valid_before { 0 } else { start_time },
+            stop_time: if valid_before { 0 } else { stop_time },
             outputs,
             ..Outcome::default()
         })
     }
 
-    /// A `BuildResult` as protocol 1.34 writes it: the path, the status,
-    /// the message, times built, non-determinism, start and stop times, the
-    /// realisations of the outputs.
+    /// A `KeyedBuildResult`: the path asked for, then its `BuildResult`.
     fn write_result(
         &self,
         w: &mut dyn Write,
@@ -155,22 +176,42 @@ impl Connection {
         outcome: &Outcome,
     ) -> std::io::Result<()> {
         write_string(&mut *w, text)?;
+        self.write_build_result(w, outcome)
+    }
+
+    /// A `BuildResult` as the connection's protocol version has it: the
+    /// status and message; from 1.29 times built, non-determinism, start
+    /// and stop times; from 1.37 the CPU times (not measured: absent);
+    /// from 1.28 the outputs as Nix's realisations.
+    pub(super) fn write_build_result(
+        &self,
+        w: &mut dyn Write,
+        outcome: &Outcome,
+    ) -> std::io::Result<()> {
         write_u64(&mut *w, outcome.status)?;
         write_string(&mut *w, &outcome.message)?;
-        write_u64(&mut *w, outcome.times_built)?;
-        write_u64(&mut *w, u64::from(outcome.non_deterministic))?;
-        write_u64(&mut *w, 0)?; // start time
-        write_u64(&mut *w, 0)?; // stop time
-        write_u64(&mut *w, outcome.outputs.len() as u64)?;
-        for (id, path) in &outcome.outputs {
-            write_string(&mut *w, id)?;
-            let realisation = serde_json::json!({
-                "id": id,
-                "outPath": path.base_name(),
-                "signatures": [],
-                "dependentRealisations": {},
-            });
-            write_string(&mut *w, &realisation.to_string())?;
+        if minor(self.version) >= 29 {
+            write_u64(&mut *w, outcome.times_built)?;
+            write_u64(&mut *w, u64::from(outcome.non_deterministic))?;
+            write_u64(&mut *w, outcome.start_time)?;
+            write_u64(&mut *w, outcome.stop_time)?;
+        }
+        if minor(self.version) >= 37 {
+            write_u64(&mut *w, 0)?; // user CPU time: absent
+            write_u64(&mut *w, 0)?; // system CPU time: absent
+        }
+        if minor(self.version) >= 28 {
+            write_u64(&mut *w, outcome.outputs.len() as u64)?;
+            for (id, path) in &outcome.outputs {
+                write_string(&mut *w, id)?;
+                let realisation = serde_json::json!({
+                    "id": id,
+                    "outPath": path.base_name(),
+                    "signatures": [],
+                    "dependentRealisations": {},
+                });
+                write_string(&mut *w, &realisation.to_string())?;
+            }
         }
         Ok(())
     }

@@ -1,0 +1,272 @@
+//! The store operations a stock Nix client sends through the daemon beyond
+//! adding and building, each driven by Debian's Nix 2.8 as a user types
+//! it: every valid path, valid derivers, roots, verification, signing,
+//! optimising, build logs; and the handshake of today's protocol (1.38)
+//! and Lix's (1.35), which no client on this host speaks, by hand.
+
+use std::os::unix::fs::MetadataExt;
+
+use hermetic_tests::daemon::{Daemon, RawClient, output_text as text};
+use hermetic_tests::nix_peer::NixPeer;
+use hermetic_tests::{TEST_USER, root_or_skip, test_user_or_skip};
+
+fn client() -> Option<NixPeer> {
+    NixPeer::or_skip("daemon_store_ops", "substituters =\n")
+}
+
+/// A derivation that says something unique and makes a directory with two
+/// identical files (for optimising) and one other.
+fn logged_expr(marker: &str) -> String {
+    format!(
+        r#"derivation {{ name = "logged"; system = "x86_64-linux"; builder = "/bin/sh";
+             args = ["-c" "echo {marker}; mkdir $out; echo same > $out/one; echo same > $out/two; echo other > $out/three"]; }}"#
+    )
+}
+
+#[test]
+fn a_stock_client_queries_verifies_signs_and_reads_logs_through_the_daemon() {
+    if !root_or_skip("a_stock_client_queries_verifies_signs_and_reads_logs_through_the_daemon") {
+        return;
+    }
+    let Some(nix) = client() else { return };
+    let daemon = Daemon::start("daemon-store-ops", "");
+    let url = daemon.url();
+    let file = daemon.write_expr("logged", &logged_expr("the-builder-said-this"));
+    let link = daemon.dir.path.join("result");
+    let out = nix
+        .command("nix-build")
+        .args(["--store", &url, file.to_str().unwrap(), "-o"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let built = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let drv = nix
+        .run("nix-store", &["--store", &url, "-q", "--deriver", &built])
+        .trim()
+        .to_owned();
+
+    // QueryAllValidPaths.
+    let all = nix.run(
+        "nix",
+        &[
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "--store",
+            &url,
+            "--all",
+        ],
+    );
+    assert!(all.lines().any(|l| l == built), "{all}");
+    assert!(all.lines().any(|l| l == drv), "{all}");
+    // QueryValidDerivers (Nix 2.8 has no command that sends it alone;
+    // today's `nix-store -q --valid-derivers` does): by hand.
+    let mut raw = RawClient::connect(&daemon);
+    raw.u64(33);
+    raw.string(&built);
+    raw.work().unwrap();
+    assert_eq!(raw.read_u64(), 1);
+    assert_eq!(raw.read_string(), drv);
+    // FindRoots: nix-build's `result` is an indirect root (AddIndirectRoot).
+    let roots = nix.run("nix-store", &["--store", &url, "--gc", "--print-roots"]);
+    assert!(
+        roots.contains(&format!("{} -> {built}", link.display())),
+        "{roots}"
+    );
+    // The build's log, where Nix keeps it, read by Nix's own client.
+    let log = nix.run("nix-store", &["--store", &url, "--read-log", &built]);
+    assert!(log.contains("the-builder-said-this"), "{log}");
+    let hash_part = &drv.rsplit('/').next().unwrap()[..2];
+    let log_file = daemon
+        .root()
+        .join("nix/var/log/nix/drvs")
+        .join(hash_part)
+        .join(format!("{}.bz2", &drv.rsplit('/').next().unwrap()[2..]));
+    assert!(log_file.is_file(), "{}", log_file.display());
+
+    // AddBuildLog (`nix store copy-log`'s operation), by hand: a log for
+    // a derivation without one is kept where Nix reads it.
+    let other_drv = nix
+        .run(
+            "nix-instantiate",
+            &["--store", &url, &daemon.file(), "-A", "a"],
+        )
+        .trim()
+        .to_owned();
+    let mut raw = RawClient::connect(&daemon);
+    raw.u64(45);
+    raw.string(other_drv.rsplit('/').next().unwrap());
+    raw.frames(b"a log sent by a client\n");
+    raw.work().unwrap();
+    assert_eq!(raw.read_u64(), 1);
+    let log = nix.run("nix-store", &["--store", &url, "--read-log", &other_drv]);
+    assert_eq!(log, "a log sent by a client\n");
+
+    // VerifyStore, with the contents: all is well, then a file changed
+    // behind the store's back is found.
+    let verify = nix
+        .command("nix-store")
+        .args(["--store", &url, "--verify", "--check-contents"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+    // AddSignatures, by a trusted client (root).
+    let key_dir = daemon.dir.path.join("keys");
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let secret = key_dir.join("secret");
+    let out = nix
+        .command("nix-store")
+        .arg("--generate-binary-cache-key")
+        .arg("test-key-1")
+        .arg(&secret)
+        .arg(key_dir.join("public"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = nix
+        .command("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "store",
+            "sign",
+            "--store",
+            &url,
+            "--key-file",
+        ])
+        .arg(&secret)
+        .arg(&built)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let info = nix.run(
+        "nix",
+        &[
+            "--extra-experimental-features",
+            "nix-command",
+            "path-info",
+            "--store",
+            &url,
+            "--sigs",
+            &built,
+        ],
+    );
+    assert!(info.contains("test-key-1:"), "{info}");
+
+    // OptimiseStore: the two identical files become one inode.
+    let real = daemon.real(&built);
+    let inode = |name: &str| std::fs::metadata(real.join(name)).unwrap().ino();
+    assert_ne!(inode("one"), inode("two"));
+    let out = nix
+        .command("nix-store")
+        .args(["--store", &url, "--optimise"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(inode("one"), inode("two"));
+    assert_ne!(inode("one"), inode("three"));
+    // The store is still canonical and whole, as Nix itself sees it.
+    let verify = nix.verify_store(daemon.root());
+    assert!(verify.status.success(), "{}", text(&verify));
+
+    // A file changed behind the store's back is reported.
+    let three = real.join("three");
+    std::fs::set_permissions(&three, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&three, "changed\n").unwrap();
+    let verify = nix
+        .command("nix-store")
+        .args(["--store", &url, "--verify", "--check-contents"])
+        .output()
+        .unwrap();
+    assert!(!verify.status.success(), "{}", text(&verify));
+    assert!(
+        text(&verify).contains(&format!("path '{built}' was modified!")),
+        "{}",
+        text(&verify)
+    );
+}
+
+#[test]
+fn untrusted_clients_may_not_sign_repair_or_add_logs() {
+    if !root_or_skip("untrusted_clients_may_not_sign_repair_or_add_logs")
+        || !test_user_or_skip("untrusted_clients_may_not_sign_repair_or_add_logs")
+    {
+        return;
+    }
+    let Some(nix) = client() else { return };
+    let daemon = Daemon::start("daemon-untrusted-ops", "");
+    let file = daemon.write_expr("logged", &logged_expr("untrusted"));
+    let out = daemon.nix_build_as(
+        &nix,
+        TEST_USER,
+        "logged",
+        &std::fs::read_to_string(&file).unwrap(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let built = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let as_test_user = |program: &str, args: &[&str]| {
+        hermetic_tests::daemon::as_user(&nix, TEST_USER, program, args)
+    };
+    let url = daemon.url();
+    let secret = daemon.dir.path.join("secret-key");
+    let out = nix
+        .command("nix-store")
+        .arg("--generate-binary-cache-key")
+        .arg("test-key-1")
+        .arg(&secret)
+        .arg(daemon.dir.path.join("public-key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    hermetic_tests::set_mode(&secret, 0o644);
+    let out = as_test_user(
+        "nix",
+        &[
+            "--extra-experimental-features",
+            "nix-command",
+            "store",
+            "sign",
+            "--store",
+            &url,
+            "--key-file",
+            secret.to_str().unwrap(),
+            &built,
+        ],
+    );
+    assert!(
+        text(&out).contains("you are not privileged to add signatures"),
+        "{}",
+        text(&out)
+    );
+    let out = as_test_user("nix-store", &["--store", &url, "--verify", "--repair"]);
+    assert!(
+        text(&out).contains("you are not privileged to repair paths"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn todays_and_lix_clients_handshakes_are_answered_with_their_fields() {
+    if !root_or_skip("todays_and_lix_clients_handshakes_are_answered_with_their_fields") {
+        return;
+    }
+    let daemon = Daemon::start("daemon-handshakes", "");
+    // Nix 2.34 (1.38): features exchanged, version, trusted flag (root: 1).
+    let mut client = RawClient::connect_as(&daemon, (1 << 8) | 38, &["a-feature-nobody-has"]);
+    assert_eq!(client.daemon_version, (1 << 8) | 38);
+    assert_eq!(client.daemon_features, Vec::<String>::new());
+    assert!(client.server_version.starts_with("2.8.0-hermetic-"));
+    assert_eq!(client.trusted, Some(1));
+    // An operation works on the negotiated version.
+    client.u64(23); // QueryAllValidPaths
+    client.work().unwrap();
+    assert_eq!(client.read_u64(), 0);
+    // Lix (1.35): no features, the trusted flag.
+    let lix = RawClient::connect_as(&daemon, (1 << 8) | 35, &[]);
+    assert_eq!(lix.trusted, Some(1));
+    // A client newer than the daemon gets the daemon's version.
+    let newer = RawClient::connect_as(&daemon, (1 << 8) | 40, &[]);
+    assert_eq!(newer.trusted, Some(1));
+}
