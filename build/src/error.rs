@@ -205,6 +205,11 @@ pub enum BuildError {
         /// The valid output.
         path: String,
     },
+    /// A file of `secret-key-files` is not a secret key.
+    #[error(
+        "the file '{0}' in 'secret-key-files' is not a secret key (make one with 'nix-store --generate-binary-cache-key')"
+    )]
+    BadSecretKey(String),
     /// The derivation's attributes do not parse.
     #[error("derivation '{drv}': {reason}")]
     BadAttrs {

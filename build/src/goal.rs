@@ -361,6 +361,7 @@ impl Goal<'_> {
             }
             return Ok(outputs);
         }
+        let items = sign_outputs(settings, &store_dir, items)?;
         store.install_staged(&mut pending, &items)?;
         pending.finish()?;
         if !settings.post_build_hook.is_empty() {
@@ -369,4 +370,27 @@ impl Goal<'_> {
         }
         Ok(outputs)
     }
+}
+
+/// Signs each new output with every key of `secret-key-files`, as Nix does
+/// before registering them. A key file that cannot be read or is not a key
+/// fails the build (Nix's behaviour): nothing is registered unsigned.
+fn sign_outputs(
+    settings: &Settings,
+    store_dir: &hermetic_store::StoreDir,
+    mut items: Vec<(std::path::PathBuf, hermetic_store::PathInfo)>,
+) -> Result<Vec<(std::path::PathBuf, hermetic_store::PathInfo)>, BuildFailure> {
+    for file in &settings.secret_key_files {
+        let text =
+            fs::read_to_string(file).map_err(io_err("read the secret key", Path::new(file)))?;
+        let key = hermetic_store::signature::SecretKey::parse(&text)
+            .ok_or_else(|| BuildError::BadSecretKey(file.clone()))?;
+        for (_, info) in &mut items {
+            let sig = key.sign(store_dir, info);
+            if !info.sigs.contains(&sig) {
+                info.sigs.push(sig);
+            }
+        }
+    }
+    Ok(items)
 }

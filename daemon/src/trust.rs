@@ -162,8 +162,10 @@ fn is_build_user(build_group: &str, peer: &Peer) -> bool {
 }
 
 /// Settings that make the daemon run a command as root, or choose who
-/// builds run as: never taken from a client unless the daemon's own
-/// configuration says `allow-client-root-commands = true`.
+/// builds run as: never taken from a client of a root daemon unless the
+/// daemon's own configuration says `allow-client-root-commands = true`. A
+/// daemon that is not root (a single-user store) runs them as its own
+/// user, so its trusted clients may set them, as in Nix.
 pub const ROOT_COMMAND_SETTINGS: [&str; 6] = [
     "pre-build-hook",
     "post-build-hook",
@@ -187,8 +189,15 @@ pub enum Override {
     Warn(String),
 }
 
-/// Judges one override from a client (B94 and hermetic's root-command rule).
-pub fn judge_override(settings: &Settings, trusted: bool, name: &str, value: &str) -> Override {
+/// Judges one override from a client (B94 and hermetic's root-command
+/// rule); `daemon_is_root` says whether the daemon runs as root.
+pub fn judge_override(
+    settings: &Settings,
+    trusted: bool,
+    daemon_is_root: bool,
+    name: &str,
+    value: &str,
+) -> Override {
     let restricted = || {
         Override::Warn(format!(
             "ignoring the client-specified setting '{name}', because it is a restricted setting and you are not a trusted user"
@@ -202,7 +211,10 @@ pub fn judge_override(settings: &Settings, trusted: bool, name: &str, value: &st
         }
         _ => {}
     }
-    if ROOT_COMMAND_SETTINGS.contains(&base) && !settings.allow_client_root_commands {
+    if ROOT_COMMAND_SETTINGS.contains(&base)
+        && !settings.allow_client_root_commands
+        && (daemon_is_root || !trusted)
+    {
         // An empty `builders` asks for no remote builders: harmless.
         if base == "builders" && value.is_empty() {
             return Override::Ignore;
@@ -284,24 +296,37 @@ mod tests {
     #[test]
     fn what_clients_may_set() {
         let s = Settings::for_caller();
-        assert_eq!(judge_override(&s, false, "timeout", "5"), Override::Apply);
-        assert_eq!(judge_override(&s, false, "build-timeout", "5"), Override::Warn(
+        assert_eq!(
+            judge_override(&s, false, true, "timeout", "5"),
+            Override::Apply
+        );
+        assert_eq!(judge_override(&s, false, true, "build-timeout", "5"), Override::Warn(
             "ignoring the client-specified setting 'build-timeout', because it is a restricted setting and you are not a trusted user".into()
         ));
         assert!(matches!(
-            judge_override(&s, false, "sandbox", "false"),
+            judge_override(&s, false, true, "sandbox", "false"),
             Override::Warn(_)
         ));
         assert_eq!(
-            judge_override(&s, true, "sandbox", "false"),
+            judge_override(&s, true, true, "sandbox", "false"),
             Override::Apply
         );
         assert!(matches!(
-            judge_override(&s, true, "post-build-hook", "/bin/evil"),
+            judge_override(&s, true, true, "post-build-hook", "/bin/evil"),
+            Override::Warn(_)
+        ));
+        // A daemon that is not root runs hooks as its own user: its
+        // trusted clients may set them, its untrusted ones not.
+        assert_eq!(
+            judge_override(&s, true, false, "post-build-hook", "/bin/hook"),
+            Override::Apply
+        );
+        assert!(matches!(
+            judge_override(&s, false, false, "post-build-hook", "/bin/hook"),
             Override::Warn(_)
         ));
         assert_eq!(
-            judge_override(&s, false, "experimental-features", "x"),
+            judge_override(&s, false, true, "experimental-features", "x"),
             Override::Ignore
         );
     }

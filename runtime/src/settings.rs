@@ -104,6 +104,8 @@ pub struct Settings {
     pub keep_build_log: bool,
     /// `compress-build-log`: those logs bzip2-compressed (`.bz2`).
     pub compress_build_log: bool,
+    /// `secret-key-files`: the keys each built path is signed with.
+    pub secret_key_files: Vec<String>,
     /// `auto-optimise-store`: hard-link each new output's files to
     /// identical ones already in the store.
     pub auto_optimise_store: bool,
@@ -132,6 +134,7 @@ pub fn is_list_setting(name: &str) -> bool {
             | "allowed-users"
             | "trusted-users"
             | "trusted-public-keys"
+            | "secret-key-files"
     )
 }
 
@@ -254,6 +257,7 @@ impl Settings {
             keep_build_log: true,
             compress_build_log: true,
             auto_optimise_store: false,
+            secret_key_files: Vec::new(),
             require_sigs: true,
             trusted_public_keys: vec![
                 "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".into(),
@@ -351,6 +355,7 @@ impl Settings {
                 self.compress_build_log = boolean(name, value)?
             }
             "auto-optimise-store" => self.auto_optimise_store = boolean(name, value)?,
+            "secret-key-files" => self.secret_key_files = words(value),
             "require-sigs" => self.require_sigs = boolean(name, value)?,
             "trusted-public-keys" | "binary-cache-public-keys" => {
                 self.trusted_public_keys = words(value)

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use nix::fcntl::Flock;
@@ -450,7 +450,7 @@ impl LocalStore {
             // An unsandboxed build made its output in place.
             if **source != real {
                 remove_any(&real)?;
-                fs::rename(source, &real).map_err(io_err("rename into the store", &real))?;
+                rename_read_only(source, &real)?;
             }
         }
         crash_point("renamed");
@@ -527,6 +527,30 @@ impl LocalStore {
         }
         Ok(report)
     }
+}
+
+/// Renames a canonical object into the store from another directory. A
+/// directory moving to another parent must be writable to its owner (its
+/// `..` changes), which a canonical one is not: the owner's write bit is
+/// set for the rename and taken away again (root needs none of it, an
+/// ordinary user's single-user store does).
+fn rename_read_only(source: &Path, dest: &Path) -> Result<(), StoreError> {
+    let meta = fs::symlink_metadata(source).map_err(io_err("inspect", source))?;
+    let reopen = meta.is_dir() && meta.mode() & 0o200 == 0;
+    if reopen {
+        fs::set_permissions(
+            source,
+            fs::Permissions::from_mode((meta.mode() & 0o7777) | 0o200),
+        )
+        .map_err(io_err("chmod", source))?;
+    }
+    let renamed = fs::rename(source, dest).map_err(io_err("rename into the store", dest));
+    let back = if renamed.is_ok() { dest } else { source };
+    if reopen {
+        fs::set_permissions(back, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(io_err("chmod", back))?;
+    }
+    renamed
 }
 
 /// Fault injection for the crash tests: with `HERMETIC_STORE_CRASH_AT`

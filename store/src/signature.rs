@@ -3,7 +3,7 @@
 //! `1;<path>;<nar hash in base32>;<nar size>;<references, comma-separated>`,
 //! by a key named in `trusted-public-keys` (`name:base64 of 32 bytes`).
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use crate::db::PathInfo;
 use crate::hash::{Hash, HashAlgo};
@@ -25,6 +25,36 @@ impl PublicKey {
             name: name.to_owned(),
             key: VerifyingKey::from_bytes(&bytes).ok()?,
         })
+    }
+}
+
+/// A secret key that signs paths (`secret-key-files`): `name:base64 of
+/// 64 bytes`, the Ed25519 seed and public key, as
+/// `nix-store --generate-binary-cache-key` writes it.
+pub struct SecretKey {
+    name: String,
+    key: SigningKey,
+}
+
+impl SecretKey {
+    /// Parses a secret key file's text; `None` when it is not a key.
+    pub fn parse(text: &str) -> Option<SecretKey> {
+        let (name, encoded) = text.trim().split_once(':')?;
+        let bytes: [u8; 64] = base64_decode(encoded)?.try_into().ok()?;
+        Some(SecretKey {
+            name: name.to_owned(),
+            key: SigningKey::from_keypair_bytes(&bytes).ok()?,
+        })
+    }
+
+    /// The signature of `info` by this key, as Nix writes it
+    /// (`name:base64`).
+    pub fn sign(&self, store: &StoreDir, info: &PathInfo) -> String {
+        let signature = self.key.sign(fingerprint(store, info).as_bytes());
+        let sri = Hash::new(HashAlgo::Sha512, signature.to_bytes().to_vec())
+            .expect("a signature is 64 bytes")
+            .to_sri();
+        format!("{}:{}", self.name, sri.trim_start_matches("sha512-"))
     }
 }
 

@@ -270,3 +270,49 @@ fn todays_and_lix_clients_handshakes_are_answered_with_their_fields() {
     let newer = RawClient::connect_as(&daemon, (1 << 8) | 40, &[]);
     assert_eq!(newer.trusted, Some(1));
 }
+
+#[test]
+fn nix_copy_sends_several_paths_in_one_stream_and_all_arrive() {
+    if !root_or_skip("nix_copy_sends_several_paths_in_one_stream_and_all_arrive") {
+        return;
+    }
+    let Some(nix) = client() else { return };
+    let daemon = Daemon::start("daemon-copy-many", "");
+    // Three content-addressed paths in a store of the client's own.
+    let local = daemon.dir.path.join("local");
+    let mut paths = Vec::new();
+    for n in 0..3 {
+        let file = daemon.dir.path.join(format!("file-{n}"));
+        std::fs::write(&file, format!("file number {n}\n")).unwrap();
+        let added = nix.run(
+            "nix-store",
+            &[
+                "--store",
+                local.to_str().unwrap(),
+                "--add",
+                file.to_str().unwrap(),
+            ],
+        );
+        paths.push(added.trim().to_owned());
+    }
+    let out = nix
+        .command("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--from",
+        ])
+        .arg(&local)
+        .args(["--to", &daemon.url()])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for (n, path) in paths.iter().enumerate() {
+        assert_eq!(
+            std::fs::read_to_string(daemon.real(path)).unwrap(),
+            format!("file number {n}\n")
+        );
+    }
+}

@@ -108,8 +108,11 @@ impl Connection {
             for _ in 0..count.min(crate::wire::MAX_LIST) {
                 let path = self.parse_path(&read_string(&mut framed)?)?;
                 let info = self.read_path_info(&mut framed, path)?;
+                // The next path follows its NAR in the same stream: the
+                // NAR is the size its metadata says.
+                let mut nar = (&mut framed).take(info.nar_size);
                 store
-                    .import_nar(info, &mut framed, keys.as_deref())
+                    .import_nar(info, &mut nar, keys.as_deref())
                     .map_err(failed)?;
             }
             Ok(())

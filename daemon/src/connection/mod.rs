@@ -264,13 +264,12 @@ impl Connection {
     fn store(&self) -> Result<std::cell::RefMut<'_, LocalStore>, Step> {
         let mut store = self.open_store.borrow_mut();
         if store.is_none() {
-            let mut opened = LocalStore::open(self.layout.clone()).map_err(failed)?;
-            opened.set_auto_optimise(self.settings.auto_optimise_store);
-            *store = Some(opened);
+            *store = Some(LocalStore::open(self.layout.clone()).map_err(failed)?);
         }
-        Ok(std::cell::RefMut::map(store, |s| {
-            s.as_mut().expect("opened above")
-        }))
+        let mut store = std::cell::RefMut::map(store, |s| s.as_mut().expect("opened above"));
+        // A client may have set it since (`--auto-optimise-store`).
+        store.set_auto_optimise(self.settings.auto_optimise_store);
+        Ok(store)
     }
 
     /// B95: repairing is for trusted clients only.

@@ -36,7 +36,8 @@ impl Connection {
         self.settings.max_silent_time = max_silent_time;
         self.settings.cores = cores as usize;
         for (name, value) in overrides {
-            match judge_override(&self.settings, self.trusted, &name, &value) {
+            let daemon_is_root = nix::unistd::geteuid().is_root();
+            match judge_override(&self.settings, self.trusted, daemon_is_root, &name, &value) {
                 Override::Apply => {
                     let mut warnings = Vec::new();
                     if let Err(e) = hermetic_runtime::nixconf::apply(
