@@ -88,21 +88,55 @@ pub fn builder_world(
             }
         }
     }
+    // Output placeholders (`builtins.placeholder "out"`) become the
+    // outputs' paths, in the environment and the files, as Nix rewrites
+    // them.
+    let rewrites = placeholder_rewrites(outputs);
+    for value in env.values_mut() {
+        *value = rewrite(value, &rewrites);
+    }
+    for (_, contents) in &mut files {
+        if let Ok(text) = std::str::from_utf8(contents) {
+            *contents = rewrite(text, &rewrites).into_bytes();
+        }
+    }
     BuilderWorld { env, files }
+}
+
+/// Each output's placeholder, `/` and the base32 SHA-256 of
+/// `nix-output:<name>`, with the path it stands for.
+pub fn placeholder_rewrites(outputs: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    outputs
+        .iter()
+        .map(|(name, path)| {
+            let hash = Hash::sha256(format!("nix-output:{name}").as_bytes());
+            (format!("/{}", hash.to_base32()), path.clone())
+        })
+        .collect()
+}
+
+/// `text` with each placeholder of `rewrites` replaced.
+pub fn rewrite(text: &str, rewrites: &[(String, String)]) -> String {
+    rewrites
+        .iter()
+        .fold(text.to_owned(), |text, (from, to)| text.replace(from, to))
 }
 
 fn shell_escape(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// A value `.attrs.sh` writes as Nix 2.8 does: a number only when it is
+/// whole (a float such as 1.5 is left out), null as `''`.
 fn simple(value: &Value) -> Option<String> {
     match value {
-        Value::Null => Some(String::new()),
+        Value::Null => Some("''".into()),
         Value::Bool(b) => Some(if *b { "1".into() } else { String::new() }),
-        Value::Number(n) => Some(match n.as_i64() {
-            Some(i) => i.to_string(),
-            None => format!("{:.6}", n.as_f64().unwrap_or_default()),
-        }),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Some(i.to_string()),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(format!("{f:.0}")),
+            _ => None,
+        },
         Value::String(s) => Some(shell_escape(s)),
         _ => None,
     }
@@ -177,12 +211,33 @@ mod tests {
         );
 
         let json: serde_json::Map<String, Value> = serde_json::from_str(
-            r#"{"b":true,"f":false,"i":3,"s":"it's","l":[1,"x"],"o":{"k":"v"},"deep":[[1]],"bad-name":1}"#,
+            r#"{"b":true,"f":false,"i":3,"s":"it's","l":[1,"x"],"o":{"k":"v"},"deep":[[1]],"bad-name":1,"half":1.5,"whole":2.0,"n":null,"fl":[1.5]}"#,
         )
         .unwrap();
+        // As Nix 2.8 writes it: a float that is not whole is left out (and
+        // so is a list holding one), null is ''.
         assert_eq!(
             attrs_sh(&json),
-            "declare b=1\ndeclare f=\ndeclare i=3\ndeclare -a l=(1 'x' )\ndeclare -A o=(['k']='v' )\ndeclare s='it'\\''s'\n"
+            "declare b=1\ndeclare f=\ndeclare i=3\ndeclare -a l=(1 'x' )\ndeclare n=''\ndeclare -A o=(['k']='v' )\ndeclare s='it'\\''s'\ndeclare whole=2\n"
+        );
+    }
+
+    #[test]
+    fn output_placeholders_become_the_outputs_paths() {
+        let outputs: BTreeMap<String, String> =
+            [("out".to_owned(), "/nix/store/aaaa-x".to_owned())].into();
+        let rewrites = placeholder_rewrites(&outputs);
+        // `builtins.placeholder "out"`, as Nix prints it.
+        assert_eq!(
+            rewrites[0].0,
+            "/1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9"
+        );
+        assert_eq!(
+            rewrite(
+                "cat /1rz4g4znpzjwh1xymhjpm42vipw92pr73vdgl6xs1hycac8kf2n9/bin",
+                &rewrites
+            ),
+            "cat /nix/store/aaaa-x/bin"
         );
     }
 }

@@ -121,6 +121,12 @@ pub fn sandbox_spec(
         &printed_outputs,
     );
     spec.env = world.env;
+    let rewrites = crate::env::placeholder_rewrites(&printed_outputs);
+    spec.args = spec
+        .args
+        .iter()
+        .map(|arg| crate::env::rewrite(arg, &rewrites))
+        .collect();
     spec.build_dir = Some(build_dir);
     Ok((spec, world.files))
 }
