@@ -10,6 +10,7 @@ use hermetic_store::{Derivation, Hash};
 use serde_json::Value;
 
 use crate::attrs::Attrs;
+use crate::export_graph::Exported;
 
 /// Files the build directory gets: name and contents.
 pub type BuildDirFiles = Vec<(String, Vec<u8>)>;
@@ -25,7 +26,8 @@ pub struct BuilderWorld {
 
 /// Builds the environment of `drv`. `build_dir` is the build directory as
 /// the builder sees it (`/build`, or the host directory when unsandboxed);
-/// `outputs` maps output names to their paths.
+/// `outputs` maps output names to their paths; `exported` is what
+/// `exportReferencesGraph` adds.
 pub fn builder_world(
     drv: &Derivation,
     attrs: &Attrs<'_>,
@@ -33,6 +35,7 @@ pub fn builder_world(
     build_dir: &Path,
     cores: usize,
     outputs: &BTreeMap<String, String>,
+    exported: &Exported,
 ) -> BuilderWorld {
     let mut files = Vec::new();
     let mut attributes: Vec<(String, String)> = Vec::new();
@@ -49,9 +52,13 @@ pub fn builder_world(
                     attributes.push((name.clone(), value.clone()));
                 }
             }
+            files.extend(exported.files.iter().cloned());
         }
         Some(structured) => {
             let mut json = structured.clone();
+            for (name, value) in &exported.json {
+                json.insert(name.clone(), value.clone());
+            }
             json.insert(
                 "outputs".into(),
                 Value::Object(
@@ -201,6 +208,7 @@ mod tests {
             Path::new("/build"),
             2,
             &BTreeMap::new(),
+            &Exported::default(),
         );
         let file = format!(".attr-{}", Hash::sha256(b"foo").to_base32());
         assert_eq!(world.env["fooPath"], format!("/build/{file}"));

@@ -160,6 +160,7 @@ impl Goal<'_> {
             .map_err(io_err("create directory", &staging))?;
 
         let mut closure = input_closure(store, drv, &printed)?;
+        let exported = crate::export_graph::exports(store, &attrs, &closure, &printed)?;
         let hook_root = sandboxed.then_some(staging.as_path());
         let mut binds = sandbox_paths(store, settings, &printed, &mut closure, hook_root)?;
         binds.extend(impure);
@@ -179,6 +180,7 @@ impl Goal<'_> {
                 sandbox_paths: binds,
                 staging: &staging,
                 outputs: &outputs,
+                exported: &exported,
             },
             warn,
         )?;

@@ -11,6 +11,7 @@ pub mod attrs;
 pub mod checks;
 pub mod env;
 pub mod error;
+pub mod export_graph;
 pub mod finish;
 pub mod mode;
 

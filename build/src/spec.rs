@@ -36,6 +36,8 @@ pub struct SpecInputs<'a> {
     pub staging: &'a Path,
     /// The outputs' paths.
     pub outputs: &'a BTreeMap<String, StorePath>,
+    /// What `exportReferencesGraph` hands the builder.
+    pub exported: &'a crate::export_graph::Exported,
 }
 
 /// The spec, and the files the build directory gets (`passAsFile`,
@@ -55,6 +57,7 @@ pub fn sandbox_spec(
         sandbox_paths,
         staging,
         outputs,
+        exported,
     } = inputs;
     let store_dir = &layout.store_dir;
     let mut spec = SandboxSpec::new(PathBuf::from(&drv.builder), drv.args.clone());
@@ -119,6 +122,7 @@ pub fn sandbox_spec(
         &env_build_dir,
         settings.build_cores(),
         &printed_outputs,
+        exported,
     );
     spec.env = world.env;
     let rewrites = crate::env::placeholder_rewrites(&printed_outputs);

@@ -529,3 +529,56 @@ fn a_configured_shell_replaces_the_default_one_as_in_nix() {
         format!("{inode} b")
     );
 }
+
+#[test]
+fn export_references_graph_hands_the_builder_its_inputs_closure() {
+    if !root_or_skip("export_references_graph_hands_the_builder_its_inputs_closure") {
+        return;
+    }
+    let host = BuildHost::diverted("build-export-graph");
+    // dep refers to leaf: the closure of dep is both.
+    let leaf = DrvSpec::new("leaf", "echo leaf > $out").add_to(&host);
+    let out = host.run(&["build", &host.print(&leaf)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dep = DrvSpec::new("dep", "echo $leaf > $out")
+        .input("leaf", &leaf, "out", &host)
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&dep)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dep_out = outputs_of(&host, &dep)["out"].clone();
+    let leaf_out = outputs_of(&host, &leaf)["out"].clone();
+    let graph = format!("refs {}", host.print(&dep_out));
+    let user = DrvSpec::new("user", "cp refs $out")
+        .input("dep", &dep, "out", &host)
+        .attr("exportReferencesGraph", graph.as_str())
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&user)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let user_out = &outputs_of(&host, &user)["out"];
+    // `nix-store --register-validity`'s format, derivers empty, in the
+    // store's order (by hash part).
+    let mut expected: Vec<(String, String)> = vec![
+        (
+            dep_out.base_name().to_owned(),
+            format!("{}\n\n1\n{}\n", host.print(&dep_out), host.print(&leaf_out)),
+        ),
+        (
+            leaf_out.base_name().to_owned(),
+            format!("{}\n\n0\n", host.print(&leaf_out)),
+        ),
+    ];
+    expected.sort();
+    let expected: String = expected.into_iter().map(|(_, s)| s).collect();
+    assert_eq!(text(&host.real(user_out)), expected);
+    // A path outside the input closure is refused, with Nix's text.
+    let stranger = DrvSpec::new("stranger", "echo > $out")
+        .attr("exportReferencesGraph", graph.as_str())
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&stranger)]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("because it is not in the input closure of the derivation"),
+        "{}",
+        stderr(&out)
+    );
+}
