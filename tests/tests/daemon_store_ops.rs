@@ -14,6 +14,14 @@ fn client() -> Option<NixPeer> {
     NixPeer::or_skip("daemon_store_ops", "substituters =\n")
 }
 
+/// `nix ARGS…` (the new command line, an experimental feature in 2.8);
+/// its stdout.
+fn nix_command(nix: &NixPeer, args: &[&str]) -> String {
+    let mut all = vec!["--extra-experimental-features", "nix-command"];
+    all.extend_from_slice(args);
+    nix.run("nix", &all)
+}
+
 /// A derivation that says something unique and makes a directory with two
 /// identical files (for optimising) and one other.
 fn logged_expr(marker: &str) -> String {
@@ -47,17 +55,7 @@ fn a_stock_client_queries_verifies_signs_and_reads_logs_through_the_daemon() {
         .to_owned();
 
     // QueryAllValidPaths.
-    let all = nix.run(
-        "nix",
-        &[
-            "--extra-experimental-features",
-            "nix-command",
-            "path-info",
-            "--store",
-            &url,
-            "--all",
-        ],
-    );
+    let all = nix_command(&nix, &["path-info", "--store", &url, "--all"]);
     assert!(all.lines().any(|l| l == built), "{all}");
     assert!(all.lines().any(|l| l == drv), "{all}");
     // QueryValidDerivers (Nix 2.8 has no command that sends it alone;
@@ -140,18 +138,7 @@ fn a_stock_client_queries_verifies_signs_and_reads_logs_through_the_daemon() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let info = nix.run(
-        "nix",
-        &[
-            "--extra-experimental-features",
-            "nix-command",
-            "path-info",
-            "--store",
-            &url,
-            "--sigs",
-            &built,
-        ],
-    );
+    let info = nix_command(&nix, &["path-info", "--store", &url, "--sigs", &built]);
     assert!(info.contains("test-key-1:"), "{info}");
 
     // OptimiseStore: the two identical files become one inode.

@@ -143,15 +143,7 @@ impl Connection {
                     .collect(),
                 ..Outcome::default()
             },
-            Err(failure) => Outcome {
-                status: result_status(failure.kind),
-                message: hermetic_store::error_chain(&failure.error),
-                non_deterministic: failure.kind
-                    == hermetic_build::goal::FailureKind::NotDeterministic,
-                start_time,
-                stop_time,
-                ..Outcome::default()
-            },
+            Err(failure) => Outcome::failed(&failure, (start_time, stop_time)),
         })
     }
 

@@ -47,6 +47,23 @@ pub(super) struct Outcome {
     pub(super) outputs: Vec<(String, StorePath)>,
 }
 
+impl Outcome {
+    /// A failed build's result, with its work's times.
+    pub(super) fn failed(
+        failure: &hermetic_build::goal::BuildFailure,
+        (start_time, stop_time): (u64, u64),
+    ) -> Outcome {
+        Outcome {
+            status: result_status(failure.kind),
+            message: hermetic_store::error_chain(&failure.error),
+            non_deterministic: failure.kind == hermetic_build::goal::FailureKind::NotDeterministic,
+            start_time,
+            stop_time,
+            ..Outcome::default()
+        }
+    }
+}
+
 /// Now, in seconds since the epoch.
 pub(super) fn now() -> u64 {
     std::time::SystemTime::now()
@@ -132,15 +149,7 @@ impl Connection {
         (start_time, stop_time): (u64, u64),
     ) -> Result<Outcome, Step> {
         if let Some((_, failure)) = summary.failures.iter().find(|(p, _)| *p == target.path) {
-            return Ok(Outcome {
-                status: result_status(failure.kind),
-                message: hermetic_store::error_chain(&failure.error),
-                non_deterministic: failure.kind
-                    == hermetic_build::goal::FailureKind::NotDeterministic,
-                start_time,
-                stop_time,
-                ..Outcome::default()
-            });
+            return Ok(Outcome::failed(failure, (start_time, stop_time)));
         }
         let hashes = drv
             .hash_modulo(&self.layout.store_dir, true, &mut |p| store.drv_hashes(p))
