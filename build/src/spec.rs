@@ -68,6 +68,18 @@ pub fn sandbox_spec(
         .map(|p| PathBuf::from(store_dir.print(p)))
         .collect();
     spec.sandbox_paths = sandbox_paths;
+    if let Some(name) = drv.builder.strip_prefix("builtin:") {
+        // Nix's built-in builders: hermetic's helper, in this sandbox.
+        let helper = crate::builtins::helper(name).map_err(|reason| BuildError::BadAttrs {
+            drv: printed.to_owned(),
+            reason,
+        })?;
+        spec.builder = helper.program;
+        spec.args = helper.args;
+        if sandboxed {
+            spec.sandbox_paths.extend(helper.binds);
+        }
+    }
     spec.sandbox_build_dir = PathBuf::from(&settings.sandbox_build_dir);
     if spec.store_dir.starts_with(&spec.sandbox_build_dir) {
         return Err(BuildError::BadAttrs {

@@ -303,3 +303,52 @@ fn nix_copy_sends_several_paths_in_one_stream_and_all_arrive() {
         );
     }
 }
+
+#[test]
+fn nix_env_makes_a_profile_with_builtin_buildenv_in_the_sandbox() {
+    if !root_or_skip("nix_env_makes_a_profile_with_builtin_buildenv_in_the_sandbox") {
+        return;
+    }
+    let Some(nix) = client() else { return };
+    let daemon = Daemon::start("daemon-buildenv", "");
+    let file = daemon.write_expr(
+        "pkgs",
+        r#"let mk = name: file: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+              args = ["-c" "mkdir -p $out/bin $out/share; echo ${name} > $out/bin/${file}; echo ${name} > $out/share/${name}"]; };
+           in { one = mk "one" "tool"; two = mk "two" "other"; }"#,
+    );
+    let profile = daemon.dir.path.join("profile");
+    // Both at once: a client of a store under another root cannot read
+    // the previous generation's manifest at its logical path.
+    let out = nix
+        .command("nix-env")
+        .args(["--store", &daemon.url(), "-p"])
+        .arg(&profile)
+        .args(["-f", file.to_str().unwrap(), "-iA", "one", "two"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // The profile is a user environment built by builtin:buildenv: both
+    // packages' files linked in, directories merged, the manifest linked.
+    // profile -> profile-2-link -> /nix/store/…-user-environment
+    let generation = daemon.dir.path.join(std::fs::read_link(&profile).unwrap());
+    let env = std::fs::read_link(&generation).unwrap();
+    let env = daemon.real(env.to_str().unwrap());
+    for (link, package) in [
+        ("bin/tool", "-one/bin/tool"),
+        ("bin/other", "-two/bin/other"),
+    ] {
+        let target = std::fs::read_link(env.join(link)).unwrap();
+        assert!(
+            target.display().to_string().ends_with(package),
+            "{}",
+            target.display()
+        );
+    }
+    assert!(
+        std::fs::symlink_metadata(env.join("manifest.nix"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}

@@ -54,6 +54,14 @@ enum Command {
         #[arg(long)]
         nix_version: bool,
     },
+    /// Run one of Nix's built-in builders (`builtin:NAME`) in the current
+    /// sandbox, its attributes from the environment: what a build with that
+    /// builder runs.
+    #[command(name = "__builtin", hide = true)]
+    Builtin {
+        /// The builtin's name (`buildenv`).
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -162,6 +170,17 @@ fn layout(cli: &Cli) -> StoreLayout {
 fn run(cli: Cli) -> Result<ExitCode> {
     let layout = layout(&cli);
     match cli.command {
+        Command::Builtin { name } => {
+            let get = |attr: &'static str| std::env::var(attr).ok();
+            match name.as_str() {
+                "buildenv" => {
+                    for warning in hermetic_build::builtins::buildenv::run(&get)? {
+                        eprintln!("warning: {warning}");
+                    }
+                }
+                other => anyhow::bail!("unsupported builtin builder '{other}'"),
+            }
+        }
         Command::Store(StoreCommand::Dump { path }) => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             hermetic_store::nar::dump(&path, &mut out)?;
