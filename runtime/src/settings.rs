@@ -173,14 +173,15 @@ pub enum SettingsError {
     },
 }
 
+/// A Boolean as Nix reads one: `true`, `yes`, `1`; `false`, `no`, `0`.
 fn boolean(name: &str, value: &str) -> Result<bool, SettingsError> {
     match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
         _ => Err(SettingsError::Invalid {
             name: name.into(),
             value: value.into(),
-            expected: "true or false",
+            expected: "true or false (or yes, no, 1, 0)",
         }),
     }
 }
@@ -484,6 +485,12 @@ mod tests {
         s.set("max-build-pids", "100").unwrap();
         assert_eq!((s.max_silent_time, s.timeout), (5, 9));
         assert!(s.use_cgroups);
+        // Booleans as Nix reads them.
+        for (text, value) in [("yes", true), ("1", true), ("no", false), ("0", false)] {
+            s.set("keep-failed", text).unwrap();
+            assert_eq!(s.keep_failed, value, "{text}");
+        }
+        assert!(s.set("keep-failed", "on").is_err());
         assert_eq!(s.max_build_memory, 64 << 20);
         assert_eq!(s.max_build_pids, 100);
         assert_eq!(
@@ -511,7 +518,7 @@ mod tests {
         assert!(s.max_jobs >= 1);
         assert!(s.append("timeout", "1").is_err());
         assert!(matches!(
-            s.set("use-cgroups", "yes"),
+            s.set("use-cgroups", "maybe"),
             Err(SettingsError::Invalid { .. })
         ));
         assert!(matches!(
