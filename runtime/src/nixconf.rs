@@ -242,4 +242,43 @@ mod tests {
                 .contains("cannot read configuration file '/nonexistent/x.conf'")
         );
     }
+
+    /// Real configurations: Debian's default, the one Debian's Nix needs
+    /// for a sandbox, and one NixOS generates. Nix reads each without a
+    /// word; so must hermetic.
+    #[test]
+    fn real_nix_confs_are_read_without_an_error_or_a_warning() {
+        let debian = "# see https://nixos.org/nix/manual/#sec-conf-file\n\n\
+                      # So far the sandbox feature does not seem to work on Debian:\n\
+                      sandbox = false\n";
+        let debian_sandbox = "sandbox = true\nsandbox-fallback = false\n\
+                              extra-sandbox-paths = /bin/sh=/usr/bin/busybox\n\
+                              build-users-group = nixbld\nsubstituters =\n";
+        let nixos = "# WARNING: this file is generated from the nix.* options in\n\
+                     build-users-group = nixbld\nmax-jobs = auto\ncores = 0\nsandbox = true\n\
+                     extra-sandbox-paths = \nsubstituters = https://cache.nixos.org/\n\
+                     trusted-substituters = \n\
+                     trusted-public-keys = cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\n\
+                     auto-optimise-store = true\nrequire-sigs = true\ntrusted-users = root @wheel\n\
+                     allowed-users = *\nbuilders = \nsystem-features = nixos-test benchmark big-parallel kvm\n\
+                     sandbox-fallback = no\nkeep-outputs = true\nkeep-derivations = true\n\
+                     experimental-features = nix-command flakes\n\
+                     secret-key-files = /etc/nix/key.sec\nkeep-build-log = yes\n";
+        for (name, text) in [
+            ("debian", debian),
+            ("debian-sandbox", debian_sandbox),
+            ("nixos", nixos),
+        ] {
+            let mut s = Settings::for_caller();
+            let mut warnings = Vec::new();
+            apply_text(&mut s, text, name, None, &mut |w| warnings.push(w), 0)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(warnings.is_empty(), "{name}: {warnings:?}");
+            if name == "nixos" {
+                assert!(s.auto_optimise_store && !s.sandbox_fallback);
+                assert_eq!(s.trusted_users, ["root", "@wheel"]);
+                assert_eq!(s.secret_key_files, ["/etc/nix/key.sec"]);
+            }
+        }
+    }
 }
