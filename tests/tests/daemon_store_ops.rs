@@ -22,6 +22,21 @@ fn nix_command(nix: &NixPeer, args: &[&str]) -> String {
     nix.run("nix", &all)
 }
 
+/// A signing key `test-key-1` made by Nix in `dir`; its secret half.
+fn signing_key(nix: &NixPeer, dir: &std::path::Path) -> std::path::PathBuf {
+    let secret = dir.join("secret-key");
+    let out = nix
+        .command("nix-store")
+        .arg("--generate-binary-cache-key")
+        .arg("test-key-1")
+        .arg(&secret)
+        .arg(dir.join("public-key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    secret
+}
+
 /// A derivation that says something unique and makes a directory with two
 /// identical files (for optimising) and one other.
 fn logged_expr(marker: &str) -> String {
@@ -110,18 +125,7 @@ fn a_stock_client_queries_verifies_signs_and_reads_logs_through_the_daemon() {
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
     // AddSignatures, by a trusted client (root).
-    let key_dir = daemon.dir.path.join("keys");
-    std::fs::create_dir_all(&key_dir).unwrap();
-    let secret = key_dir.join("secret");
-    let out = nix
-        .command("nix-store")
-        .arg("--generate-binary-cache-key")
-        .arg("test-key-1")
-        .arg(&secret)
-        .arg(key_dir.join("public"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let secret = signing_key(&nix, &daemon.dir.path);
     let out = nix
         .command("nix")
         .args([
@@ -196,16 +200,7 @@ fn untrusted_clients_may_not_sign_repair_or_add_logs() {
         hermetic_tests::daemon::as_user(&nix, TEST_USER, program, args)
     };
     let url = daemon.url();
-    let secret = daemon.dir.path.join("secret-key");
-    let out = nix
-        .command("nix-store")
-        .arg("--generate-binary-cache-key")
-        .arg("test-key-1")
-        .arg(&secret)
-        .arg(daemon.dir.path.join("public-key"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let secret = signing_key(&nix, &daemon.dir.path);
     hermetic_tests::set_mode(&secret, 0o644);
     let out = as_test_user(
         "nix",
