@@ -265,9 +265,7 @@ impl Goal<'_> {
         } else {
             None
         };
-        let mut log_warnings = Vec::new();
-        let mut keep_warning = |w: String| log_warnings.push(w);
-        let mut log = BuilderOutput::new(&self.drv_path, &drv.name, log_file, &mut keep_warning);
+        let mut log = BuilderOutput::new(&self.drv_path, &drv.name, log_file, &mut *warn);
         let ended = job.run(
             &sandbox,
             RunOptions {
@@ -278,7 +276,6 @@ impl Goal<'_> {
             &mut log,
         );
         log.finish();
-        log_warnings.into_iter().for_each(&mut *warn);
         let ended = ended?;
         let outcome = ended.outcome;
 

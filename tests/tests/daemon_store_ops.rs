@@ -37,6 +37,33 @@ fn signing_key(nix: &NixPeer, dir: &std::path::Path) -> std::path::PathBuf {
     secret
 }
 
+/// `nix store sign` of `path` with the key `secret`, as `user`.
+fn sign_as(
+    nix: &NixPeer,
+    user: &str,
+    url: &str,
+    secret: &std::path::Path,
+    path: &str,
+) -> std::process::Output {
+    let secret = secret.to_str().unwrap();
+    hermetic_tests::daemon::as_user(
+        nix,
+        user,
+        "nix",
+        &[
+            "--extra-experimental-features",
+            "nix-command",
+            "store",
+            "sign",
+            "--store",
+            url,
+            "--key-file",
+            secret,
+            path,
+        ],
+    )
+}
+
 /// A derivation that says something unique and makes a directory with two
 /// identical files (for optimising) and one other.
 fn logged_expr(marker: &str) -> String {
@@ -126,21 +153,7 @@ fn a_stock_client_queries_verifies_signs_and_reads_logs_through_the_daemon() {
     assert!(verify.status.success(), "{}", text(&verify));
     // AddSignatures, by a trusted client (root).
     let secret = signing_key(&nix, &daemon.dir.path);
-    let out = nix
-        .command("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "store",
-            "sign",
-            "--store",
-            &url,
-            "--key-file",
-        ])
-        .arg(&secret)
-        .arg(&built)
-        .output()
-        .unwrap();
+    let out = sign_as(&nix, "root", &url, &secret, &built);
     assert!(out.status.success(), "{}", text(&out));
     let info = nix_command(&nix, &["path-info", "--store", &url, "--sigs", &built]);
     assert!(info.contains("test-key-1:"), "{info}");
@@ -202,20 +215,7 @@ fn untrusted_clients_may_not_sign_repair_or_add_logs() {
     let url = daemon.url();
     let secret = signing_key(&nix, &daemon.dir.path);
     hermetic_tests::set_mode(&secret, 0o644);
-    let out = as_test_user(
-        "nix",
-        &[
-            "--extra-experimental-features",
-            "nix-command",
-            "store",
-            "sign",
-            "--store",
-            &url,
-            "--key-file",
-            secret.to_str().unwrap(),
-            &built,
-        ],
-    );
+    let out = sign_as(&nix, TEST_USER, &url, &secret, &built);
     assert!(
         text(&out).contains("you are not privileged to add signatures"),
         "{}",

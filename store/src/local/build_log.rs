@@ -91,41 +91,6 @@ impl Write for BuildLogFile {
     }
 }
 
-/// Reads the log of a derivation, or of the derivation that made a path,
-/// as `nix log` does: the plain file, else the compressed one, in the
-/// two-level layout and then the old flat one. None when there is none.
-pub fn read_build_log(store: &LocalStore, path: &StorePath) -> Result<Option<Vec<u8>>, StoreError> {
-    let drv = if path.is_derivation() {
-        path.clone()
-    } else {
-        match store.query_info(path) {
-            Ok(info) => match info.deriver {
-                Some(drv) => drv,
-                None => return Ok(None),
-            },
-            Err(StoreError::NotValid(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    };
-    let layout = store.layout();
-    let flat = layout.log_dir.join("drvs").join(drv.base_name());
-    for plain in [build_log_path(layout, &drv, false), flat] {
-        if let Ok(bytes) = fs::read(&plain) {
-            return Ok(Some(bytes));
-        }
-        let mut compressed = plain.into_os_string();
-        compressed.push(".bz2");
-        let compressed = PathBuf::from(compressed);
-        if let Ok(file) = File::open(&compressed) {
-            let mut text = Vec::new();
-            io::copy(&mut bzip2::read::MultiBzDecoder::new(file), &mut text)
-                .map_err(io_err("decompress the log file", &compressed))?;
-            return Ok(Some(text));
-        }
-    }
-    Ok(None)
-}
-
 impl LocalStore {
     /// Stores a build log a client sends (`AddBuildLog`, `nix store
     /// copy-log`): kept, compressed, unless the derivation has one already.
