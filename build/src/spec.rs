@@ -76,6 +76,12 @@ pub fn sandbox_spec(
         })?;
         spec.builder = helper.program;
         spec.args = helper.args;
+        if name == "fetchurl" {
+            for mirror in &settings.hashed_mirrors {
+                spec.args
+                    .extend(["--hashed-mirror".to_owned(), mirror.clone()]);
+            }
+        }
         if sandboxed {
             spec.sandbox_paths.extend(helper.binds);
         }

@@ -66,7 +66,6 @@ pub const IGNORED_NIX_SETTINGS: &[&str] = &[
     "fallback",
     "flake-registry",
     "fsync-metadata",
-    "hashed-mirrors",
     "http-connections",
     "keep-derivations",
     "keep-outputs",

@@ -106,6 +106,9 @@ pub struct Settings {
     pub compress_build_log: bool,
     /// `secret-key-files`: the keys each built path is signed with.
     pub secret_key_files: Vec<String>,
+    /// `hashed-mirrors`: where `builtin:fetchurl` looks for a flat file by
+    /// its hash (`<mirror>/<algo>/<hex>`) before its URL.
+    pub hashed_mirrors: Vec<String>,
     /// `auto-optimise-store`: hard-link each new output's files to
     /// identical ones already in the store.
     pub auto_optimise_store: bool,
@@ -135,6 +138,7 @@ pub fn is_list_setting(name: &str) -> bool {
             | "trusted-users"
             | "trusted-public-keys"
             | "secret-key-files"
+            | "hashed-mirrors"
     )
 }
 
@@ -259,6 +263,7 @@ impl Settings {
             compress_build_log: true,
             auto_optimise_store: false,
             secret_key_files: Vec::new(),
+            hashed_mirrors: Vec::new(),
             require_sigs: true,
             trusted_public_keys: vec![
                 "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".into(),
@@ -277,6 +282,8 @@ impl Settings {
             "allowed-users" => self.allowed_users.extend(words),
             "trusted-users" => self.trusted_users.extend(words),
             "trusted-public-keys" => self.trusted_public_keys.extend(words),
+            "secret-key-files" => self.secret_key_files.extend(words),
+            "hashed-mirrors" => self.hashed_mirrors.extend(words),
             other => return Err(SettingsError::Unknown(format!("extra-{other}"))),
         }
         Ok(())
@@ -357,6 +364,7 @@ impl Settings {
             }
             "auto-optimise-store" => self.auto_optimise_store = boolean(name, value)?,
             "secret-key-files" => self.secret_key_files = words(value),
+            "hashed-mirrors" => self.hashed_mirrors = words(value),
             "require-sigs" => self.require_sigs = boolean(name, value)?,
             "trusted-public-keys" | "binary-cache-public-keys" => {
                 self.trusted_public_keys = words(value)

@@ -5,6 +5,7 @@
 
 pub mod base32;
 pub mod canonical;
+pub mod compression;
 pub mod content_address;
 pub mod db;
 pub mod derivation;
@@ -17,6 +18,7 @@ pub mod nar;
 pub mod path;
 pub mod pending;
 pub mod signature;
+pub mod transfer;
 pub mod tree;
 
 pub use content_address::ContentAddress;

@@ -7,13 +7,15 @@
 //! from the environment as any builder does.
 
 pub mod buildenv;
+pub mod fetchurl;
+pub mod unpack_channel;
 
 use std::path::{Path, PathBuf};
 
 use hermetic_runtime::SandboxPath;
 
 /// The built-in builders hermetic has.
-pub const BUILTINS: [&str; 1] = ["buildenv"];
+pub const BUILTINS: [&str; 3] = ["buildenv", "fetchurl", "unpack-channel"];
 
 /// How a build runs a builtin: the program, its arguments and the host
 /// files the sandbox needs for it.

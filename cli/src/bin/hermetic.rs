@@ -59,8 +59,11 @@ enum Command {
     /// builder runs.
     #[command(name = "__builtin", hide = true)]
     Builtin {
-        /// The builtin's name (`buildenv`).
+        /// The builtin's name (`buildenv`, `fetchurl`, `unpack-channel`).
         name: String,
+        /// A hashed mirror for `fetchurl` (`hashed-mirrors`).
+        #[arg(long = "hashed-mirror")]
+        hashed_mirrors: Vec<String>,
     },
 }
 
@@ -170,7 +173,10 @@ fn layout(cli: &Cli) -> StoreLayout {
 fn run(cli: Cli) -> Result<ExitCode> {
     let layout = layout(&cli);
     match cli.command {
-        Command::Builtin { name } => {
+        Command::Builtin {
+            name,
+            hashed_mirrors,
+        } => {
             let get = |attr: &'static str| std::env::var(attr).ok();
             match name.as_str() {
                 "buildenv" => {
@@ -178,6 +184,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         eprintln!("warning: {warning}");
                     }
                 }
+                "fetchurl" => hermetic_build::builtins::fetchurl::run(&get, &hashed_mirrors)?,
+                "unpack-channel" => hermetic_build::builtins::unpack_channel::run(&get)?,
                 other => anyhow::bail!("unsupported builtin builder '{other}'"),
             }
         }

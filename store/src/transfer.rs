@@ -1,0 +1,173 @@
+//! Downloads, as Nix's file transfer makes them: a URL (`file://`,
+//! `http://`, `https://`) opened as a stream of its bytes, never held
+//! whole in memory, and failures in Nix's words. `builtin:fetchurl` reads
+//! through it; binary caches will.
+
+use std::io::Read;
+use std::time::Duration;
+
+/// What a download could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The server answered with an HTTP error status (Nix's text).
+    #[error("unable to download '{url}': HTTP error {status} ('{reason}')")]
+    Http {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The status's reason phrase.
+        reason: String,
+    },
+    /// A `file://` URL whose file cannot be read.
+    #[error("unable to download '{url}': {error}")]
+    File {
+        /// The URL.
+        url: String,
+        /// Why the file could not be opened.
+        error: std::io::Error,
+    },
+    /// No connection, a broken one, or a URL the client cannot use.
+    #[error("unable to download '{url}': {reason}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A scheme hermetic does not download from.
+    #[error("unable to download '{0}': unsupported URL scheme")]
+    Unsupported(String),
+}
+
+impl TransferError {
+    /// Whether the thing downloaded is certainly not there (HTTP 404 or 410,
+    /// a missing file), as opposed to a failure that may pass.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            TransferError::Http { status, .. } => matches!(status, 404 | 410),
+            TransferError::File { error, .. } => error.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}
+
+/// How a download is made.
+#[derive(Debug, Clone)]
+pub struct TransferOptions {
+    /// Whether a TLS server's certificate is checked. `builtin:fetchurl`
+    /// does not (the output's hash is checked instead), as in Nix.
+    pub verify_tls: bool,
+    /// How long connecting may take (`connect-timeout`; none for 0).
+    pub connect_timeout: Duration,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            verify_tls: true,
+            connect_timeout: Duration::ZERO,
+        }
+    }
+}
+
+/// Opens `url` for reading: its bytes as they arrive, undecompressed.
+/// Proxies come from the usual variables (`http_proxy`, `https_proxy`,
+/// `all_proxy`, `no_proxy`), as curl reads them for Nix.
+pub fn open(url: &str, options: &TransferOptions) -> Result<Box<dyn Read + Send>, TransferError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let path = percent_decoded(path);
+        return std::fs::File::open(&path)
+            .map(|file| Box::new(file) as Box<dyn Read + Send>)
+            .map_err(|error| TransferError::File {
+                url: url.to_owned(),
+                error,
+            });
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(TransferError::Unsupported(url.to_owned()));
+    }
+    let tls = ureq::tls::TlsConfig::builder()
+        .disable_verification(!options.verify_tls)
+        .build();
+    let connect = (!options.connect_timeout.is_zero()).then_some(options.connect_timeout);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .timeout_connect(connect)
+        .build()
+        .into();
+    let transport = |error: ureq::Error| TransferError::Transport {
+        url: url.to_owned(),
+        reason: error.to_string(),
+    };
+    let response = agent.get(url).call().map_err(transport)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(TransferError::Http {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or("").to_owned(),
+        });
+    }
+    Ok(Box::new(response.into_body().into_reader()))
+}
+
+/// A `file://` URL's path with `%XX` escapes decoded (curl decodes them).
+fn percent_decoded(path: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    std::ffi::OsString::from_vec(out).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_are_read_where_they_point_and_a_missing_one_is_not_found() {
+        let dir = std::env::temp_dir().join(format!("hermetic-transfer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a b");
+        std::fs::write(&file, "contents").unwrap();
+        let url = format!("file://{}/a%20b", dir.display());
+        let mut text = String::new();
+        open(&url, &TransferOptions::default())
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "contents");
+        let missing = format!("file://{}/nothing", dir.display());
+        let error = open(&missing, &TransferOptions::default()).err().unwrap();
+        assert!(error.is_not_found());
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("unable to download '{missing}': ")),
+            "{error}"
+        );
+        let ftp = open("ftp://example.org/x", &TransferOptions::default())
+            .err()
+            .unwrap();
+        assert_eq!(
+            ftp.to_string(),
+            "unable to download 'ftp://example.org/x': unsupported URL scheme"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
