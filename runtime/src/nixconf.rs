@@ -50,42 +50,135 @@ pub fn conf_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from)
 }
 
-/// Nix settings that hermetic has no use for (they are about substitution,
-/// evaluation, garbage collection or the daemon's clients): taken without
-/// a warning, and without effect.
+/// Settings of Nix 2.8, today's Nix and Lix that hermetic has no use for
+/// yet (evaluation, flakes, substitution, garbage collection, the client's
+/// display, other platforms): taken without a warning and without effect,
+/// as a nix.conf written for Nix must work unchanged. The test beside
+/// checks this against every name they declare
+/// (`tests/fixtures/nix-setting-names`).
 pub const IGNORED_NIX_SETTINGS: &[&str] = &[
+    "abort-on-warn",
     "accept-flake-config",
+    "access-tokens",
+    "allow-dirty",
+    "allow-dirty-locks",
     "allow-import-from-derivation",
+    "allow-new-privileges",
+    "allow-symlinked-store",
+    "allow-unsafe-native-code-during-evaluation",
     "allowed-uris",
+    "always-allow-substitutes",
+    "bash-prompt",
+    "bash-prompt-prefix",
+    "bash-prompt-suffix",
+    "binary-caches",
+    "binary-caches-parallel-connections",
+    "build-dir",
+    "build-fallback",
+    "build-hook",
+    "build-hook-kill-timeout",
+    "build-impersonate-linux-26",
+    "build-max-log-size",
     "build-poll-interval",
+    "build-repeat",
+    "build-use-substitutes",
     "builders",
     "builders-use-substitutes",
+    "builtin-builder-sandbox-paths",
+    "commit-lock-file-summary",
+    "commit-lockfile-summary",
     "connect-timeout",
+    "darwin-log-sandbox-violations",
+    "debugger-on-trace",
+    "debugger-on-warn",
     "download-attempts",
+    "download-buffer-size",
+    "download-speed",
+    "enable-core-dumps",
+    "enforce-determinism",
+    "env-keep-derivations",
+    "eval-attrset-update-layer-rhs-threshold",
+    "eval-cache",
+    "eval-profile-file",
+    "eval-profiler",
+    "eval-profiler-frequency",
+    "eval-system",
     "experimental-features",
+    "external-builders",
+    "extra-local-jobs",
     "fallback",
+    "filetransfer-retry-attempts",
+    "filetransfer-retry-delay",
+    "filetransfer-retry-delay-rate-limited",
+    "filetransfer-retry-jitter",
+    "filetransfer-retry-max-delay",
     "flake-registry",
     "fsync-metadata",
+    "fsync-store-paths",
+    "gc-keep-derivations",
+    "gc-keep-outputs",
+    "gc-reserved-space",
     "http-connections",
+    "http2",
+    "http3",
+    "ignore-try",
+    "ignored-acls",
+    "impersonate-linux-26",
+    "impure-env",
+    "json-log-path",
     "keep-derivations",
+    "keep-env-derivations",
     "keep-outputs",
+    "lint-absolute-path-literals",
+    "lint-short-path-literals",
+    "lint-url-literals",
     "log-lines",
+    "max-build-log-size",
+    "max-call-depth",
     "max-free",
+    "max-substitution-jobs",
     "min-free",
+    "min-free-check-interval",
+    "nar-buffer-size",
+    "narinfo-cache-meta-ttl",
     "narinfo-cache-negative-ttl",
     "narinfo-cache-positive-ttl",
     "netrc-file",
     "nix-path",
+    "nix-shell-always-looks-for-shell-nix",
+    "nix-shell-shebang-arguments-relative-to-script",
     "plugin-files",
+    "preallocate-contents",
+    "print-missing",
     "pure-eval",
+    "repeat",
+    "repl-overlays",
+    "require-drop-supplementary-groups",
     "restrict-eval",
     "show-trace",
+    "stalled-download-timeout",
+    "store",
     "substitute",
     "substituters",
+    "substitution-max-jobs",
+    "sync-before-registering",
     "tarball-ttl",
+    "temp-dir",
+    "trace-function-calls",
+    "trace-import-from-derivation",
+    "trace-verbose",
+    "trust-tarballs-from-git-forges",
+    "trusted-binary-caches",
     "trusted-substituters",
+    "upgrade-nix-store-path-url",
+    "use-case-hack",
+    "use-registries",
     "use-sqlite-wal",
+    "use-xdg-base-directories",
+    "user-agent-suffix",
     "warn-dirty",
+    "warn-import-from-derivation",
+    "warn-large-path-threshold",
 ];
 
 /// Applies one setting, `extra-` forms appending.
@@ -95,7 +188,10 @@ pub fn apply(
     value: &str,
     warn: &mut dyn FnMut(String),
 ) -> Result<(), SettingsError> {
-    if IGNORED_NIX_SETTINGS.contains(&name.strip_prefix("extra-").unwrap_or(name)) {
+    // A name is looked up whole first (Lix has `extra-local-jobs`), then
+    // as the `extra-` form of another, as Nix does.
+    let ignored = |name: &str| IGNORED_NIX_SETTINGS.contains(&name);
+    if ignored(name) || name.strip_prefix("extra-").is_some_and(ignored) {
         return Ok(());
     }
     let result = match name.strip_prefix("extra-") {
@@ -198,6 +294,25 @@ pub fn apply_text(
 mod tests {
     use super::*;
     use crate::settings::SandboxMode;
+
+    #[test]
+    fn every_setting_nix_or_lix_declares_is_known_to_hermetic() {
+        let names = include_str!("../tests/fixtures/nix-setting-names");
+        let mut unknown = Vec::new();
+        for name in names
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let mut settings = Settings::for_caller();
+            let mut warned = false;
+            // The value may be wrong for the setting; only its name counts.
+            let result = apply(&mut settings, name, "", &mut |_| warned = true);
+            if warned || matches!(result, Err(SettingsError::Unknown(_))) {
+                unknown.push(name);
+            }
+        }
+        assert!(unknown.is_empty(), "unknown to hermetic: {unknown:?}");
+    }
 
     #[test]
     fn lines_includes_and_extra_forms() {
