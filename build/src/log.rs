@@ -1,9 +1,10 @@
-//! Builders' logs on one stream: each line prefixed with the derivation's
-//! name (`hello> `), whole lines at a time, so that concurrent builds'
-//! lines never mix. A build's log also reaches everyone waiting for the
-//! same derivation (a second daemon client asking for it): they subscribe
-//! by derivation, get the lines so far (the last [`REPLAYED_LINES`]) and
-//! then every new one.
+//! Builders' logs, whole lines at a time, so that concurrent builds'
+//! lines never mix: each line goes to a [`LogSink`] with the derivation it
+//! came from and its prefix (`hello> `); a plain writer gets the line
+//! prefixed. A build's log also reaches everyone waiting for the same
+//! derivation (a second daemon client asking for it): they subscribe by
+//! derivation, get the lines so far (the last [`REPLAYED_LINES`]) and then
+//! every new one.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -11,8 +12,27 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use hermetic_store::StorePath;
 
-/// A shared stream that several builds write lines to.
-pub type SharedLog = Arc<Mutex<dyn Write + Send>>;
+/// Where builders' lines go.
+pub trait LogSink {
+    /// One whole line of `drv`'s builder, without its newline; `prefix`
+    /// names the derivation (`hello> `).
+    fn line(&mut self, drv: &StorePath, prefix: &str, line: &[u8]) -> io::Result<()>;
+}
+
+/// A writer gets each line prefixed, on a line of its own.
+impl<W: Write> LogSink for W {
+    fn line(&mut self, _drv: &StorePath, prefix: &str, line: &[u8]) -> io::Result<()> {
+        let mut text = Vec::with_capacity(prefix.len() + line.len() + 1);
+        text.extend_from_slice(prefix.as_bytes());
+        text.extend_from_slice(line);
+        text.push(b'\n');
+        self.write_all(&text)?;
+        self.flush()
+    }
+}
+
+/// A shared sink that several builds send lines to.
+pub type SharedLog = Arc<Mutex<dyn LogSink + Send>>;
 
 /// How many of a running build's last lines a new watcher is shown.
 pub const REPLAYED_LINES: usize = 1000;
@@ -21,6 +41,8 @@ pub const REPLAYED_LINES: usize = 1000;
 #[derive(Default)]
 struct Watched {
     watchers: Vec<(u64, SharedLog)>,
+    /// The build's prefix, and its last lines.
+    prefix: String,
     lines: std::collections::VecDeque<Vec<u8>>,
 }
 
@@ -56,9 +78,8 @@ pub fn watch(drv: &StorePath, log: SharedLog) -> Watch {
     {
         let mut out = log.lock().unwrap_or_else(|e| e.into_inner());
         for line in &watched.lines {
-            let _ = out.write_all(line);
+            let _ = out.line(drv, &watched.prefix, line);
         }
-        let _ = out.flush();
     }
     watched.watchers.push((id, log));
     Watch {
@@ -155,13 +176,9 @@ impl PrefixedLines {
         }
     }
 
-    /// Sends one line of `drv`'s builder, prefixed, to its watchers.
+    /// Sends one line of `drv`'s builder to its watchers.
     fn emit(prefix: &str, drv: &StorePath, line: &[u8]) -> io::Result<()> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut text = Vec::with_capacity(prefix.len() + line.len() + 1);
-        text.extend_from_slice(prefix.as_bytes());
-        text.extend_from_slice(line);
-        text.push(b'\n');
         let Some(watched) = registry().get(drv).cloned() else {
             return Ok(());
         };
@@ -169,12 +186,15 @@ impl PrefixedLines {
         for (_, log) in &watched.watchers {
             let mut out = log.lock().unwrap_or_else(|e| e.into_inner());
             // A watcher that went away does not stop the build.
-            let _ = out.write_all(&text).and_then(|()| out.flush());
+            let _ = out.line(drv, prefix, line);
+        }
+        if watched.prefix != prefix {
+            watched.prefix = prefix.to_owned();
         }
         if watched.lines.len() == REPLAYED_LINES {
             watched.lines.pop_front();
         }
-        watched.lines.push_back(text);
+        watched.lines.push_back(line.to_vec());
         Ok(())
     }
 }

@@ -49,11 +49,13 @@ impl Summary {
     }
 
     /// The report of the failures of `targets` (those asked for), paths
-    /// printed with `store_dir`.
+    /// printed with `store_dir`, each failure told by `describe` (its
+    /// error, and what the caller adds to it).
     pub fn failure_report(
         &self,
         targets: &[StorePath],
         store_dir: &hermetic_store::StoreDir,
+        describe: &dyn Fn(&StorePath, &BuildFailure) -> String,
     ) -> FailureReport {
         let failed: Vec<&(StorePath, BuildFailure)> = self
             .failures
@@ -62,14 +64,14 @@ impl Summary {
             .collect();
         match failed[..] {
             [] => FailureReport::default(),
-            [(_, failure)] => FailureReport {
+            [(path, failure)] => FailureReport {
                 lines: Vec::new(),
-                error: Some(crate::error_chain(&failure.error)),
+                error: Some(describe(path, failure)),
             },
             _ => FailureReport {
                 lines: failed
                     .iter()
-                    .map(|(_, f)| format!("error: {}", crate::error_chain(&f.error)))
+                    .map(|(p, f)| format!("error: {}", describe(p, f)))
                     .collect(),
                 error: Some(format!(
                     "build of {} failed",
@@ -117,6 +119,49 @@ struct Node {
 /// threads get by default do not always hold (unoptimised builds).
 pub const BUILD_THREAD_STACK: usize = 32 << 20;
 
+/// What a run of builds tells its caller as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// A message for the user: a warning, or the error of a derivation
+    /// that was not asked for.
+    Message(String),
+    /// `drv`'s build starts, the `number`th of `total`.
+    Started {
+        /// The derivation.
+        drv: StorePath,
+        /// Its place among the builds started.
+        number: usize,
+        /// How many builds this run has.
+        total: usize,
+    },
+    /// `drv`'s build ended, successfully or not.
+    Finished {
+        /// The derivation.
+        drv: StorePath,
+        /// Whether it succeeded.
+        ok: bool,
+    },
+}
+
+impl Progress {
+    /// The line a user is shown for it: none for a finished build.
+    pub fn text(&self, store_dir: &hermetic_store::StoreDir) -> Option<String> {
+        match self {
+            Progress::Message(text) => Some(text.clone()),
+            Progress::Started { drv, number, total } => Some(format!(
+                "building '{}'{}",
+                store_dir.print(drv),
+                if *total > 1 {
+                    format!(" [{number}/{total}]")
+                } else {
+                    String::new()
+                }
+            )),
+            Progress::Finished { .. } => None,
+        }
+    }
+}
+
 /// A thread that builds, with [`BUILD_THREAD_STACK`].
 pub fn build_thread() -> std::thread::Builder {
     std::thread::Builder::new().stack_size(BUILD_THREAD_STACK)
@@ -157,9 +202,9 @@ fn plan(
 }
 
 /// Builds `targets` (derivations in the store) and what they need.
-/// `progress` gets one line per build started and finished, and the error
-/// of each derivation that failed and was not asked for; warnings go there
-/// too. The failures of `targets` are the caller's to tell
+/// `progress` is told of each build started and finished, and gets the
+/// error of each derivation that failed and was not asked for; warnings go
+/// there too. The failures of `targets` are the caller's to tell
 /// ([`Summary::failure_report`]).
 pub fn build_all(
     layout: &StoreLayout,
@@ -168,7 +213,7 @@ pub fn build_all(
     check: bool,
     cancel: Option<BorrowedFd<'_>>,
     log: SharedLog,
-    progress: &(dyn Fn(String) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, BuildError> {
     let store = LocalStore::open(layout.clone())?;
     let mut nodes = BTreeMap::new();
@@ -204,7 +249,7 @@ pub fn build_all(
                         drv: layout.store_dir.print(&path),
                     };
                     if !targets.contains(&path) {
-                        progress(format!("error: {error}"));
+                        progress(Progress::Message(format!("error: {error}")));
                     }
                     summary.failures.push((
                         path.clone(),
@@ -225,16 +270,11 @@ pub fn build_all(
                     continue;
                 }
                 running += 1;
-                let number = started.len();
-                progress(format!(
-                    "building '{}'{}",
-                    layout.store_dir.print(&path),
-                    if total > 1 {
-                        format!(" [{number}/{total}]")
-                    } else {
-                        String::new()
-                    }
-                ));
+                progress(Progress::Started {
+                    drv: path.clone(),
+                    number: started.len(),
+                    total,
+                });
                 let tx = tx.clone();
                 let refused = (tx.clone(), path.clone());
                 let node = &nodes[&path];
@@ -253,7 +293,7 @@ pub fn build_all(
                             cancel,
                             log,
                         };
-                        goal.run(&mut store, &mut |line| progress(line))
+                        goal.run(&mut store, &mut |line| progress(Progress::Message(line)))
                     })();
                     let _ = tx.send((path, result));
                 });
@@ -278,6 +318,10 @@ pub fn build_all(
             }
             let Ok((path, result)) = rx.recv() else { break };
             running -= 1;
+            progress(Progress::Finished {
+                drv: path.clone(),
+                ok: result.is_ok(),
+            });
             match result {
                 Ok(outputs) => {
                     summary.built += 1;
@@ -289,7 +333,8 @@ pub fn build_all(
                 Err(failure) => {
                     // One asked for is told by the caller (failure_report).
                     if !targets.contains(&path) {
-                        progress(format!("error: {}", crate::error_chain(&failure.error)));
+                        let error = crate::error_chain(&failure.error);
+                        progress(Progress::Message(format!("error: {error}")));
                     }
                     summary.failures.push((path.clone(), failure));
                     failed.insert(path);

@@ -22,6 +22,95 @@ pub const STDERR_NEXT: u64 = 0x6f6c_6d67;
 pub const STDERR_LAST: u64 = 0x616c_7473;
 /// The operation failed; the error follows.
 pub const STDERR_ERROR: u64 = 0x6378_7470;
+/// An activity starts (protocol 1.20 and later).
+pub const STDERR_START_ACTIVITY: u64 = 0x5354_5254;
+/// An activity ends.
+pub const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
+/// An activity's result: a log line, its progress.
+pub const STDERR_RESULT: u64 = 0x5253_4c54;
+
+/// Nix's activity types hermetic reports (`ActivityType`).
+pub mod activity {
+    /// All the builds of an operation; its progress counts them.
+    pub const BUILDS: u64 = 104;
+    /// One derivation's build.
+    pub const BUILD: u64 = 105;
+}
+
+/// Nix's result types hermetic reports (`ResultType`).
+pub mod result {
+    /// A line of a builder's log.
+    pub const BUILD_LOG_LINE: u64 = 101;
+    /// Done, expected, running and failed counts.
+    pub const PROGRESS: u64 = 105;
+}
+
+/// A field of an activity or a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field<'a> {
+    /// A number.
+    Int(u64),
+    /// A string.
+    Str(&'a str),
+}
+
+fn write_fields(to: &mut impl Write, fields: &[Field<'_>]) -> io::Result<()> {
+    write_u64(to, fields.len() as u64)?;
+    for field in fields {
+        match field {
+            Field::Int(n) => {
+                write_u64(to, 0)?;
+                write_u64(to, *n)?;
+            }
+            Field::Str(s) => {
+                write_u64(to, 1)?;
+                write_string(to, s)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts activity `id` of `kind` (`activity::…`), at Nix's info level,
+/// under `parent` (0 for none).
+pub fn send_start_activity(
+    to: &mut impl Write,
+    id: u64,
+    kind: u64,
+    text: &str,
+    fields: &[Field<'_>],
+    parent: u64,
+) -> io::Result<()> {
+    write_u64(to, STDERR_START_ACTIVITY)?;
+    write_u64(to, id)?;
+    write_u64(to, 3)?; // lvlInfo
+    write_u64(to, kind)?;
+    write_string(to, text)?;
+    write_fields(to, fields)?;
+    write_u64(to, parent)?;
+    to.flush()
+}
+
+/// Ends activity `id`.
+pub fn send_stop_activity(to: &mut impl Write, id: u64) -> io::Result<()> {
+    write_u64(to, STDERR_STOP_ACTIVITY)?;
+    write_u64(to, id)?;
+    to.flush()
+}
+
+/// A result of `kind` (`result::…`) for activity `id`.
+pub fn send_result(
+    to: &mut impl Write,
+    id: u64,
+    kind: u64,
+    fields: &[Field<'_>],
+) -> io::Result<()> {
+    write_u64(to, STDERR_RESULT)?;
+    write_u64(to, id)?;
+    write_u64(to, kind)?;
+    write_fields(to, fields)?;
+    to.flush()
+}
 
 /// The version a connection speaks: the older of the client's and ours.
 pub fn negotiate(client_version: u64) -> u64 {

@@ -132,7 +132,6 @@ pub const IGNORED_NIX_SETTINGS: &[&str] = &[
     "lint-absolute-path-literals",
     "lint-short-path-literals",
     "lint-url-literals",
-    "log-lines",
     "max-build-log-size",
     "max-call-depth",
     "max-free",

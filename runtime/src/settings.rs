@@ -109,6 +109,9 @@ pub struct Settings {
     /// `hashed-mirrors`: where `builtin:fetchurl` looks for a flat file by
     /// its hash (`<mirror>/<algo>/<hex>`) before its URL.
     pub hashed_mirrors: Vec<String>,
+    /// `log-lines`: how many of a failed build's last log lines the
+    /// daemon's error for it ends with.
+    pub log_lines: usize,
     /// `auto-optimise-store`: hard-link each new output's files to
     /// identical ones already in the store.
     pub auto_optimise_store: bool,
@@ -264,6 +267,7 @@ impl Settings {
             auto_optimise_store: false,
             secret_key_files: Vec::new(),
             hashed_mirrors: Vec::new(),
+            log_lines: 10,
             require_sigs: true,
             trusted_public_keys: vec![
                 "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".into(),
@@ -365,6 +369,7 @@ impl Settings {
             "auto-optimise-store" => self.auto_optimise_store = boolean(name, value)?,
             "secret-key-files" => self.secret_key_files = words(value),
             "hashed-mirrors" => self.hashed_mirrors = words(value),
+            "log-lines" => self.log_lines = number(name, value)?,
             "require-sigs" => self.require_sigs = boolean(name, value)?,
             "trusted-public-keys" | "binary-cache-public-keys" => {
                 self.trusted_public_keys = words(value)

@@ -230,6 +230,11 @@ pub struct RawClient {
     /// Whether the daemon trusts this client: 1 yes, 2 no (protocol 1.35
     /// and later).
     pub trusted: Option<u64>,
+    /// What the stderr channel said before each end, in order:
+    /// `next: LINE`, `start TYPE PARENT?: TEXT [FIELDS]`, `result TYPE:
+    /// FIELDS`, `stop` (activities by their types, Nix's numbers; PARENT
+    /// is `child` when the activity has one).
+    pub said: Vec<String>,
 }
 
 impl RawClient {
@@ -247,6 +252,7 @@ impl RawClient {
             daemon_features: Vec::new(),
             server_version: String::new(),
             trusted: None,
+            said: Vec::new(),
         };
         client
             .stream
@@ -318,7 +324,25 @@ impl RawClient {
         loop {
             match self.read_u64() {
                 0x6f6c_6d67 => {
-                    self.read_string();
+                    let line = self.read_string();
+                    self.said.push(format!("next: {}", line.trim_end()));
+                }
+                0x5354_5254 => {
+                    let (_id, _level, kind) = (self.read_u64(), self.read_u64(), self.read_u64());
+                    let text = self.read_string();
+                    let fields = self.read_fields();
+                    let parent = if self.read_u64() != 0 { " child" } else { "" };
+                    self.said
+                        .push(format!("start {kind}{parent}: {text} {fields:?}"));
+                }
+                0x5354_4f50 => {
+                    self.read_u64();
+                    self.said.push("stop".into());
+                }
+                0x5253_4c54 => {
+                    let (_id, kind) = (self.read_u64(), self.read_u64());
+                    let fields = self.read_fields();
+                    self.said.push(format!("result {kind}: {fields:?}"));
                 }
                 0x616c_7473 => return Ok(()),
                 0x6378_7470 => {
@@ -333,6 +357,17 @@ impl RawClient {
                 other => panic!("unexpected stderr message {other:#x}"),
             }
         }
+    }
+
+    /// An activity's or result's fields, as text.
+    fn read_fields(&mut self) -> Vec<String> {
+        let count = self.read_u64();
+        (0..count)
+            .map(|_| match self.read_u64() {
+                0 => self.read_u64().to_string(),
+                _ => self.read_string(),
+            })
+            .collect()
     }
 
     /// Sends `data` as one frame and the end frame.

@@ -445,9 +445,15 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
         args.check,
         Some(cancel.as_fd()),
         log,
-        &|line| eprintln!("{line}"),
+        &|progress| {
+            if let Some(line) = progress.text(&layout.store_dir) {
+                eprintln!("{line}");
+            }
+        },
     )?;
-    let report = summary.failure_report(&targets, &layout.store_dir);
+    let report = summary.failure_report(&targets, &layout.store_dir, &|_, failure| {
+        hermetic_build::error_chain(&failure.error)
+    });
     for line in &report.lines {
         eprintln!("{line}");
     }

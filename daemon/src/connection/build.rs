@@ -4,13 +4,15 @@
 //! the build's log sent back as it comes.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
+use std::io::Read;
+use std::sync::Arc;
 
+use hermetic_build::schedule::Progress;
 use hermetic_store::StorePath;
 
+use super::activities::BuildReporter;
 use super::results::{Outcome, now};
-use super::{ClientWriter, Connection, OpError, Step, failed, lock};
+use super::{Connection, OpError, Step, failed, lock};
 use crate::protocol::send_log;
 use crate::wire::{read_count, read_string, read_strings};
 
@@ -108,24 +110,32 @@ impl Connection {
                 "you are not privileged to build input-addressed derivations".into(),
             )));
         };
-        let to = self.to.clone();
-        let log = self.client_log();
+        let reporter = self.reporter();
         let mut store = self.store()?;
         let start_time = now();
+        reporter.progress(Progress::Started {
+            drv: drv_path.clone(),
+            number: 1,
+            total: 1,
+        });
         let outcome = self.while_watching_hangup(|cancel| {
             let goal = Goal {
-                drv_path,
+                drv_path: drv_path.clone(),
                 drv,
                 check: mode == 2,
                 settings: &self.settings,
                 cancel,
-                log,
+                log: reporter.log(),
             };
             goal.run(&mut store, &mut |line| {
-                let mut w = lock(&to);
-                let _ = send_log(&mut *w, &line);
+                reporter.progress(Progress::Message(line))
             })
         });
+        reporter.progress(Progress::Finished {
+            drv: drv_path.clone(),
+            ok: outcome.is_ok(),
+        });
+        reporter.finish();
         let stop_time = now();
         Ok(match outcome {
             Ok(outputs) => Outcome {
@@ -143,7 +153,11 @@ impl Connection {
                     .collect(),
                 ..Outcome::default()
             },
-            Err(failure) => Outcome::failed(&failure, (start_time, stop_time)),
+            Err(failure) => Outcome::failed(
+                &failure,
+                reporter.describe(&drv_path, &failure),
+                (start_time, stop_time),
+            ),
         })
     }
 
@@ -194,8 +208,10 @@ impl Connection {
             }
         }
         drop(store);
-        let summary = self.build_with_log(&drvs, mode == 2)?;
-        let report = summary.failure_report(&drvs, &self.layout.store_dir);
+        let (summary, reporter) = self.build_with_log(&drvs, mode == 2)?;
+        let report = summary.failure_report(&drvs, &self.layout.store_dir, &|drv, failure| {
+            reporter.describe(drv, failure)
+        });
         for line in &report.lines {
             let mut w = lock(&self.to);
             send_log(&mut *w, line)?;
@@ -207,38 +223,37 @@ impl Connection {
     }
 
     /// Builds derivations in the store and what they need, the builders'
-    /// log and progress sent to the client, cancelled if it hangs up.
+    /// log and progress sent to the client, cancelled if it hangs up; the
+    /// reporter keeps what the failures' errors need.
     pub(super) fn build_with_log(
         &self,
         drvs: &[StorePath],
         check: bool,
-    ) -> Result<hermetic_build::schedule::Summary, Step> {
-        let to = self.to.clone();
-        let log = self.client_log();
-        let progress = move |line: String| {
-            let mut w = lock(&to);
-            let _ = send_log(&mut *w, &line);
-        };
-        self.while_watching_hangup(|cancel| {
+    ) -> Result<(hermetic_build::schedule::Summary, Arc<BuildReporter>), Step> {
+        let reporter = self.reporter();
+        let summary = self.while_watching_hangup(|cancel| {
             hermetic_build::schedule::build_all(
                 &self.layout,
                 &self.settings,
                 drvs,
                 check,
                 cancel,
-                log,
-                &progress,
+                reporter.log(),
+                &|progress| reporter.progress(progress),
             )
-        })
-        .map_err(failed)
+        });
+        reporter.finish();
+        Ok((summary.map_err(failed)?, reporter))
     }
 
-    /// A log that sends builders' lines to this client as they come.
-    fn client_log(&self) -> hermetic_build::log::SharedLog {
-        Arc::new(Mutex::new(ClientLog {
-            to: self.to.clone(),
-            lines: Default::default(),
-        }))
+    /// A reporter of this operation's builds to this client.
+    fn reporter(&self) -> Arc<BuildReporter> {
+        BuildReporter::new(
+            self.to.clone(),
+            self.version,
+            self.layout.store_dir.clone(),
+            self.settings.log_lines,
+        )
     }
 
     /// Runs `work` with a descriptor that becomes readable if the client
@@ -316,26 +331,5 @@ pub(super) fn result_status(kind: hermetic_build::goal::FailureKind) -> u64 {
         FailureKind::NotDeterministic => 12,
         FailureKind::DependencyFailed => 10,
         FailureKind::Misc => 9,
-    }
-}
-
-/// Builders' log lines, sent to the client as they come.
-struct ClientLog {
-    to: ClientWriter,
-    lines: hermetic_build::log::LineSplitter,
-}
-
-impl Write for ClientLog {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let to = &self.to;
-        self.lines.feed(buf, &mut |line| {
-            let mut w = lock(to);
-            send_log(&mut *w, &String::from_utf8_lossy(line))
-        })?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! error, and replies. A malformed request ends the connection; an
 //! operation hermetic does not implement gets an error that names it.
 
+mod activities;
 mod add;
 mod build;
 mod maintenance;

@@ -9,6 +9,7 @@ use std::io::{Read, Write};
 use hermetic_build::schedule::Summary;
 use hermetic_store::{Derivation, LocalStore, StorePath};
 
+use super::activities::BuildReporter;
 use super::build::result_status;
 use super::{Connection, Step, failed};
 use crate::protocol::minor;
@@ -51,11 +52,12 @@ impl Outcome {
     /// A failed build's result, with its work's times.
     pub(super) fn failed(
         failure: &hermetic_build::goal::BuildFailure,
+        message: String,
         (start_time, stop_time): (u64, u64),
     ) -> Outcome {
         Outcome {
             status: result_status(failure.kind),
-            message: hermetic_store::error_chain(&failure.error),
+            message,
             non_deterministic: failure.kind == hermetic_build::goal::FailureKind::NotDeterministic,
             start_time,
             stop_time,
@@ -104,13 +106,14 @@ impl Connection {
         drop(store);
         let paths: Vec<StorePath> = drvs.keys().cloned().collect();
         let start_time = now();
-        let summary = self.build_with_log(&paths, mode == 2)?;
+        let (summary, reporter) = self.build_with_log(&paths, mode == 2)?;
         let times = (start_time, now());
         let store = self.store()?;
         let mut outcomes = Vec::new();
         for target in &targets {
             let outcome = if let Some((drv, valid_before)) = drvs.get(&target.path) {
-                self.derivation_outcome(&store, target, drv, *valid_before, &summary, times)?
+                let built = (&summary, &*reporter);
+                self.derivation_outcome(&store, target, drv, *valid_before, built, times)?
             } else if store.is_valid(&target.path).map_err(failed)? {
                 Outcome {
                     status: ALREADY_VALID,
@@ -145,11 +148,12 @@ impl Connection {
         target: &Target,
         drv: &Derivation,
         valid_before: bool,
-        summary: &Summary,
+        (summary, reporter): (&Summary, &BuildReporter),
         (start_time, stop_time): (u64, u64),
     ) -> Result<Outcome, Step> {
         if let Some((_, failure)) = summary.failures.iter().find(|(p, _)| *p == target.path) {
-            return Ok(Outcome::failed(failure, (start_time, stop_time)));
+            let message = reporter.describe(&target.path, failure);
+            return Ok(Outcome::failed(failure, message, (start_time, stop_time)));
         }
         let hashes = drv
             .hash_modulo(&self.layout.store_dir, true, &mut |p| store.drv_hashes(p))
