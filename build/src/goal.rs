@@ -81,6 +81,9 @@ pub struct Goal<'a> {
     pub cancel: Option<BorrowedFd<'a>>,
     /// Where builder output goes, line by line.
     pub log: SharedLog,
+    /// The outputs' locks, when the caller took them already (without
+    /// waiting); else the build waits for them.
+    pub locks: Option<Vec<hermetic_store::lock::PathLock>>,
 }
 
 impl Goal<'_> {
@@ -143,7 +146,10 @@ impl Goal<'_> {
         // Everyone building or waiting for this derivation in this process
         // gets its log (a second daemon client waits on the locks below).
         let _watch = crate::log::watch(&self.drv_path, self.log.clone());
-        let _locks = store.lock_paths(&output_paths)?;
+        let _locks = match self.locks {
+            Some(locks) => locks,
+            None => store.lock_paths(&output_paths)?,
+        };
         if !self.check && store.outputs_valid(drv)? {
             return Ok(outputs);
         }

@@ -220,12 +220,15 @@ pub fn build_all(
     for target in targets {
         plan(&store, target, check, &mut nodes)?;
     }
-    drop(store);
     let total = nodes.len();
     let mut summary = Summary::default();
     let mut done: BTreeSet<StorePath> = BTreeSet::new();
     let mut failed: BTreeSet<StorePath> = BTreeSet::new();
     let mut started: BTreeSet<StorePath> = BTreeSet::new();
+    // Ready, but another process builds their outputs: tried again when a
+    // build of this run ends, and waited for when nothing else can run
+    // (Nix's goals do not wait on a lock while others could build).
+    let mut postponed: BTreeSet<StorePath> = BTreeSet::new();
     let mut running = 0usize;
     let mut stop = false;
     let max_jobs = settings.max_jobs.max(1);
@@ -240,6 +243,8 @@ pub fn build_all(
                 .map(|(p, _)| p.clone())
                 .collect();
             let mut progressed = false;
+            let mut starts: Vec<(StorePath, Option<Vec<hermetic_store::lock::PathLock>>)> =
+                Vec::new();
             for path in waiting {
                 let node = &nodes[&path];
                 let failed_deps = node.deps.iter().filter(|d| failed.contains(*d)).count();
@@ -263,12 +268,36 @@ pub fn build_all(
                     continue;
                 }
                 let ready = node.deps.iter().all(|d| done.contains(d));
-                if !ready || running >= max_jobs || stop || cancelled(cancel) {
+                if !ready || running + starts.len() >= max_jobs || stop || cancelled(cancel) {
                     continue;
                 }
-                if !started.insert(path.clone()) {
+                if started.contains(&path) || postponed.contains(&path) {
                     continue;
                 }
+                let outputs: Vec<StorePath> = node
+                    .drv
+                    .outputs
+                    .values()
+                    .filter_map(|o| o.path())
+                    .cloned()
+                    .collect();
+                match store.try_lock_paths(&outputs) {
+                    Ok(Some(locks)) => starts.push((path, Some(locks))),
+                    Ok(None) => {
+                        postponed.insert(path);
+                    }
+                    // The build meets the error itself, and says it.
+                    Err(_) => starts.push((path, None)),
+                }
+            }
+            if starts.is_empty() && running == 0 && !stop && !cancelled(cancel) {
+                // Nothing else can run: wait for one another process builds.
+                if let Some(path) = postponed.pop_first() {
+                    starts.push((path, None));
+                }
+            }
+            for (path, locks) in starts {
+                started.insert(path.clone());
                 running += 1;
                 progress(Progress::Started {
                     drv: path.clone(),
@@ -292,6 +321,7 @@ pub fn build_all(
                             settings,
                             cancel,
                             log,
+                            locks,
                         };
                         goal.run(&mut store, &mut |line| progress(Progress::Message(line)))
                     })();
@@ -318,6 +348,7 @@ pub fn build_all(
             }
             let Ok((path, result)) = rx.recv() else { break };
             running -= 1;
+            postponed.clear();
             progress(Progress::Finished {
                 drv: path.clone(),
                 ok: result.is_ok(),

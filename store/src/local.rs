@@ -403,6 +403,24 @@ impl LocalStore {
         Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)
     }
 
+    /// Locks `paths` as [`LocalStore::lock_paths`] does, if no other
+    /// process holds any of them; `None` (and nothing held) when one does.
+    pub fn try_lock_paths(&self, paths: &[StorePath]) -> Result<Option<Vec<PathLock>>, StoreError> {
+        let mut sorted = paths.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut locks = Vec::with_capacity(sorted.len());
+        for path in &sorted {
+            let real = self.layout.real_path(path);
+            match PathLock::try_acquire(&real).map_err(io_err("lock", &real))? {
+                Some(lock) => locks.push(lock),
+                // Those taken are let go: another build holds this one.
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(locks))
+    }
+
     /// Locks store paths (sorted, so two callers never deadlock), as Nix
     /// locks a build's outputs.
     pub fn lock_paths(&self, paths: &[StorePath]) -> Result<Vec<PathLock>, StoreError> {

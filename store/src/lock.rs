@@ -54,18 +54,35 @@ impl PathLock {
     /// Locks `<real store>/<base name>.lock`, waiting while another process
     /// (hermetic or Nix) holds it.
     pub fn acquire(real_path: &Path) -> io::Result<Self> {
+        Self::take(real_path, true).map(|lock| lock.expect("a waiting lock is always taken"))
+    }
+
+    /// Locks it if nobody holds it; `None` when somebody does.
+    pub fn try_acquire(real_path: &Path) -> io::Result<Option<Self>> {
+        Self::take(real_path, false)
+    }
+
+    fn take(real_path: &Path, wait: bool) -> io::Result<Option<Self>> {
         let mut lock_path = real_path.as_os_str().to_owned();
         lock_path.push(".lock");
         let path = PathBuf::from(lock_path);
         loop {
-            let lock = lock_file(&path, true, || {
-                tracing::info!(path = %path.display(), "waiting for the lock on a store path");
-            })?;
+            let lock = if wait {
+                lock_file(&path, true, || {
+                    tracing::info!(path = %path.display(), "waiting for the lock on a store path");
+                })?
+            } else {
+                match flock(open_lock_file(&path)?, FlockArg::LockExclusiveNonblock) {
+                    Ok(lock) => lock,
+                    Err((_, e)) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(None),
+                    Err((_, e)) => return Err(e),
+                }
+            };
             if lock.metadata()?.len() == 0 {
-                return Ok(Self {
+                return Ok(Some(Self {
                     lock: Some(lock),
                     path,
-                });
+                }));
             }
             tracing::debug!(path = %path.display(), "discarding stale lock file");
         }

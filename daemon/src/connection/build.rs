@@ -126,6 +126,7 @@ impl Connection {
                 settings: &self.settings,
                 cancel,
                 log: reporter.log(),
+                locks: None,
             };
             goal.run(&mut store, &mut |line| {
                 reporter.progress(Progress::Message(line))
