@@ -89,6 +89,17 @@ fn fetch(nix: &NixPeer, daemon: &Daemon, label: &str, args: &str) -> Output {
     )
 }
 
+/// As [`fetch`], which must succeed: the output's real path.
+fn fetched(nix: &NixPeer, daemon: &Daemon, label: &str, args: &str) -> std::path::PathBuf {
+    let out = fetch(nix, daemon, label, args);
+    assert!(out.status.success(), "{}", text(&out));
+    daemon.real(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 fn sha256_hex(nix: &NixPeer, file: &Path) -> String {
     nix.run(
         "nix-hash",
@@ -110,20 +121,14 @@ fn fetchurl_downloads_over_http_in_the_sandbox_flat_executable_and_unpacked() {
     let url = server.serve("tool.sh", &body);
     let hash = sha256_hex(&nix, &server.dir.path.join("tool.sh"));
 
-    let out = fetch(
+    let real = fetched(
         &nix,
         &daemon,
         "flat",
         &format!(r#"url = "{url}"; sha256 = "{hash}";"#),
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let path = String::from_utf8(out.stdout).unwrap();
-    let real = daemon.real(path.trim());
     assert_eq!(std::fs::read(&real).unwrap(), body);
-    assert_eq!(
-        std::fs::metadata(&real).unwrap().permissions().mode() & 0o111,
-        0
-    );
+    assert_eq!(mode(&real) & 0o111, 0);
 
     // executable: the same bytes, recursive hashing, mode 0555.
     // Its hash is the NAR hash of an executable file of those bytes.
@@ -134,20 +139,14 @@ fn fetchurl_downloads_over_http_in_the_sandbox_flat_executable_and_unpacked() {
         .run("nix-hash", &["--type", "sha256", exe.to_str().unwrap()])
         .trim()
         .to_owned();
-    let out = fetch(
+    let real = fetched(
         &nix,
         &daemon,
         "executable",
         &format!(r#"url = "{url}"; sha256 = "{exe_hash}"; executable = true;"#),
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let path = String::from_utf8(out.stdout).unwrap();
-    let real = daemon.real(path.trim());
     assert_eq!(std::fs::read(&real).unwrap(), body);
-    assert_eq!(
-        std::fs::metadata(&real).unwrap().permissions().mode() & 0o777,
-        0o555
-    );
+    assert_eq!(mode(&real), 0o555);
 
     // unpack: a NAR of a directory, xz-compressed, restored at the output.
     let tree = server.dir.path.join("tree");
@@ -173,7 +172,7 @@ fn fetchurl_downloads_over_http_in_the_sandbox_flat_executable_and_unpacked() {
         .status()
         .unwrap();
     assert!(xz.success());
-    let out = fetch(
+    let real = fetched(
         &nix,
         &daemon,
         "unpack",
@@ -182,22 +181,12 @@ fn fetchurl_downloads_over_http_in_the_sandbox_flat_executable_and_unpacked() {
             server.url("tree.nar.xz")
         ),
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let path = String::from_utf8(out.stdout).unwrap();
-    assert!(path.trim().ends_with("-xyzzy"), "{path}");
-    let real = daemon.real(path.trim());
+    assert!(real.display().to_string().ends_with("-xyzzy"), "{real:?}");
     assert_eq!(
         std::fs::read_link(real.join("link")).unwrap(),
         Path::new("run")
     );
-    assert_eq!(
-        std::fs::metadata(real.join("run"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o555
-    );
+    assert_eq!(mode(&real.join("run")), 0o555);
 }
 
 #[test]
@@ -219,18 +208,16 @@ fn fetchurl_tries_hashed_mirrors_first_and_says_why_a_download_failed() {
 
     // The URL is gone; the mirror has the file under its hash.
     let gone = server.url("original");
-    let out = fetch(
+    let real = fetched(
         &nix,
         &daemon,
         "mirrored",
         &format!(r#"url = "{gone}"; sha256 = "{hash}";"#),
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let path = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(std::fs::read(daemon.real(path.trim())).unwrap(), body);
+    assert_eq!(std::fs::read(real).unwrap(), body);
 
-    // No mirror has this one and its URL is gone: curl's words in Nix's
-    // sentence, said once, and nothing left in the store.
+    // No mirror has this one and its URL is gone: the status in Nix's
+    // sentence, and nothing left in the store.
     let other = "0".repeat(64);
     let out = fetch(
         &nix,
@@ -240,8 +227,11 @@ fn fetchurl_tries_hashed_mirrors_first_and_says_why_a_download_failed() {
     );
     assert!(!out.status.success());
     let said = text(&out);
-    let expected = format!("unable to download '{gone}': HTTP error 404 ('Not Found')");
-    assert_eq!(said.matches(&expected).count(), 1, "{said}");
+    // The builder's line, and again in the last lines the error ends
+    // with, as through Nix's daemon; the failure itself once.
+    let expected = format!("error: unable to download '{gone}': HTTP error 404 ('Not Found')");
+    assert!(said.lines().any(|l| l == expected), "{said}");
+    assert_eq!(said.matches("failed with exit code 1").count(), 1, "{said}");
 
     // Served, but not what the hash says: Nix's hash mismatch.
     let url = server.serve("wrong", b"not the expected bytes\n");
