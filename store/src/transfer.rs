@@ -4,7 +4,6 @@
 //! through it; binary caches will.
 
 use std::io::Read;
-use std::time::Duration;
 
 /// What a download could not do.
 #[derive(Debug, thiserror::Error)]
@@ -58,16 +57,11 @@ pub struct TransferOptions {
     /// Whether a TLS server's certificate is checked. `builtin:fetchurl`
     /// does not (the output's hash is checked instead), as in Nix.
     pub verify_tls: bool,
-    /// How long connecting may take (`connect-timeout`; none for 0).
-    pub connect_timeout: Duration,
 }
 
 impl Default for TransferOptions {
     fn default() -> Self {
-        TransferOptions {
-            verify_tls: true,
-            connect_timeout: Duration::ZERO,
-        }
+        TransferOptions { verify_tls: true }
     }
 }
 
@@ -76,8 +70,10 @@ impl Default for TransferOptions {
 /// `all_proxy`, `no_proxy`), as curl reads them for Nix.
 pub fn open(url: &str, options: &TransferOptions) -> Result<Box<dyn Read + Send>, TransferError> {
     if let Some(path) = url.strip_prefix("file://") {
-        let path = percent_decoded(path);
-        return std::fs::File::open(&path)
+        // curl decodes a file URL's `%XX` escapes.
+        use std::os::unix::ffi::OsStrExt;
+        let path: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+        return std::fs::File::open(std::ffi::OsStr::from_bytes(&path))
             .map(|file| Box::new(file) as Box<dyn Read + Send>)
             .map_err(|error| TransferError::File {
                 url: url.to_owned(),
@@ -90,11 +86,9 @@ pub fn open(url: &str, options: &TransferOptions) -> Result<Box<dyn Read + Send>
     let tls = ureq::tls::TlsConfig::builder()
         .disable_verification(!options.verify_tls)
         .build();
-    let connect = (!options.connect_timeout.is_zero()).then_some(options.connect_timeout);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(tls)
-        .timeout_connect(connect)
         .build()
         .into();
     let transport = |error: ureq::Error| TransferError::Transport {
@@ -111,28 +105,6 @@ pub fn open(url: &str, options: &TransferOptions) -> Result<Box<dyn Read + Send>
         });
     }
     Ok(Box::new(response.into_body().into_reader()))
-}
-
-/// A `file://` URL's path with `%XX` escapes decoded (curl decodes them).
-fn percent_decoded(path: &str) -> std::path::PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    std::ffi::OsString::from_vec(out).into()
 }
 
 #[cfg(test)]

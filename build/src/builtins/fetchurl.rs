@@ -72,10 +72,7 @@ fn fetch(
     unpack: bool,
     executable: bool,
 ) -> Result<(), FetchurlError> {
-    let options = TransferOptions {
-        verify_tls: false,
-        ..TransferOptions::default()
-    };
+    let options = TransferOptions { verify_tls: false };
     let source = transfer::open(from, &options)?;
     if unpack {
         let method = if url.ends_with(".xz") { "xz" } else { "none" };
