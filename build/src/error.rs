@@ -1,7 +1,7 @@
 //! Why a build failed, with Lix's texts (D1) where the SPEC quotes them.
 
+use hermetic_config::settings::SettingsError;
 use hermetic_runtime::SandboxError;
-use hermetic_runtime::settings::SettingsError;
 use hermetic_store::StoreError;
 use hermetic_store::derivation::DrvCheckError;
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use hermetic_runtime::settings::Settings;
+use hermetic_config::settings::Settings;
 use hermetic_store::canonical::canonicalise;
 use hermetic_store::local::copy_through_nar;
 use hermetic_store::pending::{Pending, remove_any};

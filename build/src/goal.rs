@@ -10,8 +10,8 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
+use hermetic_config::settings::Settings;
 use hermetic_runtime::job::Job;
-use hermetic_runtime::settings::Settings;
 use hermetic_runtime::{ExitStatus, RunOptions};
 use hermetic_store::{Derivation, LocalStore, StorePath};
 
@@ -215,7 +215,8 @@ impl Goal<'_> {
             }
         }
 
-        let job = Job::start(spec, settings, &printed, &mut |notice| {
+        let policy = crate::spec::run_policy(settings);
+        let job = Job::start(spec, &policy, &printed, &mut |notice| {
             warn(notice.to_owned())
         })?;
         let builder = job.spec.build_user;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use hermetic_runtime::settings::Settings;
+use hermetic_config::settings::Settings;
 use hermetic_runtime::{SandboxPath, normalize_target};
 use hermetic_store::{Derivation, LocalStore, StorePath};
 
@@ -58,16 +58,7 @@ pub fn sandbox_paths(
     hook_root: Option<&Path>,
 ) -> Result<Vec<SandboxPath>, BuildError> {
     let mut paths = Vec::new();
-    for token in &settings.effective_sandbox_paths() {
-        let entry: SandboxPath =
-            token
-                .parse()
-                .map_err(
-                    |e: hermetic_runtime::SandboxPathError| BuildError::BadAttrs {
-                        drv: printed.to_owned(),
-                        reason: format!("sandbox-paths: {e}"),
-                    },
-                )?;
+    for entry in settings.effective_sandbox_paths() {
         if let Ok(path) = store.layout().parse_user_path(&entry.source)
             && store.is_valid(&path)?
         {

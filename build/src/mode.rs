@@ -2,7 +2,7 @@
 //! runs: the `sandbox` setting, `__noChroot`, fixed-output derivations in
 //! relaxed mode, a diverted store, and what the kernel allows.
 
-use hermetic_runtime::settings::{SandboxMode, Settings};
+use hermetic_config::settings::{SandboxMode, Settings};
 use hermetic_store::Derivation;
 
 use crate::attrs::Attrs;

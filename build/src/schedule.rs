@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::BorrowedFd;
 use std::sync::mpsc;
 
-use hermetic_runtime::settings::Settings;
+use hermetic_config::settings::Settings;
 use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 

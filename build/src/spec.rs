@@ -6,13 +6,47 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use hermetic_runtime::settings::Settings;
-use hermetic_runtime::{Network, SandboxPath, SandboxSpec};
+use hermetic_config::settings::Settings;
+use hermetic_runtime::{Network, RunPolicy, SandboxPath, SandboxSpec};
 use hermetic_store::{Derivation, StoreLayout, StorePath};
+use hermetic_uidmap::pool::PoolConfig;
 
 use crate::attrs::Attrs;
 use crate::env::{BuildDirFiles, builder_world};
 use crate::error::BuildError;
+
+/// The settings [`run_policy`] reads (a test checks that it reads these
+/// and no others): what `sandbox-run` takes from `--option`.
+pub const RUN_POLICY_SETTINGS: [&str; 9] = [
+    "build-users-group",
+    "auto-allocate-uids",
+    "start-id",
+    "id-count",
+    "use-cgroups",
+    "max-silent-time",
+    "timeout",
+    "max-build-pids",
+    "max-build-memory",
+];
+
+/// The run policy `settings` give every build: build users, cgroup,
+/// limits and time limits.
+pub fn run_policy(settings: &Settings) -> RunPolicy {
+    RunPolicy {
+        build_users: PoolConfig {
+            build_users_group: settings.build_users_group.clone(),
+            auto_allocate_uids: settings.auto_allocate_uids,
+            start_id: settings.start_id,
+            id_count: settings.id_count,
+            state_dir: settings.state_dir.clone(),
+        },
+        use_cgroups: settings.use_cgroups,
+        max_silent_time: settings.max_silent_time,
+        timeout: settings.timeout,
+        max_build_pids: settings.max_build_pids,
+        max_build_memory: settings.max_build_memory,
+    }
+}
 
 /// What a build's spec is made of.
 pub struct SpecInputs<'a> {
@@ -176,4 +210,40 @@ fn fixed_output_etc(warn: &mut dyn FnMut(String)) -> BTreeMap<String, String> {
         }
     }
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hermetic_config::DECLARATIONS;
+
+    /// A value of a setting's type unlike its default.
+    fn other_value(name: &str) -> &'static str {
+        match name {
+            "build-users-group" => "builders",
+            "auto-allocate-uids" | "use-cgroups" => "true",
+            _ => "7",
+        }
+    }
+
+    #[test]
+    fn the_run_policy_reads_the_settings_it_names_and_no_others() {
+        let defaults = Settings::for_caller();
+        for declared in DECLARATIONS {
+            let mut settings = defaults.clone();
+            // Values that parse for every type; the first that changes the
+            // setting is kept.
+            let changed = [other_value(declared.name), "true", "relaxed", "/x", "false"]
+                .into_iter()
+                .any(|value| settings.set(declared.name, value).is_ok() && settings != defaults);
+            assert!(changed, "{}: no value changed it", declared.name);
+            let reads = run_policy(&settings) != run_policy(&defaults);
+            assert_eq!(
+                reads,
+                RUN_POLICY_SETTINGS.contains(&declared.name),
+                "{}",
+                declared.name
+            );
+        }
+    }
 }

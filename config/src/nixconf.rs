@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::settings::{Settings, SettingsError, is_list_setting};
+use crate::settings::{ClientRule, Settings, SettingsError, declaration};
 
 /// Why configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +33,10 @@ pub enum ConfigError {
     #[error("configuration file '{0}' includes files nested more than 16 deep")]
     TooDeep(PathBuf),
     /// A value of the wrong shape, with where it came from.
-    #[error("in '{origin}'")]
+    #[error("in {origin}")]
     Value {
-        /// The file, `NIX_CONFIG` or `--option`.
+        /// The file and line (`'/etc/nix/nix.conf' line 3`), `NIX_CONFIG`
+        /// and line, or `--option`.
         origin: String,
         /// The setting's complaint.
         #[source]
@@ -180,6 +181,25 @@ pub const IGNORED_NIX_SETTINGS: &[&str] = &[
     "warn-large-path-threshold",
 ];
 
+/// Who may set `name` (as a client sends it: a name, an alias or an
+/// `extra-` form) through the daemon: its declaration's rule, Nix's for
+/// the settings Nix lets anyone set, and hermetic's root-command rule for
+/// Nix's remote-build settings. As in Nix, only a setting's own name is
+/// open to anyone, not its aliases.
+pub fn client_rule(name: &str) -> ClientRule {
+    let base = name.strip_prefix("extra-").unwrap_or(name);
+    let declared = declaration(name).or_else(|| declaration(base));
+    match declared {
+        Some(d) if d.client == ClientRule::Anyone && d.name != name => ClientRule::Trusted,
+        Some(d) => d.client,
+        None => match name {
+            "build-poll-interval" | "connect-timeout" => ClientRule::Anyone,
+            _ if base == "build-hook" || base == "builders" => ClientRule::RootCommand,
+            _ => ClientRule::Trusted,
+        },
+    }
+}
+
 /// Applies one setting, `extra-` forms appending.
 pub fn apply(
     settings: &mut Settings,
@@ -194,7 +214,7 @@ pub fn apply(
         return Ok(());
     }
     let result = match name.strip_prefix("extra-") {
-        Some(base) if is_list_setting(base) => settings.append(base, value),
+        Some(base) if declaration(base).is_some_and(|d| d.list) => settings.append(base, value),
         _ => settings.set(name, value),
     };
     match result {
@@ -219,7 +239,7 @@ pub fn load(
     }
     for (name, value) in options {
         apply(settings, name, value, warn).map_err(|source| ConfigError::Value {
-            origin: "--option".into(),
+            origin: format!("--option {name}"),
             source,
         })?;
     }
@@ -259,7 +279,7 @@ pub fn apply_text(
     warn: &mut dyn FnMut(String),
     depth: usize,
 ) -> Result<(), ConfigError> {
-    for raw in text.lines() {
+    for (number, raw) in (1..).zip(text.lines()) {
         let line = raw.split('#').next().unwrap_or_default();
         let tokens: Vec<&str> = line.split_whitespace().collect();
         let Some(first) = tokens.first() else {
@@ -282,7 +302,7 @@ pub fn apply_text(
         }
         let value = tokens[2..].join(" ");
         apply(settings, first, &value, warn).map_err(|source| ConfigError::Value {
-            origin: origin.to_owned(),
+            origin: format!("'{origin}' line {number}"),
             source,
         })?;
     }
@@ -332,7 +352,8 @@ mod tests {
         .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(s.sandbox, SandboxMode::Relaxed);
-        assert_eq!(s.sandbox_paths, ["/a", "/b=/c", "/d?"]);
+        let texts: Vec<&str> = s.sandbox_paths.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(texts, ["/a", "/b=/c", "/d?"]);
         assert!(s.keep_failed);
         assert_eq!(warnings, ["unknown setting 'no-such-thing'"]);
         let err =
@@ -354,6 +375,45 @@ mod tests {
             err.to_string()
                 .contains("cannot read configuration file '/nonexistent/x.conf'")
         );
+        // A wrong value is blamed on its file and line, and on the name
+        // as written.
+        let err = apply_text(
+            &mut s,
+            "sandbox = true\n\nextra-build-chroot-dirs = /a relative\n",
+            "/etc/nix/nix.conf",
+            None,
+            &mut |_| {},
+            0,
+        )
+        .unwrap_err();
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert_eq!(
+            chain,
+            "in '/etc/nix/nix.conf' line 3: invalid value for 'extra-build-chroot-dirs'"
+        );
+    }
+
+    #[test]
+    fn who_may_set_what_through_the_daemon() {
+        assert_eq!(client_rule("timeout"), ClientRule::Anyone);
+        assert_eq!(client_rule("connect-timeout"), ClientRule::Anyone);
+        // As in Nix, an alias is not open to anyone.
+        assert_eq!(client_rule("build-timeout"), ClientRule::Trusted);
+        assert_eq!(client_rule("sandbox"), ClientRule::Trusted);
+        assert_eq!(client_rule("extra-sandbox-paths"), ClientRule::Trusted);
+        assert_eq!(client_rule("substituters"), ClientRule::Trusted);
+        for root in [
+            "post-build-hook",
+            "pre-build-hook",
+            "diff-hook",
+            "build-users-group",
+            "builders",
+            "extra-builders",
+            "build-hook",
+            "allow-client-root-commands",
+        ] {
+            assert_eq!(client_rule(root), ClientRule::RootCommand, "{root}");
+        }
     }
 
     /// Real configurations: Debian's default, the one Debian's Nix needs

@@ -1,165 +1,48 @@
-//! The settings of builds by their nix.conf names and aliases: who a build
-//! runs as and how it ends (B25–B29, B78, B80), whether and how it is
-//! sandboxed (B1–B11, B41–B43, B50, B56, B60, D4), what the machine offers
-//! (`system`, `extra-platforms`, `system-features`), the build loop
-//! (`max-jobs`, `cores`, `keep-failed`, `keep-going`) and its hooks (B55,
-//! B89, `post-build-hook`); plus two of hermetic's own:
+//! The settings hermetic uses, each declared once in [`declare_settings!`]'s
+//! table below — name, aliases, type, default, who may set it through the
+//! daemon, documentation — as Nix declares each `Setting<T>` once. The
+//! struct, parsing, aliases, `extra-` forms, list-ness, the daemon's rule
+//! for clients ([`ClientRule`]) and the README's table all come from it.
 //!
-//! * `max-build-pids`: most processes (and threads) a build may have at
-//!   once, 0 for no limit; needs `use-cgroups`;
-//! * `max-build-memory`: most memory a build may hold, in bytes with an
-//!   optional K, M, G or T suffix (powers of 1024), 0 for no limit; needs
-//!   `use-cgroups`. A build over it has processes killed by the kernel.
+//! A value is parsed when it is given (nix.conf, `NIX_CONFIG`, `--option`,
+//! a client's override), so a wrong one is blamed on where it came from.
 
 use std::path::PathBuf;
 
-use hermetic_uidmap::pool::{DEFAULT_ID_COUNT, DEFAULT_START_ID, PoolConfig};
+use hermetic_mountplan::{SandboxPath, SandboxPathError};
+use hermetic_uidmap::pool::{DEFAULT_ID_COUNT, DEFAULT_START_ID};
 use serde::Serialize;
 
-/// The settings of a build.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Settings {
-    /// `build-users-group`: default `nixbld` when running as root.
-    pub build_users_group: String,
-    /// `auto-allocate-uids`.
-    pub auto_allocate_uids: bool,
-    /// `start-id`.
-    pub start_id: u32,
-    /// `id-count`.
-    pub id_count: u32,
-    /// `use-cgroups`.
-    pub use_cgroups: bool,
-    /// `max-silent-time`, seconds (0: none).
-    pub max_silent_time: u64,
-    /// `timeout`, seconds (0: none).
-    pub timeout: u64,
-    /// `max-build-pids` (0: none).
-    pub max_build_pids: u64,
-    /// `max-build-memory`, bytes (0: none).
-    pub max_build_memory: u64,
-    /// The host-wide state directory (`NIX_STATE_DIR`, `/nix/var/nix`):
-    /// build-user locks and cgroup records live below it, whatever store a
-    /// build is for, so that builds for different stores (and Nix's, whose
-    /// user pool is `<state>/userpool` too) never share a build user.
-    pub state_dir: PathBuf,
-    /// `sandbox` (aliases `build-use-chroot`, `build-use-sandbox`).
-    pub sandbox: SandboxMode,
-    /// `sandbox-fallback`.
-    pub sandbox_fallback: bool,
-    /// `sandbox-paths` (aliases `build-chroot-dirs`, `build-sandbox-paths`),
-    /// in Nix's syntax; the default binds `/bin/sh` to a static shell.
-    pub sandbox_paths: Vec<String>,
-    /// `sandbox-build-dir`.
-    pub sandbox_build_dir: String,
-    /// `sandbox-dev-shm-size`.
-    pub sandbox_dev_shm_size: String,
-    /// `sandbox-block-nested-userns` (D4).
-    pub sandbox_block_nested_userns: bool,
-    /// `filter-syscalls`.
-    pub filter_syscalls: bool,
-    /// `system`.
-    pub system: String,
-    /// `extra-platforms`: other systems this machine builds for.
-    pub extra_platforms: Vec<String>,
-    /// `system-features`.
-    pub system_features: Vec<String>,
-    /// `max-jobs` (alias `build-max-jobs`): builds at once.
-    pub max_jobs: usize,
-    /// `cores` (alias `build-cores`): `NIX_BUILD_CORES`; 0 is every CPU.
-    pub cores: usize,
-    /// `keep-failed`: keep a failed build's directory.
-    pub keep_failed: bool,
-    /// `keep-going`: build what can be built after a failure.
-    pub keep_going: bool,
-    /// `pasta-path` (Lix): pasta for fixed-output builds' network.
-    pub pasta_path: String,
-    /// `allowed-impure-host-deps` (B56).
-    pub allowed_impure_host_deps: Vec<String>,
-    /// `pre-build-hook` (B55).
-    pub pre_build_hook: String,
-    /// `post-build-hook`: run after each successful build with `DRV_PATH`
-    /// and `OUT_PATHS`.
-    pub post_build_hook: String,
-    /// `diff-hook` (B89).
-    pub diff_hook: String,
-    /// `run-diff-hook` (B89).
-    pub run_diff_hook: bool,
-    /// `ssl-cert-file`: the CA bundle fixed-output builds get (B36).
-    pub ssl_cert_file: String,
-    /// `allowed-users` (B91): who may connect to the daemon.
-    pub allowed_users: Vec<String>,
-    /// `trusted-users` (B91): who may connect with root's say.
-    pub trusted_users: Vec<String>,
-    /// `require-sigs` (B96): paths a client copies in must be signed (or
-    /// content-addressed).
-    pub require_sigs: bool,
-    /// `trusted-public-keys` (alias `binary-cache-public-keys`).
-    pub trusted_public_keys: Vec<String>,
-    /// hermetic's own `allow-client-root-commands`: whether clients (even
-    /// trusted ones) may set the settings that make the daemon run a
-    /// command as root or choose the build users.
-    pub allow_client_root_commands: bool,
-    /// `keep-build-log`: write each build's log under the log directory.
-    pub keep_build_log: bool,
-    /// `compress-build-log`: those logs bzip2-compressed (`.bz2`).
-    pub compress_build_log: bool,
-    /// `secret-key-files`: the keys each built path is signed with.
-    pub secret_key_files: Vec<String>,
-    /// `hashed-mirrors`: where `builtin:fetchurl` looks for a flat file by
-    /// its hash (`<mirror>/<algo>/<hex>`) before its URL.
-    pub hashed_mirrors: Vec<String>,
-    /// `log-lines`: how many of a failed build's last log lines the
-    /// daemon's error for it ends with.
-    pub log_lines: usize,
-    /// `auto-optimise-store`: hard-link each new output's files to
-    /// identical ones already in the store.
-    pub auto_optimise_store: bool,
-}
-
-/// The `sandbox` setting (B1).
+/// Who may set a setting through the daemon (B94, and hermetic's rule for
+/// settings that run commands as root).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SandboxMode {
-    /// Every build in a sandbox.
-    True,
-    /// Fixed-output and `__noChroot` builds without one.
-    Relaxed,
-    /// No build in a sandbox.
-    False,
+pub enum ClientRule {
+    /// Any client (Nix's short list: `timeout`, `max-silent-time`,
+    /// `build-poll-interval`, `connect-timeout`).
+    Anyone,
+    /// Trusted clients only; others get Nix's warning.
+    Trusted,
+    /// Runs a command as root or picks the build users: never from a
+    /// client of a root daemon unless the daemon's configuration says
+    /// `allow-client-root-commands = true`; trusted clients of a daemon
+    /// that is not root may (it runs them as its own user, as in Nix).
+    RootCommand,
 }
 
-/// Whether a setting takes a list (so `extra-<name>` appends to it).
-pub fn is_list_setting(name: &str) -> bool {
-    matches!(
-        canonical_name(name),
-        "sandbox-paths"
-            | "extra-platforms"
-            | "system-features"
-            | "allowed-impure-host-deps"
-            | "allowed-users"
-            | "trusted-users"
-            | "trusted-public-keys"
-            | "secret-key-files"
-            | "hashed-mirrors"
-    )
-}
-
-/// The setting an alias names.
-pub fn canonical_name(name: &str) -> &str {
-    match name {
-        "build-use-chroot" | "build-use-sandbox" => "sandbox",
-        "build-chroot-dirs" | "build-sandbox-paths" => "sandbox-paths",
-        "build-max-silent-time" => "max-silent-time",
-        "build-timeout" => "timeout",
-        "build-max-jobs" => "max-jobs",
-        "build-cores" => "cores",
-        "build-keep-failed" => "keep-failed",
-        "binary-cache-public-keys" => "trusted-public-keys",
-        "build-keep-log" => "keep-build-log",
-        "build-compress-log" => "compress-build-log",
-        other => other,
-    }
+/// One setting as declared.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Declaration {
+    /// Its nix.conf name.
+    pub name: &'static str,
+    /// Older names Nix still reads.
+    pub aliases: &'static [&'static str],
+    /// Whether it takes a list (so `extra-NAME` appends to it).
+    pub list: bool,
+    /// Who may set it through the daemon.
+    pub client: ClientRule,
+    /// What it does, with its default, for the README.
+    pub doc: &'static str,
 }
 
 /// Why a setting was not taken.
@@ -178,205 +61,478 @@ pub enum SettingsError {
         /// What it should look like.
         expected: &'static str,
     },
+    /// A `sandbox-paths` entry that is not one.
+    #[error("invalid value for '{name}'")]
+    SandboxPath {
+        /// The setting.
+        name: String,
+        /// What is wrong with the entry.
+        #[source]
+        source: SandboxPathError,
+    },
 }
 
-/// A Boolean as Nix reads one: `true`, `yes`, `1`; `false`, `no`, `0`.
-fn boolean(name: &str, value: &str) -> Result<bool, SettingsError> {
-    match value {
-        "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err(SettingsError::Invalid {
-            name: name.into(),
-            value: value.into(),
-            expected: "true or false (or yes, no, 1, 0)",
-        }),
+/// A type a setting may have: how nix.conf text becomes one, and how
+/// `extra-` adds to it.
+pub trait Value: Sized {
+    /// Whether the type is a list (`extra-NAME` appends).
+    const LIST: bool = false;
+    /// The value `text` gives setting `name`.
+    fn parse(name: &str, text: &str) -> Result<Self, SettingsError>;
+    /// Appends `more` (lists only; others are never asked).
+    fn extend(&mut self, more: Self) {
+        *self = more;
     }
 }
 
-fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, SettingsError> {
-    value.parse().map_err(|_| SettingsError::Invalid {
+/// A Boolean as Nix reads one: `true`, `yes`, `1`; `false`, `no`, `0`.
+impl Value for bool {
+    fn parse(name: &str, text: &str) -> Result<bool, SettingsError> {
+        match text {
+            "true" | "yes" | "1" => Ok(true),
+            "false" | "no" | "0" => Ok(false),
+            _ => Err(invalid(name, text, "true or false (or yes, no, 1, 0)")),
+        }
+    }
+}
+
+macro_rules! whole_numbers {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            fn parse(name: &str, text: &str) -> Result<$t, SettingsError> {
+                text.parse().map_err(|_| invalid(name, text, "a whole number"))
+            }
+        }
+    )*};
+}
+whole_numbers!(u32, u64, usize);
+
+impl Value for String {
+    fn parse(_: &str, text: &str) -> Result<String, SettingsError> {
+        Ok(text.to_owned())
+    }
+}
+
+/// A list: words separated by whitespace.
+impl Value for Vec<String> {
+    const LIST: bool = true;
+    fn parse(_: &str, text: &str) -> Result<Vec<String>, SettingsError> {
+        Ok(text.split_whitespace().map(str::to_owned).collect())
+    }
+    fn extend(&mut self, more: Self) {
+        Extend::extend(self, more);
+    }
+}
+
+/// A `sandbox-paths` entry, parsed when given, with its text (Nix orders
+/// the set by it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct SandboxPathEntry {
+    /// As written.
+    pub text: String,
+    /// What it binds.
+    pub path: SandboxPath,
+    /// hermetic's built-in entry ([`HostDefaults::sandbox_paths`]), which
+    /// any configured entry for its target replaces.
+    #[serde(skip)]
+    pub built_in: bool,
+}
+
+impl From<SandboxPathEntry> for String {
+    fn from(entry: SandboxPathEntry) -> String {
+        entry.text
+    }
+}
+
+impl Value for Vec<SandboxPathEntry> {
+    const LIST: bool = true;
+    fn parse(name: &str, text: &str) -> Result<Self, SettingsError> {
+        text.split_whitespace()
+            .map(|word| {
+                let path = word.parse().map_err(|source| SettingsError::SandboxPath {
+                    name: name.to_owned(),
+                    source,
+                })?;
+                Ok(SandboxPathEntry {
+                    text: word.to_owned(),
+                    path,
+                    built_in: false,
+                })
+            })
+            .collect()
+    }
+    fn extend(&mut self, more: Self) {
+        Extend::extend(self, more);
+    }
+}
+
+/// The `sandbox` setting (B1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Every build in a sandbox.
+    True,
+    /// Fixed-output and `__noChroot` builds without one.
+    Relaxed,
+    /// No build in a sandbox.
+    False,
+}
+
+impl Value for SandboxMode {
+    fn parse(name: &str, text: &str) -> Result<SandboxMode, SettingsError> {
+        match text {
+            "true" => Ok(SandboxMode::True),
+            "relaxed" => Ok(SandboxMode::Relaxed),
+            "false" => Ok(SandboxMode::False),
+            _ => Err(invalid(name, text, "true, false or relaxed")),
+        }
+    }
+}
+
+fn invalid(name: &str, text: &str, expected: &'static str) -> SettingsError {
+    SettingsError::Invalid {
         name: name.into(),
-        value: value.into(),
-        expected: "a whole number",
-    })
+        value: text.into(),
+        expected,
+    }
 }
 
 /// Bytes, with an optional K, M, G or T suffix (powers of 1024).
-fn bytes(name: &str, value: &str) -> Result<u64, SettingsError> {
-    let invalid = || SettingsError::Invalid {
-        name: name.into(),
-        value: value.into(),
-        expected: "a size in bytes, such as 512M or 2G",
+fn bytes(name: &str, text: &str) -> Result<u64, SettingsError> {
+    let fail = || invalid(name, text, "a size in bytes, such as 512M or 2G");
+    let (digits, shift) = match text.chars().last() {
+        Some('K' | 'k') => (&text[..text.len() - 1], 10),
+        Some('M' | 'm') => (&text[..text.len() - 1], 20),
+        Some('G' | 'g') => (&text[..text.len() - 1], 30),
+        Some('T' | 't') => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
     };
-    let (digits, shift) = match value.chars().last() {
-        Some('K' | 'k') => (&value[..value.len() - 1], 10),
-        Some('M' | 'm') => (&value[..value.len() - 1], 20),
-        Some('G' | 'g') => (&value[..value.len() - 1], 30),
-        Some('T' | 't') => (&value[..value.len() - 1], 40),
-        _ => (value, 0),
+    let n: u64 = digits.parse().map_err(|_| fail())?;
+    n.checked_mul(1 << shift).ok_or_else(fail)
+}
+
+/// `max-jobs`: a number, or `auto` for every CPU.
+fn jobs(name: &str, text: &str) -> Result<usize, SettingsError> {
+    match text {
+        "auto" => Ok(hermetic_host::cores()),
+        _ => usize::parse(name, text),
+    }
+}
+
+/// The table's parser: the type's own, or the one the entry names.
+macro_rules! parser {
+    ($ty:ty;) => {
+        <$ty as Value>::parse
     };
-    let n: u64 = digits.parse().map_err(|_| invalid())?;
-    n.checked_mul(1 << shift).ok_or_else(invalid)
+    ($ty:ty; $parse:path) => {
+        $parse
+    };
+}
+
+/// Declares every setting once: the [`Settings`] struct's fields, the
+/// [`DECLARATIONS`] table, the defaults and the parsing by name.
+macro_rules! declare_settings {
+    (defaults from $host:ident; $(
+        $(#[doc = $doc:literal])+
+        $field:ident: $ty:ty = $name:literal $(| $alias:literal)*,
+            default $default:expr,
+            $client:ident
+            $(, parse $parse:path)?;
+    )+) => {
+        /// The settings of builds and of the daemon, by their nix.conf
+        /// names (see [`DECLARATIONS`]).
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $field: $ty, )+
+            /// The host-wide state directory (`NIX_STATE_DIR`,
+            /// `/nix/var/nix`), not a setting: build-user locks and cgroup
+            /// records live below it, whatever store a build is for, so
+            /// that builds for different stores (and Nix's, whose user pool
+            /// is `<state>/userpool` too) never share a build user.
+            pub state_dir: PathBuf,
+        }
+
+        /// Every setting hermetic uses, as declared.
+        pub const DECLARATIONS: &[Declaration] = &[$(
+            Declaration {
+                name: $name,
+                aliases: &[$($alias),*],
+                list: <$ty as Value>::LIST,
+                client: ClientRule::$client,
+                doc: concat!($($doc, "\n"),+),
+            },
+        )+];
+
+        impl Settings {
+            /// The defaults, from the host's facts in `host`.
+            pub fn defaults($host: &HostDefaults) -> Settings {
+                Settings {
+                    $( $field: $default, )+
+                    state_dir: $host.state_dir.clone(),
+                }
+            }
+
+            /// Sets the declared setting `name` (its nix.conf name) from
+            /// `text`; `append` adds to a list instead.
+            fn assign(
+                &mut self,
+                name: &str,
+                text: &str,
+                append: bool,
+            ) -> Result<(), SettingsError> {
+                match name {
+                    $( $name => {
+                        let value: $ty = parser!($ty; $($parse)?)(name, text)?;
+                        if append {
+                            Value::extend(&mut self.$field, value);
+                        } else {
+                            self.$field = value;
+                        }
+                    } )+
+                    _ => return Err(SettingsError::Unknown(name.to_owned())),
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+/// The host's facts that defaults come from, read once by
+/// [`HostDefaults::probe`] (or made up in a test).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDefaults {
+    /// Whether this process is root (build users by default).
+    pub root: bool,
+    /// `NIX_STATE_DIR` or `/nix/var/nix`.
+    pub state_dir: PathBuf,
+    /// The Nix system name (`x86_64-linux`).
+    pub system: String,
+    /// Whether `/dev/kvm` is usable (the `kvm` feature).
+    pub kvm: bool,
+    /// A static shell for the default `/bin/sh` entry.
+    pub static_shell: Option<PathBuf>,
+    /// `NIX_SSL_CERT_FILE`, `SSL_CERT_FILE` or the system bundle.
+    pub ssl_cert_file: String,
+}
+
+impl HostDefaults {
+    /// Reads this host's facts and this process's environment.
+    pub fn probe() -> HostDefaults {
+        let env = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
+        let system_bundle = "/etc/ssl/certs/ca-certificates.crt";
+        let ssl_cert_file = env("NIX_SSL_CERT_FILE")
+            .or_else(|| env("SSL_CERT_FILE"))
+            .map(|v| v.to_string_lossy().into_owned())
+            .or_else(|| {
+                std::path::Path::new(system_bundle)
+                    .exists()
+                    .then(|| system_bundle.to_owned())
+            })
+            .unwrap_or_default();
+        HostDefaults {
+            root: nix::unistd::geteuid().is_root(),
+            state_dir: env("NIX_STATE_DIR").map_or_else(|| "/nix/var/nix".into(), PathBuf::from),
+            system: hermetic_host::system(),
+            kvm: hermetic_host::has_kvm(),
+            static_shell: hermetic_host::static_shell(),
+            ssl_cert_file,
+        }
+    }
+
+    /// hermetic's built-in `sandbox-paths`: `/bin/sh=<a static busybox>`
+    /// when the host has one, as Nix fixes its default when it is built.
+    pub fn sandbox_paths(&self) -> Vec<SandboxPathEntry> {
+        self.static_shell
+            .iter()
+            .map(|shell| {
+                let text = format!("/bin/sh={}", shell.display());
+                let path = text.parse().expect("an absolute shell path parses");
+                SandboxPathEntry {
+                    text,
+                    path,
+                    built_in: true,
+                }
+            })
+            .collect()
+    }
+}
+
+declare_settings! {
+    defaults from host;
+
+    /// Who builds run as, when root: the group whose members are the
+    /// build users (B25). Default `nixbld` for root, empty otherwise.
+    build_users_group: String = "build-users-group",
+        default if host.root { "nixbld".into() } else { String::new() }, RootCommand;
+    /// Build users allocated from `start-id` instead of a group (B26).
+    auto_allocate_uids: bool = "auto-allocate-uids", default false, Trusted;
+    /// The first uid of automatically allocated build users.
+    start_id: u32 = "start-id", default DEFAULT_START_ID, Trusted;
+    /// How many uids automatic allocation may use.
+    id_count: u32 = "id-count", default DEFAULT_ID_COUNT, Trusted;
+    /// Each build in a cgroup of its own (B78).
+    use_cgroups: bool = "use-cgroups", default false, Trusted;
+    /// Seconds a build may print nothing before it is killed (0: no limit).
+    max_silent_time: u64 = "max-silent-time" | "build-max-silent-time", default 0, Anyone;
+    /// Seconds a build may run before it is killed (0: no limit).
+    timeout: u64 = "timeout" | "build-timeout", default 0, Anyone;
+    /// hermetic's own: most processes (and threads) a build may have at
+    /// once, 0 for no limit; needs `use-cgroups`.
+    max_build_pids: u64 = "max-build-pids", default 0, Trusted;
+    /// hermetic's own: most memory a build may hold, in bytes with an
+    /// optional K, M, G or T suffix (powers of 1024), 0 for no limit; needs
+    /// `use-cgroups`. A build over it has processes killed by the kernel.
+    max_build_memory: u64 = "max-build-memory", default 0, Trusted, parse bytes;
+    /// Whether builds are sandboxed: `true`, `relaxed` (fixed-output and
+    /// `__noChroot` builds without one) or `false` (B1).
+    sandbox: SandboxMode = "sandbox" | "build-use-chroot" | "build-use-sandbox",
+        default SandboxMode::True, Trusted;
+    /// Build unsandboxed when the kernel cannot sandbox.
+    sandbox_fallback: bool = "sandbox-fallback", default true, Trusted;
+    /// Host paths bound into every sandbox, in Nix's syntax (`P`, `T=S`,
+    /// a trailing `?` for optional); the default binds `/bin/sh` to a
+    /// static shell (B47, B50).
+    sandbox_paths: Vec<SandboxPathEntry> =
+        "sandbox-paths" | "build-chroot-dirs" | "build-sandbox-paths",
+        default host.sandbox_paths(), Trusted;
+    /// The build directory's path inside the sandbox.
+    sandbox_build_dir: String = "sandbox-build-dir", default "/build".into(), Trusted;
+    /// The size of the sandbox's `/dev/shm`.
+    sandbox_dev_shm_size: String = "sandbox-dev-shm-size", default "50%".into(), Trusted;
+    /// Block nested user namespaces in the sandbox (D4).
+    sandbox_block_nested_userns: bool = "sandbox-block-nested-userns", default false, Trusted;
+    /// The seccomp filter (B60).
+    filter_syscalls: bool = "filter-syscalls", default true, Trusted;
+    /// The system this machine builds for (`x86_64-linux`).
+    system: String = "system", default host.system.clone(), Trusted;
+    /// Other systems this machine builds for (i686-linux on x86_64).
+    extra_platforms: Vec<String> = "extra-platforms",
+        default if host.system == "x86_64-linux" { vec!["i686-linux".into()] } else { Vec::new() },
+        Trusted;
+    /// What this machine offers builds (`requiredSystemFeatures`): Nix's
+    /// `nixos-test benchmark big-parallel uid-range`, and `kvm` with a
+    /// usable `/dev/kvm` (B42).
+    system_features: Vec<String> = "system-features",
+        default ["nixos-test", "benchmark", "big-parallel", "uid-range"]
+            .into_iter()
+            .chain(host.kvm.then_some("kvm"))
+            .map(String::from)
+            .collect(),
+        Trusted;
+    /// Builds at once (a number or `auto`).
+    max_jobs: usize = "max-jobs" | "build-max-jobs", default 1, Trusted, parse jobs;
+    /// `NIX_BUILD_CORES`; 0 is every CPU.
+    cores: usize = "cores" | "build-cores", default 0, Trusted;
+    /// Keep a failed build's directory.
+    keep_failed: bool = "keep-failed" | "build-keep-failed", default false, Trusted;
+    /// Build what can be built after a failure.
+    keep_going: bool = "keep-going", default false, Trusted;
+    /// Lix's: pasta for fixed-output builds' network.
+    pasta_path: String = "pasta-path", default String::new(), Trusted;
+    /// Prefixes `__impureHostDeps` may name (B56).
+    allowed_impure_host_deps: Vec<String> = "allowed-impure-host-deps", default Vec::new(), Trusted;
+    /// A program run before each build, which may add sandbox paths (B55).
+    pre_build_hook: String = "pre-build-hook", default String::new(), RootCommand;
+    /// A program run after each successful build with `DRV_PATH` and
+    /// `OUT_PATHS`.
+    post_build_hook: String = "post-build-hook", default String::new(), RootCommand;
+    /// A program run when `--check` finds a difference (B89).
+    diff_hook: String = "diff-hook", default String::new(), RootCommand;
+    /// Whether `diff-hook` runs (B89).
+    run_diff_hook: bool = "run-diff-hook", default false, Trusted;
+    /// The CA bundle fixed-output builds get (B36).
+    ssl_cert_file: String = "ssl-cert-file", default host.ssl_cert_file.clone(), Trusted;
+    /// Who may connect to the daemon (B91).
+    allowed_users: Vec<String> = "allowed-users", default vec!["*".into()], Trusted;
+    /// Who may connect with root's say (B91).
+    trusted_users: Vec<String> = "trusted-users", default vec!["root".into()], Trusted;
+    /// Paths a client copies in must be signed or content-addressed (B96).
+    require_sigs: bool = "require-sigs", default true, Trusted;
+    /// The keys whose signatures are believed.
+    trusted_public_keys: Vec<String> = "trusted-public-keys" | "binary-cache-public-keys",
+        default vec!["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".into()],
+        Trusted;
+    /// hermetic's own: whether clients (even trusted ones) of a root
+    /// daemon may set the settings that run a command as root or choose
+    /// the build users.
+    allow_client_root_commands: bool = "allow-client-root-commands", default false, RootCommand;
+    /// Write each build's log under the log directory.
+    keep_build_log: bool = "keep-build-log" | "build-keep-log", default true, Trusted;
+    /// Those logs bzip2-compressed (`.bz2`).
+    compress_build_log: bool = "compress-build-log" | "build-compress-log", default true, Trusted;
+    /// The keys each built path is signed with.
+    secret_key_files: Vec<String> = "secret-key-files", default Vec::new(), Trusted;
+    /// Where `builtin:fetchurl` looks for a flat file by its hash
+    /// (`<mirror>/<algo>/<hex>`) before its URL.
+    hashed_mirrors: Vec<String> = "hashed-mirrors", default Vec::new(), Trusted;
+    /// How many of a failed build's last log lines its error ends with.
+    log_lines: usize = "log-lines", default 10, Trusted;
+    /// Hard-link each new output's files to identical ones in the store.
+    auto_optimise_store: bool = "auto-optimise-store", default false, Trusted;
+}
+
+/// The declared settings as a Markdown table (name, aliases, list or not,
+/// who may set it through the daemon), as the README shows it.
+pub fn markdown_table() -> String {
+    let mut table = String::from(
+        "| setting | also read as | list (`extra-` appends) | set through the daemon by |\n|---|---|---|---|\n",
+    );
+    for d in DECLARATIONS {
+        let aliases: Vec<String> = d.aliases.iter().map(|a| format!("`{a}`")).collect();
+        let clients = match d.client {
+            ClientRule::Anyone => "any client",
+            ClientRule::Trusted => "trusted clients",
+            ClientRule::RootCommand => "trusted clients of a daemon not run as root",
+        };
+        table += &format!(
+            "| `{}` | {} | {} | {clients} |\n",
+            d.name,
+            aliases.join(", "),
+            if d.list { "yes" } else { "" },
+        );
+    }
+    table
+}
+
+/// The declaration `name` (a nix.conf name or an alias) stands for.
+pub fn declaration(name: &str) -> Option<&'static Declaration> {
+    DECLARATIONS
+        .iter()
+        .find(|d| d.name == name || d.aliases.contains(&name))
 }
 
 impl Settings {
-    /// The defaults for this process (`build-users-group` is `nixbld` for
-    /// root, empty otherwise; the state directory is `NIX_STATE_DIR` or
-    /// `/nix/var/nix`).
+    /// The defaults for this process and host ([`HostDefaults::probe`]).
     pub fn for_caller() -> Settings {
-        let root = nix::unistd::geteuid().is_root();
-        Settings {
-            build_users_group: if root { "nixbld".into() } else { String::new() },
-            auto_allocate_uids: false,
-            start_id: DEFAULT_START_ID,
-            id_count: DEFAULT_ID_COUNT,
-            use_cgroups: false,
-            max_silent_time: 0,
-            timeout: 0,
-            max_build_pids: 0,
-            max_build_memory: 0,
-            state_dir: std::env::var_os("NIX_STATE_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/nix/var/nix")),
-            sandbox: SandboxMode::True,
-            sandbox_fallback: true,
-            sandbox_paths: default_sandbox_paths().to_vec(),
-            sandbox_build_dir: "/build".into(),
-            sandbox_dev_shm_size: "50%".into(),
-            sandbox_block_nested_userns: false,
-            filter_syscalls: true,
-            system: crate::spec::host_system(),
-            extra_platforms: default_extra_platforms(),
-            system_features: default_system_features(),
-            max_jobs: 1,
-            cores: 0,
-            keep_failed: false,
-            keep_going: false,
-            pasta_path: String::new(),
-            allowed_impure_host_deps: Vec::new(),
-            pre_build_hook: String::new(),
-            post_build_hook: String::new(),
-            diff_hook: String::new(),
-            run_diff_hook: false,
-            ssl_cert_file: default_ssl_cert_file(),
-            allowed_users: vec!["*".into()],
-            trusted_users: vec!["root".into()],
-            allow_client_root_commands: false,
-            keep_build_log: true,
-            compress_build_log: true,
-            auto_optimise_store: false,
-            secret_key_files: Vec::new(),
-            hashed_mirrors: Vec::new(),
-            log_lines: 10,
-            require_sigs: true,
-            trusted_public_keys: vec![
-                "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".into(),
-            ],
-        }
+        Settings::defaults(&HostDefaults::probe())
+    }
+
+    /// Sets `name` (or an alias of it) to `value`, in nix.conf syntax.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingsError> {
+        let declared = declaration(name).ok_or_else(|| SettingsError::Unknown(name.to_owned()))?;
+        self.assign(declared.name, value, false)
+            .map_err(|e| named(e, name))
     }
 
     /// Appends to a list setting (`extra-<name>`).
     pub fn append(&mut self, name: &str, value: &str) -> Result<(), SettingsError> {
-        let words = value.split_whitespace().map(str::to_owned);
-        match canonical_name(name) {
-            "sandbox-paths" => self.sandbox_paths.extend(words),
-            "extra-platforms" => self.extra_platforms.extend(words),
-            "system-features" => self.system_features.extend(words),
-            "allowed-impure-host-deps" => self.allowed_impure_host_deps.extend(words),
-            "allowed-users" => self.allowed_users.extend(words),
-            "trusted-users" => self.trusted_users.extend(words),
-            "trusted-public-keys" => self.trusted_public_keys.extend(words),
-            "secret-key-files" => self.secret_key_files.extend(words),
-            "hashed-mirrors" => self.hashed_mirrors.extend(words),
-            other => return Err(SettingsError::Unknown(format!("extra-{other}"))),
+        match declaration(name) {
+            Some(declared) if declared.list => self
+                .assign(declared.name, value, true)
+                .map_err(|e| named(e, &format!("extra-{name}"))),
+            _ => Err(SettingsError::Unknown(format!("extra-{name}"))),
         }
-        Ok(())
     }
 
     /// `NIX_BUILD_CORES`: `cores`, or every CPU for 0.
     pub fn build_cores(&self) -> usize {
         if self.cores == 0 {
-            crate::environment::detected_cores()
+            hermetic_host::cores()
         } else {
             self.cores
         }
-    }
-
-    /// Sets `name` (or an alias of it) to `value`, in nix.conf syntax.
-    pub fn set(&mut self, name: &str, value: &str) -> Result<(), SettingsError> {
-        match name {
-            "build-users-group" => self.build_users_group = value.to_string(),
-            "auto-allocate-uids" => self.auto_allocate_uids = boolean(name, value)?,
-            "start-id" => self.start_id = number(name, value)?,
-            "id-count" => self.id_count = number(name, value)?,
-            "use-cgroups" => self.use_cgroups = boolean(name, value)?,
-            "max-silent-time" | "build-max-silent-time" => {
-                self.max_silent_time = number(name, value)?
-            }
-            "timeout" | "build-timeout" => self.timeout = number(name, value)?,
-            "max-build-pids" => self.max_build_pids = number(name, value)?,
-            "max-build-memory" => self.max_build_memory = bytes(name, value)?,
-            "build-use-chroot" | "build-use-sandbox" | "sandbox" => {
-                self.sandbox = match value {
-                    "true" => SandboxMode::True,
-                    "relaxed" => SandboxMode::Relaxed,
-                    "false" => SandboxMode::False,
-                    _ => {
-                        return Err(SettingsError::Invalid {
-                            name: name.into(),
-                            value: value.into(),
-                            expected: "true, false or relaxed",
-                        });
-                    }
-                }
-            }
-            "sandbox-fallback" => self.sandbox_fallback = boolean(name, value)?,
-            "sandbox-paths" | "build-chroot-dirs" | "build-sandbox-paths" => {
-                self.sandbox_paths = words(value)
-            }
-            "sandbox-build-dir" => self.sandbox_build_dir = value.to_string(),
-            "sandbox-dev-shm-size" => self.sandbox_dev_shm_size = value.to_string(),
-            "sandbox-block-nested-userns" => {
-                self.sandbox_block_nested_userns = boolean(name, value)?
-            }
-            "filter-syscalls" => self.filter_syscalls = boolean(name, value)?,
-            "system" => self.system = value.to_string(),
-            "extra-platforms" => self.extra_platforms = words(value),
-            "system-features" => self.system_features = words(value),
-            "max-jobs" | "build-max-jobs" => {
-                self.max_jobs = match value {
-                    "auto" => crate::environment::detected_cores(),
-                    _ => number(name, value)?,
-                }
-            }
-            "cores" | "build-cores" => self.cores = number(name, value)?,
-            "keep-failed" | "build-keep-failed" => self.keep_failed = boolean(name, value)?,
-            "keep-going" => self.keep_going = boolean(name, value)?,
-            "pasta-path" => self.pasta_path = value.to_string(),
-            "allowed-impure-host-deps" => self.allowed_impure_host_deps = words(value),
-            "pre-build-hook" => self.pre_build_hook = value.to_string(),
-            "post-build-hook" => self.post_build_hook = value.to_string(),
-            "diff-hook" => self.diff_hook = value.to_string(),
-            "run-diff-hook" => self.run_diff_hook = boolean(name, value)?,
-            "ssl-cert-file" => self.ssl_cert_file = value.to_string(),
-            "allowed-users" => self.allowed_users = words(value),
-            "trusted-users" => self.trusted_users = words(value),
-            "allow-client-root-commands" => self.allow_client_root_commands = boolean(name, value)?,
-            "keep-build-log" | "build-keep-log" => self.keep_build_log = boolean(name, value)?,
-            "compress-build-log" | "build-compress-log" => {
-                self.compress_build_log = boolean(name, value)?
-            }
-            "auto-optimise-store" => self.auto_optimise_store = boolean(name, value)?,
-            "secret-key-files" => self.secret_key_files = words(value),
-            "hashed-mirrors" => self.hashed_mirrors = words(value),
-            "log-lines" => self.log_lines = number(name, value)?,
-            "require-sigs" => self.require_sigs = boolean(name, value)?,
-            "trusted-public-keys" | "binary-cache-public-keys" => {
-                self.trusted_public_keys = words(value)
-            }
-            _ => return Err(SettingsError::Unknown(name.to_string())),
-        }
-        Ok(())
     }
 
     /// The `sandbox-paths` entries as Nix applies them, one per target. Nix
@@ -386,23 +542,17 @@ impl Settings {
     /// configuration always beats hermetic's built-in default for its
     /// target (`extra-sandbox-paths = /bin/sh=/usr/bin/busybox` replaces
     /// the default shell).
-    pub fn effective_sandbox_paths(&self) -> Vec<String> {
-        let defaults = default_sandbox_paths();
-        let target = |entry: &str| -> String {
-            let entry = entry.strip_suffix('?').unwrap_or(entry);
-            entry.split_once('=').map_or(entry, |(t, _)| t).to_owned()
-        };
-        let mut sorted: Vec<&String> = self
-            .sandbox_paths
-            .iter()
-            .filter(|e| !e.is_empty())
-            .collect();
-        sorted.sort();
-        sorted.dedup();
-        let mut winners: std::collections::BTreeMap<String, (bool, &String)> = Default::default();
+    pub fn effective_sandbox_paths(&self) -> Vec<SandboxPath> {
+        let mut sorted: Vec<&SandboxPathEntry> = self.sandbox_paths.iter().collect();
+        sorted.sort_by(|a, b| a.text.cmp(&b.text));
+        sorted.dedup_by(|a, b| a.text == b.text);
+        let mut winners: std::collections::BTreeMap<&PathBuf, (bool, &SandboxPathEntry)> =
+            Default::default();
         for entry in sorted {
-            let configured = !defaults.contains(entry);
-            let slot = winners.entry(target(entry)).or_insert((configured, entry));
+            let configured = !entry.built_in;
+            let slot = winners
+                .entry(&entry.path.target)
+                .or_insert((configured, entry));
             // Later in sorted order wins, unless it is the default and a
             // configured entry is there.
             if configured || !slot.0 {
@@ -411,76 +561,26 @@ impl Settings {
         }
         winners
             .into_values()
-            .map(|(_, entry)| entry.clone())
+            .map(|(_, entry)| entry.path.clone())
             .collect()
     }
-
-    /// Where build users come from.
-    pub fn pool(&self) -> PoolConfig {
-        PoolConfig {
-            build_users_group: self.build_users_group.clone(),
-            auto_allocate_uids: self.auto_allocate_uids,
-            start_id: self.start_id,
-            id_count: self.id_count,
-            state_dir: self.state_dir.clone(),
-        }
-    }
 }
 
-/// hermetic's built-in `sandbox-paths`: `/bin/sh=<a static busybox>` when
-/// the host has one. The host is probed once per process, as Nix fixes
-/// its default when it is built.
-fn default_sandbox_paths() -> &'static [String] {
-    static DEFAULT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    DEFAULT.get_or_init(|| {
-        crate::host::static_shell()
-            .map(|shell| vec![format!("/bin/sh={}", shell.display())])
-            .unwrap_or_default()
-    })
-}
-
-fn words(value: &str) -> Vec<String> {
-    value.split_whitespace().map(str::to_owned).collect()
-}
-
-/// Nix's default `extra-platforms`: i686-linux on an x86_64 host.
-fn default_extra_platforms() -> Vec<String> {
-    if std::env::consts::ARCH == "x86_64" {
-        vec!["i686-linux".into()]
-    } else {
-        Vec::new()
-    }
-}
-
-/// Nix's default `system-features`: `nixos-test benchmark big-parallel
-/// uid-range`, and `kvm` when `/dev/kvm` is readable and writable (B42).
-fn default_system_features() -> Vec<String> {
-    let mut features: Vec<String> = ["nixos-test", "benchmark", "big-parallel", "uid-range"]
-        .map(String::from)
-        .to_vec();
-    let kvm = nix::unistd::access(
-        "/dev/kvm",
-        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
-    );
-    if kvm.is_ok() {
-        features.push("kvm".into());
-    }
-    features
-}
-
-/// Nix's default `ssl-cert-file`: `NIX_SSL_CERT_FILE`, `SSL_CERT_FILE`, or
-/// the system bundle when it exists.
-fn default_ssl_cert_file() -> String {
-    for var in ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"] {
-        if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            return value.to_string_lossy().into_owned();
-        }
-    }
-    let system = "/etc/ssl/certs/ca-certificates.crt";
-    if std::path::Path::new(system).exists() {
-        system.into()
-    } else {
-        String::new()
+/// An error about `name` as the user wrote it (an alias or `extra-` form).
+fn named(error: SettingsError, name: &str) -> SettingsError {
+    match error {
+        SettingsError::Invalid {
+            value, expected, ..
+        } => SettingsError::Invalid {
+            name: name.to_owned(),
+            value,
+            expected,
+        },
+        SettingsError::SandboxPath { source, .. } => SettingsError::SandboxPath {
+            name: name.to_owned(),
+            source,
+        },
+        other => other,
     }
 }
 
@@ -488,9 +588,77 @@ fn default_ssl_cert_file() -> String {
 mod tests {
     use super::*;
 
+    fn host() -> HostDefaults {
+        HostDefaults {
+            root: true,
+            state_dir: "/state".into(),
+            system: "x86_64-linux".into(),
+            kvm: false,
+            static_shell: Some("/bin/busybox".into()),
+            ssl_cert_file: String::new(),
+        }
+    }
+
+    fn texts(entries: &[SandboxPathEntry]) -> Vec<&str> {
+        entries.iter().map(|e| e.text.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_come_from_the_host_facts() {
+        let mut h = host();
+        let s = Settings::defaults(&h);
+        assert_eq!(s.build_users_group, "nixbld");
+        assert_eq!(texts(&s.sandbox_paths), ["/bin/sh=/bin/busybox"]);
+        assert_eq!(s.extra_platforms, ["i686-linux"]);
+        assert!(!s.system_features.contains(&"kvm".to_owned()));
+        assert_eq!(s.state_dir, PathBuf::from("/state"));
+        h.root = false;
+        h.kvm = true;
+        h.static_shell = None;
+        h.system = "aarch64-linux".into();
+        let s = Settings::defaults(&h);
+        assert_eq!(s.build_users_group, "");
+        assert!(s.sandbox_paths.is_empty() && s.extra_platforms.is_empty());
+        assert!(s.system_features.contains(&"kvm".to_owned()));
+    }
+
+    #[test]
+    fn every_declaration_is_found_by_its_names_only() {
+        for d in DECLARATIONS {
+            assert_eq!(declaration(d.name).map(|f| f.name), Some(d.name));
+            for alias in d.aliases {
+                assert_eq!(declaration(alias).map(|f| f.name), Some(d.name));
+            }
+            assert!(!d.doc.is_empty(), "{}", d.name);
+        }
+        let names: std::collections::BTreeSet<_> = DECLARATIONS.iter().map(|d| d.name).collect();
+        assert_eq!(names.len(), DECLARATIONS.len(), "a name declared twice");
+        assert!(declaration("sandbox-fallbak").is_none());
+    }
+
+    /// The README's table of settings is this table's.
+    #[test]
+    fn the_readme_table_of_settings_is_the_declared_one() {
+        let readme = include_str!("../../README.md");
+        let (begin, end) = (
+            "<!-- settings table: begin -->\n",
+            "<!-- settings table: end -->",
+        );
+        let start = readme
+            .find(begin)
+            .expect("README.md has the settings table")
+            + begin.len();
+        let length = readme[start..].find(end).expect("the table ends");
+        let expected = markdown_table();
+        assert!(
+            readme[start..start + length] == expected,
+            "README.md's settings table differs from the declared settings; it should be:\n{expected}"
+        );
+    }
+
     #[test]
     fn names_aliases_and_values() {
-        let mut s = Settings::for_caller();
+        let mut s = Settings::defaults(&host());
         s.set("build-max-silent-time", "5").unwrap();
         s.set("build-timeout", "9").unwrap();
         s.set("use-cgroups", "true").unwrap();
@@ -514,19 +682,7 @@ mod tests {
         assert_eq!(s.sandbox, SandboxMode::Relaxed);
         s.set("build-sandbox-paths", "/a /b=/c").unwrap();
         s.append("sandbox-paths", "/d?").unwrap();
-        assert_eq!(s.sandbox_paths, ["/a", "/b=/c", "/d?"]);
-        // The built-in /bin/sh loses to a configured one, however they sort.
-        let mut d = Settings::for_caller();
-        if let [default] = &d.sandbox_paths[..] {
-            let default = default.clone();
-            d.append("sandbox-paths", "/bin/sh=/0-sorts-first").unwrap();
-            assert_eq!(d.effective_sandbox_paths(), ["/bin/sh=/0-sorts-first"]);
-            d.set("sandbox-paths", &default).unwrap();
-            assert_eq!(d.effective_sandbox_paths(), [default]);
-        }
-        // Repeated targets: one wins, as in Nix's sorted set.
-        s.append("sandbox-paths", "/b=/a /a=/z /b=/e?").unwrap();
-        assert_eq!(s.effective_sandbox_paths(), ["/a=/z", "/b=/e?", "/d?"]);
+        assert_eq!(texts(&s.sandbox_paths), ["/a", "/b=/c", "/d?"]);
         s.set("max-jobs", "auto").unwrap();
         assert!(s.max_jobs >= 1);
         assert!(s.append("timeout", "1").is_err());
@@ -540,5 +696,53 @@ mod tests {
         ));
         assert_eq!(s.start_id, 872415232);
         assert_eq!(s.id_count, 8388608);
+    }
+
+    #[test]
+    fn sandbox_paths_are_checked_when_given_and_blamed_on_the_name_used() {
+        let mut s = Settings::defaults(&host());
+        let err = s.append("build-sandbox-paths", "/ok relative").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value for 'extra-build-sandbox-paths'"
+        );
+        assert!(matches!(
+            err,
+            SettingsError::SandboxPath {
+                source: SandboxPathError::NotAbsolute(_),
+                ..
+            }
+        ));
+        // Nothing of a refused value is kept.
+        assert_eq!(texts(&s.sandbox_paths), ["/bin/sh=/bin/busybox"]);
+        assert!(s.set("sandbox-paths", "/a=").is_err());
+    }
+
+    #[test]
+    fn repeated_sandbox_path_targets_resolve_as_in_nix() {
+        let h = host();
+        let target_sources = |s: &Settings| -> Vec<String> {
+            s.effective_sandbox_paths()
+                .iter()
+                .map(|p| format!("{}={}", p.target.display(), p.source.display()))
+                .collect()
+        };
+        // The built-in /bin/sh loses to a configured one, however they sort.
+        let mut d = Settings::defaults(&h);
+        d.append("sandbox-paths", "/bin/sh=/0-sorts-first").unwrap();
+        assert_eq!(target_sources(&d), ["/bin/sh=/0-sorts-first"]);
+        d.set("sandbox-paths", "/bin/sh=/bin/busybox").unwrap();
+        assert_eq!(target_sources(&d), ["/bin/sh=/bin/busybox"]);
+        // Repeated targets: the one that sorts last wins, as in Nix's set.
+        let mut s = Settings::defaults(&h);
+        s.set("sandbox-paths", "/a /b=/c /d?").unwrap();
+        s.append("sandbox-paths", "/b=/a /a=/z /b=/e?").unwrap();
+        assert_eq!(target_sources(&s), ["/a=/z", "/b=/e", "/d=/d"]);
+        let optional: Vec<bool> = s
+            .effective_sandbox_paths()
+            .iter()
+            .map(|p| p.optional)
+            .collect();
+        assert_eq!(optional, [false, true, true]);
     }
 }

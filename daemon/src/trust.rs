@@ -4,7 +4,8 @@
 //! `build-users-group` refused, and the settings an untrusted client may
 //! not override.
 
-use hermetic_runtime::settings::Settings;
+use hermetic_config::nixconf::client_rule;
+use hermetic_config::settings::{ClientRule, Settings};
 
 /// A connected client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,23 +162,6 @@ fn is_build_user(build_group: &str, peer: &Peer) -> bool {
         })
 }
 
-/// Settings that make the daemon run a command as root, or choose who
-/// builds run as: never taken from a client of a root daemon unless the
-/// daemon's own configuration says `allow-client-root-commands = true`. A
-/// daemon that is not root (a single-user store) runs them as its own
-/// user, so its trusted clients may set them, as in Nix.
-pub const ROOT_COMMAND_SETTINGS: [&str; 6] = [
-    "pre-build-hook",
-    "post-build-hook",
-    "diff-hook",
-    "build-hook",
-    "builders",
-    "build-users-group",
-];
-
-/// Settings an untrusted client may override (B94), by Nix's exact names.
-pub const UNTRUSTED_SETTINGS: [&str; 3] = ["timeout", "max-silent-time", "build-poll-interval"];
-
 /// What to do with a client's override of `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Override {
@@ -211,27 +195,25 @@ pub fn judge_override(
         }
         _ => {}
     }
-    if ROOT_COMMAND_SETTINGS.contains(&base)
-        && !settings.allow_client_root_commands
-        && (daemon_is_root || !trusted)
-    {
-        // An empty `builders` asks for no remote builders: harmless.
-        if base == "builders" && value.is_empty() {
-            return Override::Ignore;
+    match client_rule(name) {
+        ClientRule::RootCommand
+            if !settings.allow_client_root_commands && (daemon_is_root || !trusted) =>
+        {
+            // An empty `builders` asks for no remote builders: harmless.
+            if base == "builders" && value.is_empty() {
+                return Override::Ignore;
+            }
+            Override::Warn(format!(
+                "ignoring the client-specified setting '{name}', because it runs commands as root or picks the build users; \
+                 set it in the daemon's configuration, or set 'allow-client-root-commands = true' there"
+            ))
         }
-        return Override::Warn(format!(
-            "ignoring the client-specified setting '{name}', because it runs commands as root or picks the build users; \
-             set it in the daemon's configuration, or set 'allow-client-root-commands = true' there"
-        ));
-    }
-    if trusted || UNTRUSTED_SETTINGS.contains(&name) || name == "connect-timeout" {
-        return Override::Apply;
-    }
-    if base == "substituters" || base == "trusted-substituters" {
+        ClientRule::Anyone => Override::Apply,
+        _ if trusted => Override::Apply,
         // hermetic substitutes from nowhere; nothing to apply.
-        return Override::Ignore;
+        _ if base == "substituters" || base == "trusted-substituters" => Override::Ignore,
+        _ => restricted(),
     }
-    restricted()
 }
 
 #[cfg(test)]
@@ -328,6 +310,16 @@ mod tests {
         assert_eq!(
             judge_override(&s, false, true, "experimental-features", "x"),
             Override::Ignore
+        );
+        // The switch itself is the daemon's to set: a trusted client of a
+        // root daemon may not open the door to root commands for itself.
+        assert!(matches!(
+            judge_override(&s, true, true, "allow-client-root-commands", "true"),
+            Override::Warn(_)
+        ));
+        assert_eq!(
+            judge_override(&s, false, true, "connect-timeout", "5"),
+            Override::Apply
         );
     }
 }

@@ -18,4 +18,4 @@ pub use layout::{
     BindEntry, DevLayout, Layout, LayoutError, Source, SourceKind, StoreInput, StoreLayer,
 };
 pub use plan::{MountPlan, Step};
-pub use sandbox_path::{SandboxPath, SandboxPathError, normalize_target, parse_list};
+pub use sandbox_path::{SandboxPath, SandboxPathError, normalize_target};

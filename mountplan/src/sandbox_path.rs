@@ -79,11 +79,6 @@ pub fn normalize_target(target: &Path) -> Result<PathBuf, SandboxPathError> {
     Ok(normal)
 }
 
-/// Parses a whitespace-separated list of entries (a `sandbox-paths` value).
-pub fn parse_list(value: &str) -> Result<Vec<SandboxPath>, SandboxPathError> {
-    value.split_whitespace().map(str::parse).collect()
-}
-
 impl FromStr for SandboxPath {
     type Err = SandboxPathError;
 
@@ -175,13 +170,6 @@ mod tests {
         for token in ["/a", "/a=/b", "/a?", "/a=/b?"] {
             assert_eq!(parse(token).to_string(), token);
         }
-    }
-
-    #[test]
-    fn list_splits_on_whitespace() {
-        let list = parse_list(" /a\t/b=/c?\n/d ").unwrap();
-        assert_eq!(list.len(), 3);
-        assert!(list[1].optional);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use hermetic_namespaces::probe::{
 };
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
 
-use crate::host;
+use hermetic_host as host;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

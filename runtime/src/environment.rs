@@ -40,20 +40,6 @@ pub fn builder_environment<'a>(
     env
 }
 
-/// The number of CPUs this process may run on (the default of Lix's
-/// `cores`).
-pub fn detected_cores() -> usize {
-    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-        .map(|set| {
-            (0..nix::sched::CpuSet::count())
-                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-                .count()
-        })
-        .ok()
-        .filter(|&n| n > 0)
-        .unwrap_or(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

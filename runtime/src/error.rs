@@ -6,8 +6,8 @@ use hermetic_mountplan::{CompileError, LayoutError};
 use hermetic_namespaces::LaunchError;
 use nix::errno::Errno;
 
-use crate::host::StatError;
 use crate::scratch::ScratchError;
+use crate::sources::StatError;
 use crate::spec::SpecError;
 
 /// Why a sandbox could not be prepared or run.

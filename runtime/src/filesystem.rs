@@ -9,10 +9,11 @@ use hermetic_uidmap::{SANDBOX_GID, SANDBOX_UID};
 
 use crate::error::SandboxError;
 use crate::etc;
-use crate::host;
 use crate::identity::Identity;
 use crate::scratch::{Scratch, ScratchNeeds};
+use crate::sources;
 use crate::spec::SandboxSpec;
+use hermetic_host as host;
 
 /// Set once overlayfs failed in this process; later sandboxes make their
 /// store mount points on disk straight away.
@@ -44,7 +45,7 @@ pub(crate) fn inputs(spec: &SandboxSpec) -> Result<Vec<StoreInput>, SandboxError
             source,
         }
     };
-    let store = host::StoreDir::open(spec.real_store_dir()).map_err(missing(first))?;
+    let store = sources::StoreDir::open(spec.real_store_dir()).map_err(missing(first))?;
     for input in &spec.inputs {
         let name = spec.input_name(input)?;
         let source = store.source(&name).map_err(missing(input))?;
@@ -58,7 +59,7 @@ pub(crate) fn inputs(spec: &SandboxSpec) -> Result<Vec<StoreInput>, SandboxError
 pub(crate) fn binds(spec: &SandboxSpec) -> Result<Vec<BindEntry>, SandboxError> {
     let mut binds = Vec::with_capacity(spec.sandbox_paths.len());
     for entry in &spec.sandbox_paths {
-        match host::source(&entry.source) {
+        match sources::source(&entry.source) {
             Ok(source) => binds.push(BindEntry {
                 target: entry.target.clone(),
                 source,

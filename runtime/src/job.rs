@@ -1,10 +1,10 @@
 //! A build's life around its sandbox (SPEC B25–B29, B78–B81, D7, D8): the
-//! settings checked, a build user leased from the pool, a cgroup of its
+//! run policy checked, a build user leased from the pool, a cgroup of its
 //! own, the run, and a clean end: every process gone, the cgroup removed,
 //! the build user free again.
 //!
 //! ```text
-//! Settings + SandboxSpec ──Job::start──▶ Job { spec with build user, lease }
+//! RunPolicy + SandboxSpec ─Job::start──▶ Job { spec with build user, lease }
 //!                         (preflight, lease,      │
 //!                          leftovers removed)     ├─prepare─▶ Sandbox
 //!                                                 └─run────▶ JobOutcome
@@ -22,9 +22,9 @@ use serde::Serialize;
 
 use crate::cgroup::{self, BuildCgroup, CgroupLayout, CgroupOwner, Limits, Usage};
 use crate::error::SandboxError;
+use crate::policy::RunPolicy;
 use crate::run::{Outcome, RunOptions};
 use crate::sandbox::Sandbox;
-use crate::settings::Settings;
 use crate::spec::{BuildUser, SandboxSpec};
 
 /// A build that holds what it runs as: its spec (with the build user it
@@ -33,7 +33,7 @@ use crate::spec::{BuildUser, SandboxSpec};
 pub struct Job {
     /// The spec, with the leased build user filled in.
     pub spec: SandboxSpec,
-    settings: Settings,
+    policy: RunPolicy,
     lease: Option<BuildUserLease>,
 }
 
@@ -78,36 +78,38 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Whether `settings` make builds run as build users (B25).
-fn uses_build_users(settings: &Settings) -> bool {
-    is_root() && (!settings.build_users_group.is_empty() || settings.auto_allocate_uids)
+/// Whether `policy` makes builds run as build users (B25).
+fn uses_build_users(policy: &RunPolicy) -> bool {
+    let pool = &policy.build_users;
+    is_root() && (!pool.build_users_group.is_empty() || pool.auto_allocate_uids)
 }
 
 /// The checks made before any build (B29, Lix's order), then those of a
 /// uid-range build (B10, B19) and of the limits.
-fn preflight(spec: &SandboxSpec, settings: &Settings) -> Result<(), SandboxError> {
-    if settings.auto_allocate_uids && settings.id_count > 1 && !settings.use_cgroups {
-        return Err(SandboxError::RangesNeedCgroups(settings.id_count));
+fn preflight(spec: &SandboxSpec, policy: &RunPolicy) -> Result<(), SandboxError> {
+    let pool = &policy.build_users;
+    if pool.auto_allocate_uids && pool.id_count > 1 && !policy.use_cgroups {
+        return Err(SandboxError::RangesNeedCgroups(pool.id_count));
     }
-    if settings.use_cgroups && !uses_build_users(settings) && spec.build_user.is_none() {
+    if policy.use_cgroups && !uses_build_users(policy) && spec.build_user.is_none() {
         return Err(SandboxError::CgroupsNeedBuildUsers);
     }
     if spec.uid_range {
         if !spec.sandbox {
             return Err(SandboxError::UidRangeUnsandboxed);
         }
-        if !settings.auto_allocate_uids {
+        if !pool.auto_allocate_uids {
             return Err(SandboxError::UidRangeNeedsAutoAllocation);
         }
-        if !settings.use_cgroups {
+        if !policy.use_cgroups {
             return Err(SandboxError::UidRangeNeedsCgroups);
         }
     }
     for (name, value) in [
-        ("max-build-pids", settings.max_build_pids),
-        ("max-build-memory", settings.max_build_memory),
+        ("max-build-pids", policy.max_build_pids),
+        ("max-build-memory", policy.max_build_memory),
     ] {
-        if value > 0 && !settings.use_cgroups {
+        if value > 0 && !policy.use_cgroups {
             return Err(SandboxError::LimitNeedsCgroups(name));
         }
     }
@@ -120,27 +122,27 @@ fn limit(seconds: u64) -> Option<Duration> {
 }
 
 impl Job {
-    /// Checks the settings against the spec and, when hermetic runs as root
+    /// Checks the run policy against the spec and, when hermetic runs as root
     /// and the spec names no build user, leases one from the pool (waiting
     /// for a free one, after calling `waiting` with Nix's text). Cgroups
     /// that earlier builds left behind are removed first.
     pub fn start(
         mut spec: SandboxSpec,
-        settings: &Settings,
+        policy: &RunPolicy,
         label: &str,
         waiting: &mut dyn FnMut(&str),
     ) -> Result<Job, SandboxError> {
-        preflight(&spec, settings)?;
-        if settings.use_cgroups {
-            remove_leftover_cgroups(settings);
+        preflight(&spec, policy)?;
+        if policy.use_cgroups {
+            remove_leftover_cgroups(policy);
         }
         let mut lease = None;
         if spec.build_user.is_none() && is_root() {
-            if !uses_build_users(settings) {
+            if !uses_build_users(policy) {
                 return Err(pool::PoolError::NoBuildUsers.into());
             }
             let leased = pool::acquire(
-                &settings.pool(),
+                &policy.build_users,
                 label,
                 spec.uid_range,
                 spec.sandbox,
@@ -161,7 +163,7 @@ impl Job {
         }
         Ok(Job {
             spec,
-            settings: settings.clone(),
+            policy: policy.clone(),
             lease,
         })
     }
@@ -172,7 +174,7 @@ impl Job {
     }
 
     /// Runs `sandbox` (prepared from this job) and ends the build cleanly:
-    /// in its own cgroup when the settings say so, under the settings' time
+    /// in its own cgroup when the policy says so, under the policy's time
     /// limits; afterwards no process of it is left and the build user is
     /// free again.
     pub fn run(
@@ -184,8 +186,8 @@ impl Job {
         let options = RunOptions {
             max_silent_time: options
                 .max_silent_time
-                .or(limit(self.settings.max_silent_time)),
-            timeout: options.timeout.or(limit(self.settings.timeout)),
+                .or(limit(self.policy.max_silent_time)),
+            timeout: options.timeout.or(limit(self.policy.timeout)),
             ..options
         };
         let build_user = self.spec.build_user.filter(|_| is_root());
@@ -194,7 +196,7 @@ impl Job {
         // (B79; Lix skips the sweep for sandboxed builds).
         let sweep = |when: &str| -> Result<(), SandboxError> {
             if let Some(user) =
-                build_user.filter(|_| !self.spec.sandbox && !self.settings.use_cgroups)
+                build_user.filter(|_| !self.spec.sandbox && !self.policy.use_cgroups)
             {
                 tracing::debug!(
                     uid = user.uid,
@@ -205,7 +207,7 @@ impl Job {
             Ok(())
         };
         sweep("before")?;
-        let cgroup = match build_user.filter(|_| self.settings.use_cgroups) {
+        let cgroup = match build_user.filter(|_| self.policy.use_cgroups) {
             Some(user) => Some(self.create_cgroup(user)?),
             None => None,
         };
@@ -221,7 +223,7 @@ impl Job {
         if let Some(cgroup) = &cgroup {
             ended = cgroup.destroy().map_err(SandboxError::from);
             if ended.is_ok() {
-                cgroup::unrecord(&self.settings.state_dir, cgroup);
+                cgroup::unrecord(&self.policy.build_users.state_dir, cgroup);
             }
         }
         let swept = sweep("after");
@@ -235,13 +237,13 @@ impl Job {
     }
 
     /// Makes and records the build's cgroup, named after its leased build
-    /// user (B80) or else after this process, with the settings' limits; a
+    /// user (B80) or else after this process, with the policy's limits; a
     /// uid-range build gets to manage it.
     fn create_cgroup(&self, user: BuildUser) -> Result<BuildCgroup, SandboxError> {
         let layout = CgroupLayout::detect()?;
         let limits = Limits {
-            pids: (self.settings.max_build_pids > 0).then_some(self.settings.max_build_pids),
-            memory: (self.settings.max_build_memory > 0).then_some(self.settings.max_build_memory),
+            pids: (self.policy.max_build_pids > 0).then_some(self.policy.max_build_pids),
+            memory: (self.policy.max_build_memory > 0).then_some(self.policy.max_build_memory),
         };
         let owner = (user.count >= RANGE_SIZE).then_some((user.uid, user.gid));
         static BUILDS: AtomicU32 = AtomicU32::new(0);
@@ -254,10 +256,10 @@ impl Job {
         };
         // Recorded before it exists, so that no crash leaves it unrecorded.
         let planned = BuildCgroup::planned(&layout, &name);
-        cgroup::record(&self.settings.state_dir, &planned)?;
+        cgroup::record(&self.policy.build_users.state_dir, &planned)?;
         let cgroup = BuildCgroup::create(&layout, &name, limits, owner).inspect_err(|_| {
             if planned.destroy().is_ok() {
-                cgroup::unrecord(&self.settings.state_dir, &planned);
+                cgroup::unrecord(&self.policy.build_users.state_dir, &planned);
             }
         })?;
         tracing::debug!(cgroup = %name, "made the build's cgroup");
@@ -268,9 +270,9 @@ impl Job {
 /// Removes the cgroups recorded by builds whose supervisor died before
 /// removing them, each while holding its build user's lock (so never the
 /// cgroup of a running build).
-fn remove_leftover_cgroups(settings: &Settings) {
-    let config = settings.pool();
-    cgroup::remove_leftovers(&settings.state_dir, |uid| {
-        pool::hold_if_free(&config, uid).ok().flatten()
+fn remove_leftover_cgroups(policy: &RunPolicy) {
+    let config = &policy.build_users;
+    cgroup::remove_leftovers(&config.state_dir, |uid| {
+        pool::hold_if_free(config, uid).ok().flatten()
     });
 }

@@ -15,10 +15,10 @@ use serde::Serialize;
 use crate::environment::BUILD_DIR_VARIABLES;
 use crate::error::SandboxError;
 use crate::filesystem;
-use crate::host;
 use crate::identity::{Identity, supplementary_groups};
 use crate::scratch::{Scratch, ScratchNeeds};
 use crate::spec::{SandboxSpec, SpecError};
+use hermetic_host as host;
 
 /// The process the builder starts as (printed by `--print-plan`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -84,7 +84,7 @@ pub struct SandboxSpec {
     pub kvm: bool,
     /// The build's system, e.g. `x86_64-linux`; `i686-linux` runs with a
     /// 32-bit personality (B75).
-    #[serde(default = "host_system")]
+    #[serde(default = "hermetic_host::system")]
     pub system: String,
     /// A uid-range build (the derivation requires the `uid-range`
     /// feature, B19): 65536 ids mapped from 0, the builder root of its own
@@ -137,11 +137,6 @@ fn default_sandbox_build_dir() -> PathBuf {
 
 fn default_shm_size() -> String {
     "50%".to_string()
-}
-
-/// The Nix system name of this host (`x86_64-linux` on x86_64).
-pub fn host_system() -> String {
-    format!("{}-linux", std::env::consts::ARCH)
 }
 
 /// Why a spec is refused.
@@ -246,7 +241,7 @@ impl SandboxSpec {
             build_user: None,
             sandbox_dev_shm_size: default_shm_size(),
             kvm: false,
-            system: host_system(),
+            system: hermetic_host::system(),
             uid_range: false,
             sandbox: true,
             sandbox_block_nested_userns: false,

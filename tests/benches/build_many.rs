@@ -26,7 +26,7 @@ fn main() {
     let work = TempDir::new("bench-build");
     let conf = work.path.join("conf");
     std::fs::create_dir(&conf).unwrap();
-    let shell = hermetic_runtime::host::static_shell().expect("a static shell (busybox-static)");
+    let shell = hermetic_host::static_shell().expect("a static shell (busybox-static)");
     std::fs::write(
         conf.join("nix.conf"),
         format!(

@@ -50,7 +50,7 @@ fn main() {
     }
     let hermetic = workspace_binary("hermetic");
     let work = TempDir::new("bench-daemon");
-    let shell = hermetic_runtime::host::static_shell().expect("a static shell (busybox-static)");
+    let shell = hermetic_host::static_shell().expect("a static shell (busybox-static)");
     let daemon_conf = work.path.join("daemon-conf");
     std::fs::create_dir(&daemon_conf).unwrap();
     std::fs::write(

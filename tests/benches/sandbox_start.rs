@@ -67,7 +67,7 @@ fn hermetic_args() -> Vec<String> {
 fn main() {
     // `cargo bench` passes --bench; nothing else is expected.
     let busybox =
-        hermetic_runtime::host::static_shell().expect("a static busybox (scripts/setup-test-host)");
+        hermetic_host::static_shell().expect("a static busybox (scripts/setup-test-host)");
     let sandbox_run = sandbox_run();
     let bwrap_root = [
         "--unshare-all",

@@ -197,7 +197,7 @@ impl<'a> DrvSpec<'a> {
         let dir = &layout.store_dir;
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert("name".into(), self.name.into());
-        env.insert("system".into(), hermetic_runtime::host_system());
+        env.insert("system".into(), hermetic_host::system());
         env.insert("builder".into(), "/bin/sh".into());
         if self.outputs != ["out"] {
             env.insert("outputs".into(), self.outputs.join(" "));
@@ -235,7 +235,7 @@ impl<'a> DrvSpec<'a> {
                 })
                 .collect(),
             input_srcs: self.sources.iter().cloned().collect(),
-            system: hermetic_runtime::host_system(),
+            system: hermetic_host::system(),
             builder: "/bin/sh".into(),
             args: vec!["-c".into(), self.script.into()],
             env,

@@ -440,7 +440,7 @@ impl RawClient {
             self.string(s);
         }
         self.strings(&[]);
-        self.string(&hermetic_runtime::host_system());
+        self.string(&hermetic_host::system());
         self.string("/bin/sh");
         self.strings(&["-c", script]);
         self.u64(1);

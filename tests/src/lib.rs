@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use hermetic_runtime::{
-    BuildUser, ExitStatus, RunOptions, Sandbox, SandboxError, SandboxPath, SandboxSpec,
-    environment, host,
+    BuildUser, ExitStatus, RunOptions, Sandbox, SandboxError, SandboxPath, SandboxSpec, environment,
 };
 
 /// The ordinary user the test setup creates for unprivileged runs.
@@ -37,7 +36,7 @@ pub fn root_or_skip(test: &str) -> bool {
 
 /// The static busybox the sandboxes get as `/bin/sh`.
 pub fn busybox() -> PathBuf {
-    host::static_shell()
+    hermetic_host::static_shell()
         .expect("a static busybox: apt-get install busybox-static (scripts/setup-test-host does)")
 }
 

@@ -347,7 +347,7 @@ fn pass_as_file_structured_attrs_and_hooks() {
         .attr("passAsFile", "foo")
         .add_to(&host);
     let json = r#"{"builder":"/bin/sh","list":[1,"x"],"name":"sa","system":"SYSTEM","flag":true}"#
-        .replace("SYSTEM", &hermetic_runtime::host_system());
+        .replace("SYSTEM", &hermetic_host::system());
     // Structured attributes: no `out` in the environment, the outputs in
     // .attrs.json and .attrs.sh (which needs bash to source; busybox here
     // only copies the files out).
@@ -473,7 +473,7 @@ fn references_are_found_and_checked() {
 
     // maxSize, with structured attributes' outputChecks.
     let json = serde_json::json!({
-        "builder": "/bin/sh", "name": "big", "system": hermetic_runtime::host_system(),
+        "builder": "/bin/sh", "name": "big", "system": hermetic_host::system(),
         "outputChecks": { "out": { "maxSize": 100 } }
     });
     let big = DrvSpec::new("big", "out=$(sed -n 's/.*\"out\":\"\\([^\"]*\\)\".*/\\1/p' $NIX_ATTRS_JSON_FILE); head -c 1000 /dev/zero > $out")

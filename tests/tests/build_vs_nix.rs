@@ -12,7 +12,7 @@ fn nix_and_hermetic_build_the_same_outputs() {
     if !root_or_skip("nix_and_hermetic_build_the_same_outputs") {
         return;
     }
-    let shell = hermetic_runtime::host::static_shell().expect("a static shell (busybox-static)");
+    let shell = hermetic_host::static_shell().expect("a static shell (busybox-static)");
     let conf = format!(
         "sandbox = true\nsandbox-fallback = false\nbuild-users-group = nixbld\n\
          extra-sandbox-paths = /bin/sh={}\nsubstituters =\n",

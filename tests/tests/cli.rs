@@ -49,6 +49,33 @@ fn exit_code_is_the_commands() {
     assert_eq!(code, 137, "128 + SIGKILL");
 }
 
+/// A setting sandbox-run accepts either takes effect or is said to be
+/// unused: `filter-syscalls false` does not lift the seccomp filter.
+#[test]
+fn settings_sandbox_run_does_not_use_are_named() {
+    if !root_or_skip("settings_sandbox_run_does_not_use_are_named") {
+        return;
+    }
+    let (code, _, stderr, _) = sandbox_run_in_store(&[
+        "--option",
+        "filter-syscalls",
+        "false",
+        "--option",
+        "timeout",
+        "30",
+        "--",
+        "/bin/sh",
+        "-c",
+        "grep -q '^Seccomp:.*2' /proc/self/status",
+    ]);
+    assert_eq!(code, 0, "the filter is still on: {stderr}");
+    assert!(
+        stderr.contains("warning: the setting 'filter-syscalls' is not used by sandbox-run"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("'timeout'"), "{stderr}");
+}
+
 #[test]
 fn options_shape_the_sandbox() {
     if !root_or_skip("options_shape_the_sandbox") {

@@ -172,7 +172,7 @@ fn sandbox_run_without_user_namespaces(args: &[&str]) -> (i32, String, String) {
         personality: None,
         no_core_dumps: false,
         drop_capabilities: true,
-        last_capability: hermetic_runtime::host::last_capability(),
+        last_capability: hermetic_host::last_capability(),
         no_new_privs: false,
         controlling_terminal: false,
         seccomp: None,

@@ -24,7 +24,8 @@ use nix::unistd::{Group, Uid, User};
 pub const RANGE_SIZE: u32 = 65536;
 
 /// The settings that decide where build users come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PoolConfig {
     /// `build-users-group`: the group whose members are build users (empty:
     /// none).

@@ -54,7 +54,7 @@ pub fn build_base(contents: &GuestContents, scratch: &Path, out: &Path) -> Resul
     let mut dynamic = Vec::new();
 
     archive.copy("init", &contents.workspace.join("vm-tests/guest/init"))?;
-    let busybox = hermetic_runtime::host::static_shell()
+    let busybox = hermetic_host::static_shell()
         .context("no static busybox: apt-get install busybox-static")?;
     archive.copy("bin/busybox", &busybox)?;
     for tool in HOST_TOOLS.map(Path::new) {

@@ -318,7 +318,7 @@ fn choose(
     const MARKER: &str = "hvt-accelerator-probe-booted";
     let initrd = dir.join("hello.cpio");
     let mut archive = cpio::Archive::new(std::io::BufWriter::new(std::fs::File::create(&initrd)?));
-    let busybox = hermetic_runtime::host::static_shell().context("no static busybox")?;
+    let busybox = hermetic_host::static_shell().context("no static busybox")?;
     archive.copy("bin/busybox", &busybox)?;
     archive.file(
         "init",

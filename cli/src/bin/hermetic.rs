@@ -216,10 +216,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", hermetic_daemon::protocol::DAEMON_VERSION);
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut settings = hermetic_runtime::settings::Settings::for_caller();
-            hermetic_runtime::nixconf::load(&mut settings, &[], &mut |w| {
-                eprintln!("warning: {w}")
-            })?;
+            let mut settings = hermetic_config::settings::Settings::for_caller();
+            hermetic_config::nixconf::load(&mut settings, &[], &mut |w| eprintln!("warning: {w}"))?;
             if stdio {
                 hermetic_daemon::server::run_stdio(layout, settings)?;
             } else {
@@ -404,8 +402,8 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     if let Some(jobs) = &args.max_jobs {
         options.push(("max-jobs".into(), jobs.clone()));
     }
-    let mut settings = hermetic_runtime::settings::Settings::for_caller();
-    hermetic_runtime::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
+    let mut settings = hermetic_config::settings::Settings::for_caller();
+    hermetic_config::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
 
     let mut targets = Vec::new();
     {

@@ -10,11 +10,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use hermetic_build::spec::RUN_POLICY_SETTINGS;
+use hermetic_config::settings::{Settings, SettingsError};
 use hermetic_runtime::job::{Job, JobOutcome, LimitHit};
-use hermetic_runtime::settings::{Settings, SettingsError};
-use hermetic_runtime::{
-    BuildUser, Network, RunOptions, SandboxPath, SandboxSpec, environment, host,
-};
+use hermetic_runtime::{BuildUser, Network, RunOptions, SandboxPath, SandboxSpec, environment};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -94,7 +93,7 @@ struct Cli {
 
     /// Set a setting, as in nix.conf (repeatable): build-users-group, auto-allocate-uids,
     /// start-id, id-count, use-cgroups, max-silent-time, timeout, max-build-pids,
-    /// max-build-memory.
+    /// max-build-memory. Any other is not used by sandbox-run, and it says so.
     #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"])]
     options: Vec<String>,
 
@@ -285,7 +284,7 @@ fn spec_from(cli: &Cli) -> Result<SandboxSpec> {
         .iter()
         .any(|p| p.target == Path::new("/bin/sh"));
     if !cli.no_default_sandbox_paths && !shell_bound {
-        match host::static_shell() {
+        match hermetic_host::static_shell() {
             Some(shell) => spec.sandbox_paths.push(SandboxPath {
                 target: PathBuf::from("/bin/sh"),
                 source: shell,
@@ -293,17 +292,17 @@ fn spec_from(cli: &Cli) -> Result<SandboxSpec> {
             }),
             None if spec.builder == Path::new("/bin/sh") => bail!(
                 "the sandbox has no /bin/sh: no statically linked shell was found (looked at {}); {}",
-                host::STATIC_SHELL_CANDIDATES.join(", "),
-                host::STATIC_SHELL_HINT
+                hermetic_host::STATIC_SHELL_CANDIDATES.join(", "),
+                hermetic_host::STATIC_SHELL_HINT
             ),
             None => eprintln!(
                 "warning: the sandbox has no /bin/sh: no statically linked shell was found; {}",
-                host::STATIC_SHELL_HINT
+                hermetic_host::STATIC_SHELL_HINT
             ),
         }
     }
     spec.sandbox_paths.extend(cli.sandbox_paths.iter().cloned());
-    let cores = cli.cores.unwrap_or_else(environment::detected_cores);
+    let cores = cli.cores.unwrap_or_else(hermetic_host::cores);
     spec.env = environment::builder_environment(
         &spec.store_dir,
         &spec.sandbox_build_dir,
@@ -319,7 +318,16 @@ fn settings_from(cli: &Cli) -> Result<Settings> {
     for pair in cli.options.chunks(2) {
         let [name, value] = pair else { continue };
         match settings.set(name, value) {
-            Ok(()) => {}
+            Ok(()) => {
+                // A setting sandbox-run accepts is one it uses, or it says so.
+                let declared = hermetic_config::settings::declaration(name).map(|d| d.name);
+                if !declared.is_some_and(|d| RUN_POLICY_SETTINGS.contains(&d)) {
+                    eprintln!(
+                        "warning: the setting '{name}' is not used by sandbox-run \
+                         (the sandbox comes from its own flags; see sandbox-run --help)"
+                    );
+                }
+            }
             // Nix warns about a setting it does not know, and goes on.
             Err(error @ SettingsError::Unknown(_)) => eprintln!("warning: {error}"),
             Err(error) => return Err(error.into()),
@@ -372,7 +380,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let spec = spec_from(&cli)?;
     let settings = settings_from(&cli)?;
     let label = spec.builder.display().to_string();
-    let job = Job::start(spec, &settings, &label, &mut |notice| eprintln!("{notice}"))?;
+    let policy = hermetic_build::spec::run_policy(&settings);
+    let job = Job::start(spec, &policy, &label, &mut |notice| eprintln!("{notice}"))?;
     let sandbox = job.prepare()?;
     if cli.print_plan {
         let mut stdout = std::io::stdout().lock();

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use hermetic_runtime::settings::Settings;
+use hermetic_config::settings::Settings;
 use hermetic_store::{LocalStore, PathInfo, StoreLayout, StorePath};
 
 use crate::protocol::{

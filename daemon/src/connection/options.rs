@@ -40,7 +40,7 @@ impl Connection {
             match judge_override(&self.settings, self.trusted, daemon_is_root, &name, &value) {
                 Override::Apply => {
                     let mut warnings = Vec::new();
-                    if let Err(e) = hermetic_runtime::nixconf::apply(
+                    if let Err(e) = hermetic_config::nixconf::apply(
                         &mut self.settings,
                         &name,
                         &value,
