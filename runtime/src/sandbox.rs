@@ -81,6 +81,10 @@ pub struct Sandbox {
     /// The build directory on the host.
     #[serde(skip)]
     build_dir: PathBuf,
+    /// The seccomp profile installed before exec, chosen once here
+    /// (`process.seccomp` describes it).
+    #[serde(skip)]
+    seccomp: Option<Profile>,
 }
 
 /// The directory scratch directories are made in: the spec's, else the
@@ -184,6 +188,7 @@ impl Sandbox {
                 process,
                 mount_plan,
                 layout: Some(layout),
+                seccomp,
             }
         } else {
             if Path::new(HOMELESS_SHELTER).exists() {
@@ -221,6 +226,7 @@ impl Sandbox {
                 process,
                 mount_plan: MountPlan { steps: Vec::new() },
                 layout: None,
+                seccomp,
             }
         };
         tracing::debug!(
@@ -304,10 +310,7 @@ impl Sandbox {
             last_capability: host::last_capability(),
             no_new_privs: true,
             controlling_terminal,
-            seccomp: self.spec.filter_syscalls.then(|| {
-                Profile::new(self.spec.sandbox_block_nested_userns && !self.spec.uid_range)
-                    .program()
-            }),
+            seccomp: self.seccomp.map(|profile| profile.program()),
         })
     }
 
