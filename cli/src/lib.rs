@@ -14,3 +14,20 @@ pub fn init_logging(debug: bool) {
         .without_time()
         .init();
 }
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (threads started
+/// later inherit the mask) and returns a signalfd that becomes readable
+/// when one arrives: what a supervisor polls to end its sandboxes cleanly
+/// (kill, unmount, remove scratch space) before the program exits.
+pub fn interrupts_as_fd() -> anyhow::Result<nix::sys::signalfd::SignalFd> {
+    use anyhow::Context;
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).context("blocking signals")?;
+    SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("listening for signals")
+}

@@ -384,8 +384,6 @@ fn read_any_drv(layout: &StoreLayout, file: &Path) -> Result<Vec<(StorePath, Der
 /// `hermetic build`: settings from nix.conf and the command line, the
 /// derivations found or added, built, their outputs printed.
 fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-    use nix::sys::signalfd::{SfdFlags, SignalFd};
     use std::os::fd::AsFd;
 
     let mut options: Vec<(String, String)> = args
@@ -426,13 +424,7 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     // SIGINT, SIGTERM and SIGHUP end every running build cleanly: blocked
     // here (threads inherit the mask) and seen through a signalfd that every
     // build's supervisor polls.
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).context("blocking signals")?;
-    let cancel = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("listening for signals")?;
+    let cancel = hermetic_cli::interrupts_as_fd()?;
 
     let log: hermetic_build::log::SharedLog =
         std::sync::Arc::new(std::sync::Mutex::new(std::io::stderr()));

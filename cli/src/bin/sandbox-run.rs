@@ -14,8 +14,6 @@ use hermetic_build::spec::RUN_POLICY_SETTINGS;
 use hermetic_config::settings::{Settings, SettingsError};
 use hermetic_runtime::job::{Job, JobOutcome, LimitHit};
 use hermetic_runtime::{BuildUser, Network, RunOptions, SandboxPath, SandboxSpec, environment};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// Exit status when sandbox-run itself fails (before the command runs).
 const EXIT_FAILURE: u8 = 125;
@@ -395,13 +393,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     // SIGINT, SIGTERM and SIGHUP end the sandbox cleanly: blocked here and
     // read from a signalfd by the supervisor, which kills the sandbox and
     // removes its scratch directory before sandbox-run exits.
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).context("blocking signals")?;
-    let cancel = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("listening for signals")?;
+    let cancel = hermetic_cli::interrupts_as_fd()?;
 
     let options = RunOptions {
         keep: cli.keep,
@@ -447,5 +439,5 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn libc_sigterm() -> i32 {
-    Signal::SIGTERM as i32
+    nix::sys::signal::Signal::SIGTERM as i32
 }
