@@ -146,6 +146,58 @@ fn an_untrusted_user_cannot_turn_the_sandbox_off() {
     );
 }
 
+/// A trusted client of a root daemon cannot lift the daemon's rule on
+/// root commands for itself: `allow-client-root-commands` is one of them,
+/// so a hook the client sets after it is still not run. (Nix's clients
+/// send no setting they do not know, so the options go raw.)
+#[test]
+fn a_trusted_client_cannot_allow_itself_root_commands() {
+    if !root_or_skip("a_trusted_client_cannot_allow_itself_root_commands") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-root-commands", "");
+    let ran = daemon.dir.path.join("hook-ran");
+    let hook = daemon.dir.path.join("hook.sh");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", ran.display())).unwrap();
+    hermetic_tests::set_mode(&hook, 0o755);
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &daemon.url(), &daemon.file(), "-A", "paf"],
+    );
+    let mut client = RawClient::connect(&daemon);
+    client.u64(19); // SetOptions
+    for n in [0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0] {
+        client.u64(n);
+    }
+    client.u64(2);
+    for s in [
+        "allow-client-root-commands",
+        "true",
+        "post-build-hook",
+        hook.to_str().unwrap(),
+    ] {
+        client.string(s);
+    }
+    client.work().unwrap();
+    client.u64(9); // BuildPaths
+    client.strings(&[&format!("{}!out", drv.trim())]);
+    client.u64(0);
+    client.work().unwrap();
+    assert_eq!(client.read_u64(), 1);
+    assert!(
+        !ran.exists(),
+        "the client's hook ran as root: {:?}",
+        client.said
+    );
+    assert!(
+        client.said.iter().any(|line| line
+            .contains("ignoring the client-specified setting 'allow-client-root-commands'")),
+        "{:?}",
+        client.said
+    );
+}
+
 #[test]
 fn users_outside_allowed_users_and_build_users_are_refused() {
     if !test_user_or_skip("users_outside_allowed_users_and_build_users_are_refused") {
