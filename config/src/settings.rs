@@ -15,8 +15,7 @@ use serde::Serialize;
 
 /// Who may set a setting through the daemon (B94, and hermetic's rule for
 /// settings that run commands as root).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientRule {
     /// Any client (Nix's short list: `timeout`, `max-silent-time`,
     /// `build-poll-interval`, `connect-timeout`).
@@ -31,7 +30,7 @@ pub enum ClientRule {
 }
 
 /// One setting as declared.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Declaration {
     /// Its nix.conf name.
     pub name: &'static str,
