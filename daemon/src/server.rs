@@ -144,35 +144,36 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
             // A connection may build inline (BuildDerivation): it gets a
             // build's stack. No thread to be had: the client is dropped,
             // the daemon goes on.
-            let spawned = hermetic_build::schedule::build_thread().spawn_scoped(scope, move || {
-                let writer = match stream.try_clone() {
-                    Ok(writer) => writer,
-                    Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
-                };
-                let client = Client {
-                    peer,
-                    hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
-                    refused,
-                };
-                if let Err(e) = serve(
-                    layout,
-                    settings,
-                    client,
-                    stream,
-                    Box::new(writer),
-                    &lifecycle,
-                ) {
-                    tracing::info!(
-                        "a client's connection ended: {}",
-                        hermetic_store::error_chain(&e)
-                    );
-                }
-                clients
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                drop(ticket);
-            });
+            let spawned =
+                hermetic_realise::schedule::build_thread().spawn_scoped(scope, move || {
+                    let writer = match stream.try_clone() {
+                        Ok(writer) => writer,
+                        Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
+                    };
+                    let client = Client {
+                        peer,
+                        hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
+                        refused,
+                    };
+                    if let Err(e) = serve(
+                        layout,
+                        settings,
+                        client,
+                        stream,
+                        Box::new(writer),
+                        &lifecycle,
+                    ) {
+                        tracing::info!(
+                            "a client's connection ended: {}",
+                            hermetic_store::error_chain(&e)
+                        );
+                    }
+                    clients
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    drop(ticket);
+                });
             if let Err(e) = spawned {
                 tracing::warn!("no thread for a client, which is dropped: {e}");
                 clients

@@ -30,7 +30,7 @@ impl Peer {
     /// (`SO_PEERGROUPS`), not those the group database lists for its user.
     pub fn of_socket(fd: &impl std::os::fd::AsFd) -> std::io::Result<Peer> {
         let creds = nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)?;
-        let gids = hermetic_namespaces::sys::peer_groups(fd.as_fd())?;
+        let gids = hermetic_sys::peer_groups(fd.as_fd())?;
         Ok(Self::of_ids(creds.uid(), creds.gid(), gids))
     }
 

@@ -67,7 +67,7 @@ fn run(op: &Op, layers: &mut [Option<OwnedFd>; MAX_LAYERS]) -> Result<(), Errno>
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
-            hermetic_namespaces::sys::replace_fd(fresh.as_fd(), *fd)
+            hermetic_sys::replace_fd(fresh.as_fd(), *fd)
         }
         Op::Mkdir {
             slot,

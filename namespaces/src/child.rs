@@ -17,10 +17,9 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{self, MsgFlags};
 use nix::sys::stat::{Mode, umask};
 
-use crate::launch::{
-    ChildStep, LaunchRequest, MESSAGE_LEN, READY, UserNamespace, encode, waits_at_start,
-};
-use crate::sys;
+use crate::request::{LaunchRequest, UserNamespace};
+use crate::wire::{ChildStep, MESSAGE_LEN, READY, encode};
+use hermetic_sys as sys;
 
 /// Status of a child that failed before `execve`.
 const FAILED_STATUS: i32 = 127;
@@ -43,7 +42,7 @@ fn step(which: ChildStep, result: Result<(), Errno>) -> StepResult {
 impl ChildProgram<'_, '_> {
     /// Runs the child's steps and `execve`; never returns.
     pub(crate) fn run(&self) -> ! {
-        crate::IN_LAUNCHED_CHILD.store(true, Ordering::Relaxed);
+        sys::IN_LAUNCHED_CHILD.store(true, Ordering::Relaxed);
         let (which, detail, errno) = match self.steps() {
             Ok(()) => unreachable_after_exec(),
             Err(failure) => failure,
@@ -63,7 +62,7 @@ impl ChildProgram<'_, '_> {
         )?;
         sys::reset_signals();
 
-        if waits_at_start(request) {
+        if request.waits_at_start() {
             self.wait_for_go()?;
         }
         if request.cgroup_namespace {
@@ -218,7 +217,7 @@ impl ChildProgram<'_, '_> {
 /// Done right before the identity switch: entering a user namespace fills
 /// the bounding set again, and switching from a mapped root to another id
 /// takes CAP_SETPCAP, which dropping needs.
-fn drop_inheritable_capabilities(exec: &crate::launch::Exec) -> StepResult {
+fn drop_inheritable_capabilities(exec: &crate::request::Exec) -> StepResult {
     if exec.drop_capabilities {
         step(
             ChildStep::BoundingSet,

@@ -1,5 +1,6 @@
 //! The thin kernel layer of hermetic: the only place that starts a process
-//! inside new namespaces, and the only crate with `unsafe` code (in [`sys`]).
+//! inside new namespaces. Its system calls go through `hermetic-sys`, the
+//! only crate with `unsafe` code.
 //!
 //! # Between clone and execve
 //!
@@ -20,24 +21,22 @@
 //! The rules that keep this sound, for anyone adding a step:
 //! * no `String`, `Vec`, `format!`, `Box`, no `std::fs`, no `tracing`, no
 //!   panics (use `Result` and report);
-//! * identity system calls go through [`sys`], not glibc (see there);
+//! * identity system calls go through `hermetic-sys`, not glibc (see there);
 //! * a test (`tests/no_alloc_in_child.rs`) installs an allocator that kills
 //!   any launched child that allocates, and launches real sandboxes under it.
 
 mod child;
 mod launch;
 pub mod probe;
+mod request;
 mod sweep;
-pub mod sys;
+mod wire;
 
-pub use launch::{
-    Child, ChildStep, Exec, HostIds, IdMaps, LaunchError, LaunchRequest, Namespaces, ParentHook,
-    Setup, SetupFailure, Stdio, UserNamespace, Uts, launch,
+pub use launch::{Child, LaunchError, launch};
+pub use request::{
+    Exec, HostIds, IdMaps, LaunchRequest, Namespaces, ParentHook, Setup, SetupFailure, Stdio,
+    UserNamespace, Uts,
 };
+pub use wire::ChildStep;
 
 pub use sweep::{SweepError, kill_processes_of};
-
-/// Set to `true` in a launched child, before its first step. Only a test's
-/// allocator reads it, to prove that the child never allocates.
-pub static IN_LAUNCHED_CHILD: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);

@@ -10,10 +10,9 @@ use nix::mount::{MsFlags, mount};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 
-use crate::launch::{
-    Exec, IdMaps, LaunchRequest, Namespaces, SetupFailure, Stdio, UserNamespace, launch,
-};
-use crate::sys::CStringArray;
+use crate::launch::launch;
+use crate::request::{Exec, IdMaps, LaunchRequest, Namespaces, SetupFailure, Stdio, UserNamespace};
+use hermetic_sys::CStringArray;
 
 /// A problem found on this host and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::sys;
+use hermetic_sys as sys;
 
 /// Why the sweep failed (Nix's text, then the reason).
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,21 @@ use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
 
 use hermetic_host as host;
 
+/// Whether the kernel can make the sandbox's mount and PID namespaces (B6).
+pub fn namespaces_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let unprivileged = !nix::unistd::geteuid().is_root();
+        match probe::sandbox_probe(unprivileged) {
+            Ok(()) => true,
+            Err(failure) => {
+                tracing::debug!(?failure, "the sandbox's namespaces are not available");
+                false
+            }
+        }
+    })
+}
+
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -18,7 +18,6 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::stat::Mode;
-use serde::Serialize;
 
 use crate::cgroup::BuildCgroup;
 
@@ -27,7 +26,7 @@ use crate::filesystem::mark_overlay_unusable;
 use crate::identity::Identity;
 use crate::sandbox::Sandbox;
 use crate::scratch::Scratch;
-use crate::supervise::{TimedOut, Watch, supervise};
+use crate::supervise::{ExitStatus, TimedOut, Watch, supervise};
 use crate::terminal::{HostTerminal, above_stdio, open_pty};
 
 /// Set-up step numbers of the loopback interface (after the mount plan's).
@@ -53,26 +52,6 @@ pub struct RunOptions<'a> {
     pub max_silent_time: Option<Duration>,
     /// Kill the sandbox after this long in all (`timeout`).
     pub timeout: Option<Duration>,
-}
-
-/// How the sandbox's PID 1 ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExitStatus {
-    /// It exited with this status.
-    Exited(i32),
-    /// A signal killed it.
-    Signaled(i32),
-}
-
-impl ExitStatus {
-    /// The status as a shell shows it: the exit status, or 128 + signal.
-    pub fn code(&self) -> i32 {
-        match *self {
-            ExitStatus::Exited(code) => code,
-            ExitStatus::Signaled(signal) => 128 + signal,
-        }
-    }
 }
 
 /// What a run ended with.

@@ -5,9 +5,9 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use hermetic_mountplan::{Layout, MountPlan, Step};
-use hermetic_namespaces::sys::CStringArray;
 use hermetic_namespaces::{Exec, HostIds, IdMaps, Namespaces, UserNamespace, Uts};
 use hermetic_seccomp_profiles::{Description, Profile};
+use hermetic_sys::CStringArray;
 use hermetic_uidmap::pool::RANGE_SIZE;
 use hermetic_uidmap::{SANDBOX_GID, SANDBOX_UID, SandboxIds};
 use serde::Serialize;

@@ -12,8 +12,27 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use serde::Serialize;
 
 use crate::error::SandboxError;
-use crate::run::ExitStatus;
 use crate::terminal::HostTerminal;
+
+/// How the sandbox's PID 1 ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitStatus {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The status as a shell shows it: the exit status, or 128 + signal.
+    pub fn code(&self) -> i32 {
+        match *self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(signal) => 128 + signal,
+        }
+    }
+}
 
 /// Which time limit ended a run (B78).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -8,8 +8,8 @@ use hermetic_tests::nix_peer::NixPeer;
 use hermetic_tests::{TempDir, hermetic, root_or_skip};
 
 #[test]
-fn nix_and_hermetic_build_the_same_outputs() {
-    if !root_or_skip("nix_and_hermetic_build_the_same_outputs") {
+fn nix_and_hermetic_realise_the_same_outputs() {
+    if !root_or_skip("nix_and_hermetic_realise_the_same_outputs") {
         return;
     }
     let shell = hermetic_host::static_shell().expect("a static shell (busybox-static)");
@@ -18,7 +18,7 @@ fn nix_and_hermetic_build_the_same_outputs() {
          extra-sandbox-paths = /bin/sh={}\nsubstituters =\n",
         shell.display()
     );
-    let Some(nix) = NixPeer::or_skip("nix_and_hermetic_build_the_same_outputs", &conf) else {
+    let Some(nix) = NixPeer::or_skip("nix_and_hermetic_realise_the_same_outputs", &conf) else {
         return;
     };
     let work = TempDir::new("vs-nix");

@@ -2,8 +2,8 @@
 //! that makes launching from a threaded process safe; see the namespaces
 //! crate). This binary's allocator kills any launched child that does.
 
-use hermetic_namespaces::sys::{ALLOCATED_IN_CHILD, NoAllocInChild};
 use hermetic_runtime::{ExitStatus, SandboxPath};
+use hermetic_sys::{ALLOCATED_IN_CHILD, NoAllocInChild};
 use hermetic_tests::{TestStore, probe_spec, root_or_skip, run};
 
 #[global_allocator]

@@ -6,10 +6,10 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
-use hermetic_namespaces::sys::CStringArray;
 use hermetic_namespaces::{
     Exec, IdMaps, LaunchRequest, Namespaces, SetupFailure, Stdio, UserNamespace, launch,
 };
+use hermetic_sys::CStringArray;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use nix::sys::wait::WaitStatus;

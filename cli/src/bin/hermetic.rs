@@ -180,12 +180,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let get = |attr: &'static str| std::env::var(attr).ok();
             match name.as_str() {
                 "buildenv" => {
-                    for warning in hermetic_build::builtins::buildenv::run(&get)? {
+                    for warning in hermetic_realise::builtins::buildenv::run(&get)? {
                         eprintln!("warning: {warning}");
                     }
                 }
-                "fetchurl" => hermetic_build::builtins::fetchurl::run(&get, &hashed_mirrors)?,
-                "unpack-channel" => hermetic_build::builtins::unpack_channel::run(&get)?,
+                "fetchurl" => hermetic_realise::builtins::fetchurl::run(&get, &hashed_mirrors)?,
+                "unpack-channel" => hermetic_realise::builtins::unpack_channel::run(&get)?,
                 other => anyhow::bail!("unsupported builtin builder '{other}'"),
             }
         }
@@ -426,9 +426,9 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     // build's supervisor polls.
     let cancel = hermetic_cli::interrupts_as_fd()?;
 
-    let log: hermetic_build::log::SharedLog =
+    let log: hermetic_realise::log::SharedLog =
         std::sync::Arc::new(std::sync::Mutex::new(std::io::stderr()));
-    let summary = hermetic_build::schedule::build_all(
+    let summary = hermetic_realise::schedule::build_all(
         &layout,
         &settings,
         &targets,
@@ -442,7 +442,7 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
         },
     )?;
     let report = summary.failure_report(&targets, &layout.store_dir, &|_, failure| {
-        hermetic_build::error_chain(&failure.error)
+        hermetic_realise::error_chain(&failure.error)
     });
     for line in &report.lines {
         eprintln!("{line}");

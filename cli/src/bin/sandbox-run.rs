@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hermetic_build::spec::RUN_POLICY_SETTINGS;
 use hermetic_config::settings::{Settings, SettingsError};
+use hermetic_realise::spec::RUN_POLICY_SETTINGS;
 use hermetic_runtime::job::{Job, JobOutcome, LimitHit};
 use hermetic_runtime::{BuildUser, Network, RunOptions, SandboxPath, SandboxSpec, environment};
 
@@ -378,7 +378,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let spec = spec_from(&cli)?;
     let settings = settings_from(&cli)?;
     let label = spec.builder.display().to_string();
-    let policy = hermetic_build::spec::run_policy(&settings);
+    let policy = hermetic_realise::spec::run_policy(&settings);
     let job = Job::start(spec, &policy, &label, &mut |notice| eprintln!("{notice}"))?;
     let sandbox = job.prepare()?;
     if cli.print_plan {

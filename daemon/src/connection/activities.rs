@@ -11,8 +11,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hermetic_build::goal::BuildFailure;
-use hermetic_build::schedule::Progress;
+use hermetic_realise::goal::BuildFailure;
+use hermetic_realise::schedule::Progress;
 use hermetic_store::{StoreDir, StorePath};
 
 use super::{ClientWriter, lock};
@@ -161,7 +161,7 @@ impl BuildReporter {
     /// The error of `drv`'s failure as Nix's daemon says it: a builder that
     /// failed gets its last log lines after it.
     pub(super) fn describe(&self, drv: &StorePath, failure: &BuildFailure) -> String {
-        use hermetic_build::BuildError;
+        use hermetic_realise::BuildError;
         let message = hermetic_store::error_chain(&failure.error);
         let builder_failed = matches!(
             failure.error,
@@ -202,7 +202,7 @@ impl BuildReporter {
     }
 
     /// A log sink that sends builders' lines through this reporter.
-    pub(super) fn log(self: &Arc<Self>) -> hermetic_build::log::SharedLog {
+    pub(super) fn log(self: &Arc<Self>) -> hermetic_realise::log::SharedLog {
         Arc::new(Mutex::new(ReporterLog(self.clone())))
     }
 }
@@ -210,7 +210,7 @@ impl BuildReporter {
 /// Builders' lines, on their way through a reporter.
 struct ReporterLog(Arc<BuildReporter>);
 
-impl hermetic_build::log::LogSink for ReporterLog {
+impl hermetic_realise::log::LogSink for ReporterLog {
     fn line(&mut self, drv: &StorePath, prefix: &str, line: &[u8]) -> std::io::Result<()> {
         self.0.line(drv, prefix, line)
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::sync::Arc;
 
-use hermetic_build::schedule::Progress;
+use hermetic_realise::schedule::Progress;
 use hermetic_store::StorePath;
 
 use super::activities::BuildReporter;
@@ -92,7 +92,7 @@ impl Connection {
         drv: hermetic_store::Derivation,
         mode: u64,
     ) -> Result<Outcome, Step> {
-        use hermetic_build::goal::Goal;
+        use hermetic_realise::goal::Goal;
         self.refuse_untrusted_repair(mode == 1)?;
         if drv.is_fixed_output() {
             // Its path comes from its hash alone: no input is consulted.
@@ -230,10 +230,10 @@ impl Connection {
         &self,
         drvs: &[StorePath],
         check: bool,
-    ) -> Result<(hermetic_build::schedule::Summary, Arc<BuildReporter>), Step> {
+    ) -> Result<(hermetic_realise::schedule::Summary, Arc<BuildReporter>), Step> {
         let reporter = self.reporter();
         let summary = self.while_watching_hangup(|cancel| {
-            hermetic_build::schedule::build_all(
+            hermetic_realise::schedule::build_all(
                 &self.layout,
                 &self.settings,
                 drvs,
@@ -323,8 +323,8 @@ impl Connection {
 }
 
 /// Nix's `BuildResult` status for a failure of this kind.
-pub(super) fn result_status(kind: hermetic_build::goal::FailureKind) -> u64 {
-    use hermetic_build::goal::FailureKind;
+pub(super) fn result_status(kind: hermetic_realise::goal::FailureKind) -> u64 {
+    use hermetic_realise::goal::FailureKind;
     match kind {
         FailureKind::Permanent | FailureKind::HashMismatch => 3,
         FailureKind::Transient => 6,

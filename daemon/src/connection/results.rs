@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
-use hermetic_build::schedule::Summary;
+use hermetic_realise::schedule::Summary;
 use hermetic_store::{Derivation, LocalStore, StorePath};
 
 use super::activities::BuildReporter;
@@ -51,14 +51,15 @@ pub(super) struct Outcome {
 impl Outcome {
     /// A failed build's result, with its work's times.
     pub(super) fn failed(
-        failure: &hermetic_build::goal::BuildFailure,
+        failure: &hermetic_realise::goal::BuildFailure,
         message: String,
         (start_time, stop_time): (u64, u64),
     ) -> Outcome {
         Outcome {
             status: result_status(failure.kind),
             message,
-            non_deterministic: failure.kind == hermetic_build::goal::FailureKind::NotDeterministic,
+            non_deterministic: failure.kind
+                == hermetic_realise::goal::FailureKind::NotDeterministic,
             start_time,
             stop_time,
             ..Outcome::default()

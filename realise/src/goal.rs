@@ -20,7 +20,9 @@ use crate::error::{BuildError, io_err};
 use crate::finish::{Finishing, keep_failed};
 use crate::inputs::{impure_host_deps, input_closure, sandbox_paths};
 use crate::log::{BuilderOutput, SharedLog};
-use crate::mode::{Mode, check_platform, namespaces_available, select};
+use hermetic_runtime::doctor::namespaces_available;
+
+use crate::mode::{Mode, check_platform, select};
 use crate::outputs::BuilderIds;
 use crate::spec::{SpecInputs, sandbox_spec};
 use hermetic_store::local::build_log::BuildLogFile;

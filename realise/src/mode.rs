@@ -18,21 +18,6 @@ pub enum Mode {
     Unsandboxed,
 }
 
-/// Whether the kernel can make the sandbox's mount and PID namespaces (B6).
-pub fn namespaces_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let unprivileged = !nix::unistd::geteuid().is_root();
-        match hermetic_namespaces::probe::sandbox_probe(unprivileged) {
-            Ok(()) => true,
-            Err(failure) => {
-                tracing::debug!(?failure, "the sandbox's namespaces are not available");
-                false
-            }
-        }
-    })
-}
-
 /// Checks the platform and required features (B11, Lix's text).
 pub fn check_platform(
     settings: &Settings,

@@ -107,7 +107,7 @@ fn strip_xattrs(path: &Path) -> Result<(), BuildError> {
     let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         io_err("inspect", path)(std::io::Error::from(std::io::ErrorKind::InvalidInput))
     })?;
-    let names = match hermetic_namespaces::sys::list_xattrs(&c_path) {
+    let names = match hermetic_sys::list_xattrs(&c_path) {
         Ok(names) => names,
         Err(nix::errno::Errno::ENOTSUP) => return Ok(()),
         Err(errno) => {
@@ -124,7 +124,7 @@ fn strip_xattrs(path: &Path) -> Result<(), BuildError> {
             continue;
         }
         let c_name = CString::new(name).expect("xattr names have no NUL");
-        hermetic_namespaces::sys::remove_xattr(&c_path, &c_name)
+        hermetic_sys::remove_xattr(&c_path, &c_name)
             .map_err(|e| io_err("remove an extended attribute of", path)(e.into()))?;
     }
     Ok(())

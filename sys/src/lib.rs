@@ -1,8 +1,9 @@
-//! The syscall layer: every `unsafe` block of hermetic lives in this module.
+//! The syscall layer: every `unsafe` block of hermetic lives in this crate,
+//! a leaf that any other crate may use.
 //!
 //! Each wrapper is small, does one system call (or one fixed loop of them) and
 //! allocates nothing, so that the launcher can call it between `clone` and
-//! `execve` (see the crate documentation for why that matters). Identity
+//! `execve` (see `hermetic-namespaces` for why that matters). Identity
 //! changes (`setresuid`, `setresgid`, `setgroups`) go to the kernel directly:
 //! glibc's wrappers broadcast them to every thread glibc believes exists, and a
 //! child made by a raw `clone` of a threaded parent still carries the parent's
@@ -68,8 +69,10 @@ struct CloneArgs {
 ///
 /// The new process is a copy of a possibly threaded caller: `child` must not
 /// allocate, take a lock or unwind; should it return, the process exits. Only
-/// the launcher calls this, with `ChildProgram::run`, which keeps those rules.
-pub(crate) fn spawn(flags: u64, child: &dyn Fn()) -> Result<(Pid, OwnedFd), Errno> {
+/// the launcher (`hermetic-namespaces`) calls this, with its child program,
+/// which keeps those rules; anything else starts processes with
+/// `std::process::Command`.
+pub fn spawn(flags: u64, child: &dyn Fn()) -> Result<(Pid, OwnedFd), Errno> {
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
@@ -405,9 +408,15 @@ pub fn replace_fd(source: BorrowedFd<'_>, target: RawFd) -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// Set to `true` in a launched child, before its first step. Only a test's
+/// allocator ([`NoAllocInChild`]) reads it, to prove that the child never
+/// allocates.
+pub static IN_LAUNCHED_CHILD: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// A global allocator for tests: the system allocator, except that a
 /// launched child that allocates before `execve` exits at once with status
-/// [`ALLOCATED_IN_CHILD`] (see [`crate::IN_LAUNCHED_CHILD`]).
+/// [`ALLOCATED_IN_CHILD`] (see [`IN_LAUNCHED_CHILD`]).
 pub struct NoAllocInChild;
 
 /// The status of a launched child that allocated.
