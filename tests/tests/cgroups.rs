@@ -455,7 +455,7 @@ fn cgroup_v2_kills_reports_and_removes() {
     let _removed = RemoveOnDrop(&cgroup);
     // cgroup.kill (5.14): without it, the kill below is the fallback of
     // D7 (freeze, SIGKILL each process, thaw), checked the same way.
-    let lacks_kill = kernel::lacks("cgroup.kill", cgroup.dirs[0].join("cgroup.kill").exists());
+    let lacks_kill = kernel::lacks("cgroup.kill", cgroup.dirs()[0].join("cgroup.kill").exists());
     let spec = probe_spec(
         "sleep 920.5 & i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done; echo busy; sleep 920.5",
     );
@@ -496,7 +496,7 @@ fn cgroup_v2_kills_reports_and_removes() {
     let usage = cgroup.usage();
     assert!(usage.user_usec > 0, "cpu.stat says no user time: {usage:?}");
     cgroup.destroy().unwrap();
-    assert!(!cgroup.dirs[0].exists());
+    assert!(!cgroup.dirs()[0].exists());
     // Limits need controllers this hierarchy may not have.
     if !layout.offers(hermetic_runtime::cgroup::Controller::Pids) {
         let refused = BuildCgroup::create(
