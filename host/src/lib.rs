@@ -2,11 +2,72 @@
 //! shell for `/bin/sh`, the `/dev` nodes, the kernel's version and
 //! capability count, the CPUs this process may use, the Nix system name.
 //! Each is a question to the running system, asked where a value is made
-//! (settings' defaults, a sandbox's plan), never deep inside a plan.
+//! (settings' defaults, a sandbox's plan), never deep inside a plan: what a
+//! sandbox's plan and the checks before a build need is [`HostFacts`], read
+//! once per process and passed in, so that those are tested with made-up
+//! hosts, without root.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
+
+/// What this host is, as far as a sandbox's plan and the checks before a
+/// build depend on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    /// This process runs as root (effective uid 0): it sets sandboxes up as
+    /// root and runs builders as build users (B25).
+    pub root: bool,
+    /// The device nodes present of [`DEV_NODES`] and `kvm`, by name, with
+    /// their resolved paths.
+    pub dev_nodes: Vec<(String, PathBuf)>,
+    /// The host has `/dev/shm` (B43).
+    pub dev_shm: bool,
+    /// The host has `/dev/pts/ptmx` (B44).
+    pub devpts: bool,
+    /// The running kernel's (major, minor) version.
+    pub kernel_version: Option<(u32, u32)>,
+    /// The highest capability number the kernel knows.
+    pub last_capability: u32,
+}
+
+impl HostFacts {
+    /// Asks the running system.
+    pub fn probe() -> HostFacts {
+        HostFacts {
+            root: nix::unistd::geteuid().is_root(),
+            dev_nodes: DEV_NODES
+                .iter()
+                .chain(&["kvm"])
+                .filter_map(|name| dev_node(name).map(|path| (name.to_string(), path)))
+                .collect(),
+            dev_shm: has_dev_shm(),
+            devpts: has_devpts(),
+            kernel_version: kernel_version(),
+            last_capability: last_capability(),
+        }
+    }
+
+    /// This host's facts, probed on first use and kept for the life of the
+    /// process.
+    pub fn get() -> &'static HostFacts {
+        static FACTS: std::sync::OnceLock<HostFacts> = std::sync::OnceLock::new();
+        FACTS.get_or_init(HostFacts::probe)
+    }
+
+    /// The resolved path of the device node `name`, when the host has it.
+    pub fn dev_node(&self, name: &str) -> Option<&Path> {
+        self.dev_nodes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, path)| path.as_path())
+    }
+
+    /// Whether the kernel is at least `major.minor`.
+    pub fn kernel_at_least(&self, major: u32, minor: u32) -> bool {
+        self.kernel_version.is_some_and(|v| v >= (major, minor))
+    }
+}
 
 /// The Nix system name of this host (`x86_64-linux` on x86_64).
 pub fn system() -> String {

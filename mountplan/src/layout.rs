@@ -65,7 +65,11 @@ pub struct BindEntry {
 
 /// How writes to the store directory reach the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
 pub enum StoreLayer {
     /// An overlay: mount points in a tmpfs (off the host disk), writes in
     /// `upper` (on the real store's filesystem).

@@ -10,9 +10,18 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+/// A file mode as people write it (`"0755"`), for the printed plan.
+fn octal<S: serde::Serializer>(mode: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{mode:04o}"))
+}
+
 /// One step of a [`MountPlan`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
+#[serde(
+    tag = "op",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
 pub enum Step {
     /// Make every mount of the new mount namespace private, so nothing the
     /// plan mounts propagates back to the host.
@@ -39,6 +48,7 @@ pub enum Step {
         /// Where, inside the sandbox.
         path: PathBuf,
         /// Its mode.
+        #[serde(serialize_with = "octal")]
         mode: u32,
     },
     /// Create a regular file, empty (a mount point) or with contents.
@@ -46,6 +56,7 @@ pub enum Step {
         /// Where, inside the sandbox.
         path: PathBuf,
         /// Its mode.
+        #[serde(serialize_with = "octal")]
         mode: u32,
         /// What it holds.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +74,7 @@ pub enum Step {
         /// Which, inside the sandbox.
         path: PathBuf,
         /// The new mode.
+        #[serde(serialize_with = "octal")]
         mode: u32,
     },
     /// Bind-mount a host path into the sandbox.

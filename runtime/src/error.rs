@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use hermetic_mountplan::{CompileError, LayoutError};
 use hermetic_namespaces::LaunchError;
+use hermetic_uidmap::pool::RANGE_SIZE;
 use nix::errno::Errno;
 
 use crate::scratch::ScratchError;
@@ -61,6 +62,12 @@ pub enum SandboxError {
     /// B19's text.
     #[error("feature 'uid-range' requires the setting 'auto-allocate-uids' to be enabled")]
     UidRangeNeedsAutoAllocation,
+    /// A uid-range sandbox planned for a builder without a whole range of
+    /// ids (the settings allowed it; the identity it got does not have it).
+    #[error(
+        "feature 'uid-range' needs a build user with a range of {RANGE_SIZE} ids, as 'auto-allocate-uids' leases them to root; {0}"
+    )]
+    UidRangeWithoutRange(String),
     /// B19's text (Lix).
     #[error("feature 'uid-range' requires the setting 'use-cgroups' to be enabled")]
     UidRangeNeedsCgroups,

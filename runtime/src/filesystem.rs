@@ -13,7 +13,7 @@ use crate::identity::Identity;
 use crate::scratch::{Scratch, ScratchNeeds};
 use crate::sources;
 use crate::spec::SandboxSpec;
-use hermetic_host as host;
+use hermetic_host::{DEV_NODES, HostFacts};
 
 /// Set once overlayfs failed in this process; later sandboxes make their
 /// store mount points on disk straight away.
@@ -24,12 +24,12 @@ pub(crate) fn mark_overlay_unusable() {
     OVERLAY_UNUSABLE.store(true, Ordering::Relaxed);
 }
 
-fn overlay_usable(identity: &Identity) -> bool {
+fn overlay_usable(identity: &Identity, host: &HostFacts) -> bool {
     if OVERLAY_UNUSABLE.load(Ordering::Relaxed) {
         return false;
     }
     // overlayfs can be mounted inside a user namespace since Linux 5.11.
-    identity.is_root() || host::kernel_version().is_some_and(|v| v >= (5, 11))
+    identity.is_root() || host.kernel_at_least(5, 11)
 }
 
 /// The input paths as the store holds them.
@@ -78,18 +78,16 @@ pub(crate) fn binds(spec: &SandboxSpec) -> Result<Vec<BindEntry>, SandboxError> 
     Ok(binds)
 }
 
-/// The device nodes the sandbox binds (B42).
-fn dev_nodes(spec: &SandboxSpec) -> Vec<(String, PathBuf)> {
-    let mut nodes: Vec<(String, PathBuf)> = host::DEV_NODES
-        .iter()
-        .filter_map(|name| host::dev_node(name).map(|path| (name.to_string(), path)))
-        .collect();
-    if spec.kvm
-        && let Some(path) = host::dev_node("kvm")
-    {
-        nodes.push(("kvm".to_string(), path));
-    }
-    nodes
+/// The device nodes the sandbox binds (B42): those of [`DEV_NODES`] the
+/// host has, and `kvm` when the spec asks and the host has it.
+fn dev_nodes(spec: &SandboxSpec, host: &HostFacts) -> Vec<(String, PathBuf)> {
+    let wanted = DEV_NODES.iter().chain(spec.kvm.then_some(&"kvm"));
+    wanted
+        .filter_map(|name| {
+            host.dev_node(name)
+                .map(|path| (name.to_string(), path.to_path_buf()))
+        })
+        .collect()
 }
 
 /// The store layer of `scratch`: an overlay when it has a work directory,
@@ -121,11 +119,13 @@ pub(crate) fn without_overlay(layout: &Layout, scratch: &Scratch) -> Layout {
     layout
 }
 
-/// Chooses the scratch directory and describes the sandbox's filesystem.
+/// Chooses the scratch directory and describes the sandbox's filesystem on
+/// `host`.
 pub(crate) fn layout(
     spec: &SandboxSpec,
     identity: &Identity,
     scratch_parent: &Path,
+    host: &HostFacts,
 ) -> Result<(Scratch, Layout), SandboxError> {
     let inputs = inputs(spec)?;
     let binds = binds(spec)?;
@@ -137,7 +137,7 @@ pub(crate) fn layout(
         });
     let needs = ScratchNeeds {
         sandbox: true,
-        work: store_entries && overlay_usable(identity),
+        work: store_entries && overlay_usable(identity, host),
         build: spec.build_dir.is_none(),
     };
     let scratch = Scratch::choose(scratch_parent, needs);
@@ -184,12 +184,125 @@ pub(crate) fn layout(
         tmp_source: scratch.tmp.clone().expect("a sandbox's scratch has /tmp"),
         etc_files,
         dev: DevLayout {
-            nodes: dev_nodes(spec),
-            shm_options: host::has_dev_shm().then(|| format!("size={}", spec.sandbox_dev_shm_size)),
-            devpts: host::has_devpts(),
+            nodes: dev_nodes(spec, host),
+            shm_options: host
+                .dev_shm
+                .then(|| format!("size={}", spec.sandbox_dev_shm_size)),
+            devpts: host.devpts,
         },
         sysfs: spec.uid_range,
         etc_owner: builder.map(|user| (user.uid, user.gid)),
     };
     Ok((scratch, layout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A made-up host with every `/dev` node, `/dev/shm` and devpts.
+    fn host() -> HostFacts {
+        HostFacts {
+            root: false,
+            dev_nodes: DEV_NODES
+                .iter()
+                .chain(&["kvm"])
+                .map(|name| (name.to_string(), PathBuf::from("/dev").join(name)))
+                .collect(),
+            dev_shm: true,
+            devpts: true,
+            kernel_version: Some((6, 1)),
+            last_capability: 40,
+        }
+    }
+
+    fn unprivileged() -> Identity {
+        Identity::Unprivileged {
+            uid: 1000,
+            gid: 100,
+        }
+    }
+
+    /// A store directory holding one input, in a fresh temporary
+    /// directory that the test removes.
+    struct FakeStore(PathBuf);
+
+    impl FakeStore {
+        fn new(label: &str) -> FakeStore {
+            let dir = std::env::temp_dir()
+                .join(format!("hermetic-layout-{label}-{}", std::process::id()));
+            std::fs::create_dir_all(dir.join("store/aaaa-input")).unwrap();
+            FakeStore(dir)
+        }
+
+        fn spec(&self) -> SandboxSpec {
+            let mut spec = SandboxSpec::new(PathBuf::from("/bin/sh"), Vec::new());
+            spec.real_store_dir = Some(self.0.join("store"));
+            spec.inputs = vec![self.0.join("store/aaaa-input")];
+            spec.build_dir = Some(self.0.join("build"));
+            spec
+        }
+    }
+
+    impl Drop for FakeStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn plan(spec: &SandboxSpec, identity: &Identity, host: &HostFacts) -> (Scratch, Layout) {
+        layout(
+            spec,
+            identity,
+            Path::new("/nonexistent/scratch-parent"),
+            host,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_dev_of_a_sandbox_is_what_the_host_has() {
+        let store = FakeStore::new("dev");
+        let mut spec = store.spec();
+        let (_, layout) = plan(&spec, &unprivileged(), &host());
+        let names: Vec<&str> = layout.dev.nodes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, DEV_NODES);
+        assert_eq!(layout.dev.shm_options.as_deref(), Some("size=50%"));
+        assert!(layout.dev.devpts);
+
+        spec.kvm = true;
+        let mut bare = host();
+        bare.dev_nodes.retain(|(n, _)| n != "tty");
+        bare.dev_shm = false;
+        bare.devpts = false;
+        let (_, layout) = plan(&spec, &unprivileged(), &bare);
+        let names: Vec<&str> = layout.dev.nodes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["full", "null", "random", "urandom", "zero", "kvm"]);
+        assert_eq!(layout.dev.shm_options, None);
+        assert!(!layout.dev.devpts);
+
+        bare.dev_nodes.retain(|(n, _)| n != "kvm");
+        let (_, layout) = plan(&spec, &unprivileged(), &bare);
+        assert!(!layout.dev.nodes.iter().any(|(n, _)| n == "kvm"));
+    }
+
+    #[test]
+    fn an_unprivileged_sandbox_uses_overlayfs_from_linux_5_11() {
+        let store = FakeStore::new("overlay");
+        let spec = store.spec();
+        let mut old = host();
+        old.kernel_version = Some((5, 10));
+        let (scratch, layout) = plan(&spec, &unprivileged(), &old);
+        assert_eq!(scratch.work, None);
+        assert!(matches!(layout.store, StoreLayer::Direct { .. }));
+        let (scratch, layout) = plan(&spec, &unprivileged(), &host());
+        assert!(scratch.work.is_some());
+        assert!(matches!(
+            layout.store,
+            StoreLayer::Overlay {
+                userxattr: true,
+                ..
+            }
+        ));
+    }
 }

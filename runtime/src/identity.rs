@@ -7,7 +7,11 @@ use crate::spec::{BuildUser, SandboxSpec};
 
 /// Who the builder runs as on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
 pub enum Identity {
     /// hermetic runs as root: a sandbox is set up as root in its own
     /// namespaces, then enters a user namespace as the build user; an

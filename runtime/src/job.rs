@@ -16,6 +16,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use hermetic_host::HostFacts;
 use hermetic_namespaces::kill_processes_of;
 use hermetic_uidmap::pool::{self, BuildUserLease, RANGE_SIZE};
 use serde::Serialize;
@@ -35,6 +36,18 @@ pub struct Job {
     pub spec: SandboxSpec,
     policy: RunPolicy,
     lease: Option<BuildUserLease>,
+}
+
+/// A job's plan as `sandbox-run --print-plan` prints it (see
+/// [`Job::printed_plan`]): the spec and the run policy, then the sandbox
+/// they became (identity, scratch, process, mount plan).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PrintedPlan<'a> {
+    spec: SandboxSpec,
+    run_policy: &'a RunPolicy,
+    #[serde(flatten)]
+    sandbox: &'a Sandbox,
 }
 
 /// What a build ended with, beyond its sandbox's [`Outcome`].
@@ -73,25 +86,21 @@ impl JobOutcome {
     }
 }
 
-/// Whether this process may use build users at all (B25: only root).
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Whether `policy` makes builds run as build users (B25).
-fn uses_build_users(policy: &RunPolicy) -> bool {
+/// Whether `policy` makes builds run as build users on `host` (B25: only
+/// root uses build users).
+fn uses_build_users(policy: &RunPolicy, host: &HostFacts) -> bool {
     let pool = &policy.build_users;
-    is_root() && (!pool.build_users_group.is_empty() || pool.auto_allocate_uids)
+    host.root && (!pool.build_users_group.is_empty() || pool.auto_allocate_uids)
 }
 
 /// The checks made before any build (B29, Lix's order), then those of a
 /// uid-range build (B10, B19) and of the limits.
-fn preflight(spec: &SandboxSpec, policy: &RunPolicy) -> Result<(), SandboxError> {
+fn preflight(spec: &SandboxSpec, policy: &RunPolicy, host: &HostFacts) -> Result<(), SandboxError> {
     let pool = &policy.build_users;
     if pool.auto_allocate_uids && pool.id_count > 1 && !policy.use_cgroups {
         return Err(SandboxError::RangesNeedCgroups(pool.id_count));
     }
-    if policy.use_cgroups && !uses_build_users(policy) && spec.build_user.is_none() {
+    if policy.use_cgroups && !uses_build_users(policy, host) && spec.build_user.is_none() {
         return Err(SandboxError::CgroupsNeedBuildUsers);
     }
     if spec.uid_range {
@@ -132,13 +141,14 @@ impl Job {
         label: &str,
         waiting: &mut dyn FnMut(&str),
     ) -> Result<Job, SandboxError> {
-        preflight(&spec, policy)?;
+        let host = HostFacts::get();
+        preflight(&spec, policy, host)?;
         if policy.use_cgroups {
             remove_leftover_cgroups(policy);
         }
         let mut lease = None;
-        if spec.build_user.is_none() && is_root() {
-            if !uses_build_users(policy) {
+        if spec.build_user.is_none() && host.root {
+            if !uses_build_users(policy, host) {
                 return Err(pool::PoolError::NoBuildUsers.into());
             }
             let leased = pool::acquire(
@@ -173,6 +183,23 @@ impl Job {
         Sandbox::prepare(&self.spec)
     }
 
+    /// What `sandbox-run --print-plan` shows of `sandbox` (prepared from
+    /// this job): the spec as it was given (a leased build user shows in
+    /// `identity`, not in the spec, so the spec read back leases again) and
+    /// the run policy, then what they became. `sandbox-run --spec` reads it
+    /// back.
+    pub fn printed_plan<'a>(&'a self, sandbox: &'a Sandbox) -> PrintedPlan<'a> {
+        let mut spec = self.spec.clone();
+        if self.lease.is_some() {
+            spec.build_user = None;
+        }
+        PrintedPlan {
+            spec,
+            run_policy: &self.policy,
+            sandbox,
+        }
+    }
+
     /// Runs `sandbox` (prepared from this job) and ends the build cleanly:
     /// in its own cgroup when the policy says so, under the policy's time
     /// limits; afterwards no process of it is left and the build user is
@@ -190,7 +217,7 @@ impl Job {
             timeout: options.timeout.or(limit(self.policy.timeout)),
             ..options
         };
-        let build_user = self.spec.build_user.filter(|_| is_root());
+        let build_user = self.spec.build_user.filter(|_| HostFacts::get().root);
         // An unsandboxed build has no PID namespace to confine it: without a
         // cgroup, the build user's processes are swept before and after
         // (B79; Lix skips the sweep for sandboxed builds).
@@ -275,4 +302,108 @@ fn remove_leftover_cgroups(policy: &RunPolicy) {
     cgroup::remove_leftovers(&config.state_dir, |uid| {
         pool::hold_if_free(config, uid).ok().flatten()
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use hermetic_uidmap::pool::PoolConfig;
+
+    use super::*;
+
+    /// A made-up host: root or not, nothing else matters to preflight.
+    fn host(root: bool) -> HostFacts {
+        HostFacts {
+            root,
+            dev_nodes: Vec::new(),
+            dev_shm: true,
+            devpts: true,
+            kernel_version: Some((6, 1)),
+            last_capability: 40,
+        }
+    }
+
+    fn policy() -> RunPolicy {
+        RunPolicy {
+            build_users: PoolConfig {
+                build_users_group: String::new(),
+                auto_allocate_uids: false,
+                start_id: 872415232,
+                id_count: 8388608,
+                state_dir: PathBuf::from("/nonexistent/state"),
+            },
+            use_cgroups: false,
+            max_silent_time: 0,
+            timeout: 0,
+            max_build_pids: 0,
+            max_build_memory: 0,
+        }
+    }
+
+    fn refusal(spec: &SandboxSpec, policy: &RunPolicy, root: bool) -> String {
+        preflight(spec, policy, &host(root))
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn preflight_refuses_what_cannot_work_in_lix_order() {
+        let spec = SandboxSpec::new(PathBuf::from("/bin/sh"), Vec::new());
+        let mut ranges = policy();
+        ranges.build_users.auto_allocate_uids = true;
+        assert_eq!(
+            refusal(&spec, &ranges, true),
+            "Running builds with UID ranges (setting `auto-allocate-uids` enabled and `8388608` UIDs) \
+             requires the setting 'use-cgroups' to be enabled."
+        );
+        let mut cgroups = policy();
+        cgroups.use_cgroups = true;
+        // Root without a build-users group, and any ordinary user, has no
+        // build users to give a cgroup to.
+        for root in [true, false] {
+            assert!(
+                matches!(
+                    preflight(&spec, &cgroups, &host(root)),
+                    Err(SandboxError::CgroupsNeedBuildUsers)
+                ),
+                "root: {root}"
+            );
+        }
+        cgroups.build_users.build_users_group = "nixbld".into();
+        assert!(preflight(&spec, &cgroups, &host(true)).is_ok());
+        assert!(preflight(&spec, &cgroups, &host(false)).is_err());
+
+        let mut limited = policy();
+        limited.max_build_memory = 1 << 30;
+        assert_eq!(
+            refusal(&spec, &limited, false),
+            "'max-build-memory' limits a build through its cgroup: it needs use-cgroups = true"
+        );
+    }
+
+    #[test]
+    fn preflight_checks_a_uid_range_build() {
+        let mut spec = SandboxSpec::new(PathBuf::from("/bin/sh"), Vec::new());
+        spec.uid_range = true;
+        spec.sandbox = false;
+        assert_eq!(
+            refusal(&spec, &policy(), true),
+            "feature 'uid-range' is only supported in sandboxed builds"
+        );
+        spec.sandbox = true;
+        assert_eq!(
+            refusal(&spec, &policy(), true),
+            "feature 'uid-range' requires the setting 'auto-allocate-uids' to be enabled"
+        );
+        let mut auto = policy();
+        auto.build_users.auto_allocate_uids = true;
+        auto.build_users.id_count = 1;
+        assert_eq!(
+            refusal(&spec, &auto, true),
+            "feature 'uid-range' requires the setting 'use-cgroups' to be enabled"
+        );
+        auto.use_cgroups = true;
+        assert!(preflight(&spec, &auto, &host(true)).is_ok());
+    }
 }

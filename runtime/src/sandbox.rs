@@ -18,7 +18,7 @@ use crate::filesystem;
 use crate::identity::{Identity, supplementary_groups};
 use crate::scratch::{Scratch, ScratchNeeds};
 use crate::spec::{SandboxSpec, SpecError};
-use hermetic_host as host;
+use hermetic_host::HostFacts;
 
 /// The process the builder starts as (printed by `--print-plan`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,7 +64,9 @@ pub struct ProcessPlan {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Sandbox {
-    /// The spec it was made from.
+    /// The spec it was made from (printed beside the sandbox, by
+    /// [`crate::job::PrintedPlan`]).
+    #[serde(skip)]
     pub spec: SandboxSpec,
     /// Who it runs as.
     pub identity: Identity,
@@ -115,11 +117,19 @@ impl Sandbox {
             if !spec.sandbox {
                 return Err(SandboxError::UidRangeUnsandboxed);
             }
-            if identity
-                .build_user()
-                .is_none_or(|user| user.count < RANGE_SIZE)
-            {
-                return Err(SandboxError::UidRangeNeedsAutoAllocation);
+            match identity.build_user() {
+                Some(user) if user.count >= RANGE_SIZE => {}
+                Some(user) => {
+                    return Err(SandboxError::UidRangeWithoutRange(format!(
+                        "build user {} has {} of them",
+                        user.uid, user.count
+                    )));
+                }
+                None => {
+                    return Err(SandboxError::UidRangeWithoutRange(
+                        "this process is not root and has none".into(),
+                    ));
+                }
             }
         }
         // The block on nested user namespaces never applies to uid-range
@@ -154,7 +164,7 @@ impl Sandbox {
         };
 
         let sandbox = if spec.sandbox {
-            let (scratch, layout) = filesystem::layout(spec, &identity, &parent)?;
+            let (scratch, layout) = filesystem::layout(spec, &identity, &parent, HostFacts::get())?;
             let mount_plan = layout.plan()?;
             let (ids, inside) = if spec.uid_range {
                 (SandboxIds::range(host_uid, host_gid), (0, 0))
@@ -307,7 +317,7 @@ impl Sandbox {
             // root of its own user namespace and keeps its capabilities (D5).
             drop_capabilities: (self.spec.sandbox || self.identity.is_root())
                 && !self.spec.uid_range,
-            last_capability: host::last_capability(),
+            last_capability: HostFacts::get().last_capability,
             no_new_privs: true,
             controlling_terminal,
             seccomp: self.seccomp.map(|profile| profile.program()),

@@ -328,6 +328,90 @@ fn print_plan_shows_spec_and_mounts_and_runs_nothing() {
     assert!(plan["process"].get("seccomp").is_none());
 }
 
+/// Every key of a JSON document, at any depth.
+fn json_keys(value: &serde_json::Value, keys: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                keys.push(key.clone());
+                json_keys(inner, keys);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| json_keys(v, keys)),
+        _ => {}
+    }
+}
+
+#[test]
+fn a_printed_plan_shows_the_run_policy_and_reads_back_as_a_spec() {
+    if !root_or_skip("a_printed_plan_shows_the_run_policy_and_reads_back_as_a_spec") {
+        return;
+    }
+    let (code, stdout, stderr, store) = sandbox_run_in_store(&[
+        "--print-plan",
+        "--option",
+        "max-silent-time",
+        "7",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo from-the-plan",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(plan["run-policy"]["max-silent-time"], 7);
+    assert!(plan["run-policy"]["build-users"].is_object(), "{stdout}");
+    let mut keys = Vec::new();
+    json_keys(&plan, &mut keys);
+    // Environment variables are the builder's, not the plan's keys.
+    let env_names: Vec<&str> = plan["spec"]["env"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let snake: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains('_') && !env_names.contains(&k.as_str()))
+        .collect();
+    assert!(snake.is_empty(), "keys not in kebab-case: {snake:?}");
+    let steps = plan["mount-plan"]["steps"].as_array().unwrap();
+    let mkdir = steps.iter().find(|s| s["op"] == "mkdir").unwrap();
+    assert!(
+        mkdir["mode"].as_str().is_some_and(|m| m.starts_with('0')),
+        "{mkdir}"
+    );
+
+    let file = TempDir::new("printed-plan");
+    let path = file.path.join("plan.json");
+    std::fs::write(&path, &stdout).unwrap();
+    let output = Command::new(sandbox_run())
+        .arg("--spec")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("from-the-plan"), "{printed}");
+    assert_no_scratch_left(&store);
+
+    // The plan's run policy is the run's: an option that would change it
+    // is refused, not silently overridden.
+    let output = Command::new(sandbox_run())
+        .arg("--spec")
+        .arg(&path)
+        .args(["--option", "timeout", "3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("'--option timeout' conflicts with the run policy in"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn keep_says_where_and_keeps() {
     if !root_or_skip("keep_says_where_and_keeps") {

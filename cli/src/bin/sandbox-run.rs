@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 use hermetic_config::settings::{Settings, SettingsError};
 use hermetic_realise::spec::RUN_POLICY_SETTINGS;
 use hermetic_runtime::job::{Job, JobOutcome, LimitHit};
-use hermetic_runtime::{BuildUser, Network, RunOptions, SandboxPath, SandboxSpec, environment};
+use hermetic_runtime::{
+    BuildUser, Network, RunOptions, RunPolicy, SandboxPath, SandboxSpec, environment,
+};
 
 /// Exit status when sandbox-run itself fails (before the command runs).
 const EXIT_FAILURE: u8 = 125;
@@ -237,22 +239,50 @@ fn doctor() -> Result<ExitCode> {
     })
 }
 
-/// The spec the command line describes.
-fn spec_from(cli: &Cli) -> Result<SandboxSpec> {
+/// A `--spec` file: a bare `SandboxSpec`, or what `--print-plan` printed
+/// (its `spec` and `run-policy`; the rest is what they became, and is
+/// planned again).
+fn read_spec_file(file: &Path) -> Result<(SandboxSpec, Option<RunPolicy>)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading '{}'", file.display()))?;
+    let invalid = || format!("'{}' is not a valid SandboxSpec", file.display());
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(invalid)?;
+    let Some(printed) = value.as_object().filter(|o| o.contains_key("mount-plan")) else {
+        return Ok((serde_json::from_value(value).with_context(invalid)?, None));
+    };
+    let spec = printed.get("spec").cloned().unwrap_or_default();
+    let spec = serde_json::from_value(spec).with_context(|| {
+        format!(
+            "the 'spec' of the printed plan '{}' is not valid",
+            file.display()
+        )
+    })?;
+    let policy = match printed.get("run-policy") {
+        Some(policy) => Some(serde_json::from_value(policy.clone()).with_context(|| {
+            format!(
+                "the 'run-policy' of the printed plan '{}' is not valid",
+                file.display()
+            )
+        })?),
+        None => None,
+    };
+    Ok((spec, policy))
+}
+
+/// The spec the command line describes, and the run policy when `--spec`
+/// gives one.
+fn spec_from(cli: &Cli) -> Result<(SandboxSpec, Option<RunPolicy>)> {
     let (builder, args) = match cli.command.split_first() {
         Some((builder, args)) => (Some(PathBuf::from(builder)), args.to_vec()),
         None => (None, Vec::new()),
     };
     if let Some(file) = &cli.spec {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("reading '{}'", file.display()))?;
-        let mut spec: SandboxSpec = serde_json::from_str(&text)
-            .with_context(|| format!("'{}' is not a valid SandboxSpec", file.display()))?;
+        let (mut spec, policy) = read_spec_file(file)?;
         if let Some(builder) = builder {
             spec.builder = builder;
             spec.args = args;
         }
-        return Ok(spec);
+        return Ok((spec, policy));
     }
     let mut spec = SandboxSpec::new(builder.unwrap_or_else(|| PathBuf::from("/bin/sh")), args);
     if let Some(store) = &cli.store {
@@ -307,7 +337,7 @@ fn spec_from(cli: &Cli) -> Result<SandboxSpec> {
         cores,
         cli.env.iter().map(|(n, v)| (n.as_str(), v.as_str())),
     );
-    Ok(spec)
+    Ok((spec, None))
 }
 
 /// The settings the command line gives.
@@ -343,8 +373,27 @@ fn settings_from(cli: &Cli) -> Result<Settings> {
     Ok(settings)
 }
 
+/// The first command-line option that sets part of the run policy, as the
+/// user wrote it.
+fn policy_options_given(cli: &Cli) -> Option<String> {
+    let flags = [
+        (cli.max_silent_time.is_some(), "--max-silent-time"),
+        (cli.timeout.is_some(), "--timeout"),
+        (cli.state_dir.is_some(), "--state-dir"),
+    ];
+    if let Some((_, flag)) = flags.iter().find(|(given, _)| *given) {
+        return Some(flag.to_string());
+    }
+    cli.options.chunks(2).find_map(|pair| {
+        let declared = hermetic_config::settings::declaration(&pair[0]).map(|d| d.name)?;
+        RUN_POLICY_SETTINGS
+            .contains(&declared)
+            .then(|| format!("'--option {}'", pair[0]))
+    })
+}
+
 /// Says how the build used its cgroup, and which of its limits stopped it.
-fn report_usage(outcome: &JobOutcome, settings: &Settings) {
+fn report_usage(outcome: &JobOutcome, policy: &RunPolicy) {
     let Some(usage) = outcome.usage else {
         return;
     };
@@ -364,26 +413,37 @@ fn report_usage(outcome: &JobOutcome, settings: &Settings) {
                 "note: the build ran out of memory: the kernel killed {} of its processes at its limit \
                  (max-build-memory = {:.1} MiB)",
                 usage.oom_kills,
-                mib(settings.max_build_memory)
+                mib(policy.max_build_memory)
             ),
             LimitHit::Pids => eprintln!(
                 "note: the build reached its process limit (max-build-pids = {}): {} of its forks failed",
-                settings.max_build_pids, usage.pids_limit_hits
+                policy.max_build_pids, usage.pids_limit_hits
             ),
         }
     }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let spec = spec_from(&cli)?;
+    let (spec, policy_from_file) = spec_from(&cli)?;
     let settings = settings_from(&cli)?;
     let label = spec.builder.display().to_string();
-    let policy = hermetic_realise::spec::run_policy(&settings);
+    let policy = match policy_from_file {
+        Some(policy) => {
+            if let Some(given) = policy_options_given(&cli) {
+                bail!(
+                    "{given} conflicts with the run policy in '{}'; change the file's 'run-policy' instead",
+                    cli.spec.as_deref().unwrap_or(Path::new("")).display()
+                );
+            }
+            policy
+        }
+        None => hermetic_realise::spec::run_policy(&settings),
+    };
     let job = Job::start(spec, &policy, &label, &mut |notice| eprintln!("{notice}"))?;
     let sandbox = job.prepare()?;
     if cli.print_plan {
         let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut stdout, &sandbox)?;
+        serde_json::to_writer_pretty(&mut stdout, &job.printed_plan(&sandbox))?;
         writeln!(stdout)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -404,7 +464,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     let ended = job.run(&sandbox, options, &mut stdout)?;
     drop(stdout);
-    report_usage(&ended, &settings);
+    report_usage(&ended, &policy);
     let outcome = ended.outcome;
     if let Some(kept) = &outcome.kept {
         eprintln!(
