@@ -121,12 +121,6 @@ pub fn sandbox_spec(
         }
     }
     spec.sandbox_build_dir = PathBuf::from(&settings.sandbox_build_dir);
-    if spec.store_dir.starts_with(&spec.sandbox_build_dir) {
-        return Err(BuildError::BadAttrs {
-            drv: printed.to_owned(),
-            reason: "`sandbox-build-dir` must not contain the storeDir".into(),
-        });
-    }
     if drv.is_fixed_output() {
         spec.etc_files = fixed_output_etc(warn);
         spec.network = Network::Host;

@@ -582,3 +582,22 @@ fn export_references_graph_hands_the_builder_its_inputs_closure() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_sandbox_build_dir_holding_the_store_is_refused_with_nix_text() {
+    if !root_or_skip("a_sandbox_build_dir_holding_the_store_is_refused_with_nix_text") {
+        return;
+    }
+    let host = BuildHost::diverted("build-dir-over-store");
+    host.conf("sandbox-build-dir = /nix");
+    let drv = DrvSpec::new("over-store", "touch $out").add_to(&host);
+    let out = host.run(&["build", &host.print(&drv)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The setting's fault, as Nix says it: not the derivation's.
+    assert!(
+        err.contains("error: `sandbox-build-dir` must not contain the storeDir"),
+        "{err}"
+    );
+    assert!(!err.contains("error: derivation '"), "{err}");
+}
