@@ -314,6 +314,9 @@ pub struct HostDefaults {
     pub static_shell: Option<PathBuf>,
     /// `NIX_SSL_CERT_FILE`, `SSL_CERT_FILE` or the system bundle.
     pub ssl_cert_file: String,
+    /// The directory of the system's nix.conf (`NIX_CONF_DIR` or
+    /// `/etc/nix`), where `netrc-file` is by default.
+    pub conf_dir: PathBuf,
 }
 
 impl HostDefaults {
@@ -337,6 +340,7 @@ impl HostDefaults {
             kvm: hermetic_host::has_kvm(),
             static_shell: hermetic_host::static_shell(),
             ssl_cert_file,
+            conf_dir: crate::nixconf::conf_dir(),
         }
     }
 
@@ -470,6 +474,32 @@ declare_settings! {
     log_lines: usize = "log-lines", default 10, Trusted;
     /// Hard-link each new output's files to identical ones in the store.
     auto_optimise_store: bool = "auto-optimise-store", default false, Trusted;
+    /// The binary caches paths are fetched from, tried by their priority.
+    /// Empty by default here: Nix's default, `https://cache.nixos.org/`,
+    /// is a public cache that a machine without the internet cannot reach.
+    substituters: Vec<String> = "substituters" | "binary-caches", default Vec::new(), Trusted;
+    /// Caches an untrusted client may ask for (B95).
+    trusted_substituters: Vec<String> = "trusted-substituters" | "trusted-binary-caches",
+        default Vec::new(), Trusted;
+    /// Whether paths are fetched from `substituters` at all.
+    substitute: bool = "substitute" | "build-use-substitutes", default true, Trusted;
+    /// Whether a failed download falls back to building from source.
+    fallback: bool = "fallback" | "build-fallback", default false, Trusted;
+    /// How many paths are fetched at once (Nix 2.16's and Lix's).
+    max_substitution_jobs: usize = "max-substitution-jobs", default 16, Trusted;
+    /// Seconds to wait for a connection to a cache (0: the transfer
+    /// library's own limit).
+    connect_timeout: u64 = "connect-timeout", default 0, Anyone;
+    /// Seconds a download may receive nothing before it is given up.
+    stalled_download_timeout: u64 = "stalled-download-timeout", default 300, Trusted;
+    /// Seconds a cache's answer that it has a path is remembered.
+    narinfo_cache_positive_ttl: u64 = "narinfo-cache-positive-ttl",
+        default 30 * 24 * 3600, Trusted;
+    /// Seconds a cache's answer that it lacks a path is remembered.
+    narinfo_cache_negative_ttl: u64 = "narinfo-cache-negative-ttl", default 3600, Trusted;
+    /// The netrc file with the credentials for HTTP caches.
+    netrc_file: String = "netrc-file",
+        default host.conf_dir.join("netrc").to_string_lossy().into_owned(), Trusted;
 }
 
 /// The declared settings as a Markdown table (name, aliases, list or not,
@@ -595,6 +625,7 @@ mod tests {
             kvm: false,
             static_shell: Some("/bin/busybox".into()),
             ssl_cert_file: String::new(),
+            conf_dir: "/etc/nix".into(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! not override.
 
 use hermetic_config::nixconf::client_rule;
+use hermetic_config::settings::declaration;
 use hermetic_config::settings::{ClientRule, Settings};
 
 /// A connected client.
@@ -165,8 +166,14 @@ fn is_build_user(build_group: &str, peer: &Peer) -> bool {
 /// What to do with a client's override of `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Override {
-    /// Apply it.
-    Apply,
+    /// Apply `value` (the client's, or the part of it the client may
+    /// set), after telling the client `warnings`.
+    Apply {
+        /// What to set.
+        value: String,
+        /// What was left out, and why.
+        warnings: Vec<String>,
+    },
     /// Ignore it silently.
     Ignore,
     /// Ignore it with this warning.
@@ -208,11 +215,49 @@ pub fn judge_override(
                  set it in the daemon's configuration, or set 'allow-client-root-commands = true' there"
             ))
         }
-        ClientRule::Anyone => Override::Apply,
-        _ if trusted => Override::Apply,
-        // hermetic substitutes from nowhere; nothing to apply.
-        _ if base == "substituters" || base == "trusted-substituters" => Override::Ignore,
+        ClientRule::Anyone => apply(value),
+        _ if trusted => apply(value),
+        _ if declaration(name).is_some_and(|d| d.name == "substituters") => {
+            allowed_substituters(settings, value)
+        }
         _ => restricted(),
+    }
+}
+
+/// Applies the client's `value` as it is.
+fn apply(value: &str) -> Override {
+    Override::Apply {
+        value: value.to_owned(),
+        warnings: Vec::new(),
+    }
+}
+
+/// An untrusted client's `substituters` (B95): those the daemon uses
+/// itself or lists in `trusted-substituters` (also when the client left off
+/// the trailing slash), each other one left out with Nix's warning.
+fn allowed_substituters(settings: &Settings, value: &str) -> Override {
+    let trusted = |url: &str| {
+        settings.substituters.iter().any(|s| s == url)
+            || settings.trusted_substituters.iter().any(|s| s == url)
+    };
+    let mut allowed = Vec::new();
+    let mut warnings = Vec::new();
+    for url in value.split_whitespace() {
+        let with_slash = format!("{url}/");
+        if trusted(url) {
+            allowed.push(url.to_owned());
+        } else if !url.ends_with('/') && trusted(&with_slash) {
+            allowed.push(with_slash);
+        } else {
+            warnings.push(format!(
+                "ignoring untrusted substituter '{url}', you are not a trusted user.\n\
+                 Run `man nix.conf` for more information on the `substituters` configuration option."
+            ));
+        }
+    }
+    Override::Apply {
+        value: allowed.join(" "),
+        warnings,
     }
 }
 
@@ -278,10 +323,7 @@ mod tests {
     #[test]
     fn what_clients_may_set() {
         let s = Settings::for_caller();
-        assert_eq!(
-            judge_override(&s, false, true, "timeout", "5"),
-            Override::Apply
-        );
+        assert_eq!(judge_override(&s, false, true, "timeout", "5"), apply("5"));
         assert_eq!(judge_override(&s, false, true, "build-timeout", "5"), Override::Warn(
             "ignoring the client-specified setting 'build-timeout', because it is a restricted setting and you are not a trusted user".into()
         ));
@@ -291,7 +333,7 @@ mod tests {
         ));
         assert_eq!(
             judge_override(&s, true, true, "sandbox", "false"),
-            Override::Apply
+            apply("false")
         );
         assert!(matches!(
             judge_override(&s, true, true, "post-build-hook", "/bin/evil"),
@@ -301,7 +343,7 @@ mod tests {
         // trusted clients may set them, its untrusted ones not.
         assert_eq!(
             judge_override(&s, true, false, "post-build-hook", "/bin/hook"),
-            Override::Apply
+            apply("/bin/hook")
         );
         assert!(matches!(
             judge_override(&s, false, false, "post-build-hook", "/bin/hook"),
@@ -319,7 +361,51 @@ mod tests {
         ));
         assert_eq!(
             judge_override(&s, false, true, "connect-timeout", "5"),
-            Override::Apply
+            apply("5")
         );
+    }
+
+    #[test]
+    fn an_untrusted_client_gets_only_the_substituters_the_daemon_trusts() {
+        let mut s = Settings::for_caller();
+        s.substituters = vec!["file:///srv/cache".into()];
+        s.trusted_substituters = vec!["http://cache.local/".into()];
+        let Override::Apply { value, warnings } = judge_override(
+            &s,
+            false,
+            true,
+            "substituters",
+            "http://cache.local file:///srv/cache http://evil.example",
+        ) else {
+            panic!("substituters are judged one by one");
+        };
+        assert_eq!(value, "http://cache.local/ file:///srv/cache");
+        assert_eq!(
+            warnings,
+            [
+                "ignoring untrusted substituter 'http://evil.example', you are not a trusted user.\n\
+              Run `man nix.conf` for more information on the `substituters` configuration option."
+            ]
+        );
+        // The alias is judged the same way; a trusted client sets any.
+        assert!(matches!(
+            judge_override(&s, false, true, "binary-caches", "http://evil.example"),
+            Override::Apply { value, .. } if value.is_empty()
+        ));
+        assert_eq!(
+            judge_override(&s, true, true, "substituters", "http://evil.example"),
+            apply("http://evil.example")
+        );
+        // trusted-substituters itself is not the client's to widen.
+        assert!(matches!(
+            judge_override(
+                &s,
+                false,
+                true,
+                "trusted-substituters",
+                "http://evil.example"
+            ),
+            Override::Warn(_)
+        ));
     }
 }

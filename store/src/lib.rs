@@ -4,6 +4,7 @@
 //! hermetic and Nix can work on one store.
 
 pub mod base32;
+pub mod binary_cache;
 pub mod canonical;
 pub mod compression;
 pub mod content_address;

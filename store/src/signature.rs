@@ -105,6 +105,18 @@ pub fn signed_by_trusted_key(store: &StoreDir, info: &PathInfo, keys: &[PublicKe
     })
 }
 
+/// The keys a path from elsewhere must be signed by: those of
+/// `trusted-public-keys` that parse, or `None` when `require-sigs` is off
+/// and no signature is needed.
+pub fn required_keys(require_sigs: bool, trusted_public_keys: &[String]) -> Option<Vec<PublicKey>> {
+    require_sigs.then(|| {
+        trusted_public_keys
+            .iter()
+            .filter_map(|k| PublicKey::parse(k))
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,45 @@ fn a_stock_nix_client_evaluates_and_builds_through_the_daemon() {
 }
 
 #[test]
+fn an_untrusted_user_gets_only_the_substituters_the_daemon_trusts() {
+    if !test_user_or_skip("an_untrusted_user_gets_only_the_substituters_the_daemon_trusts") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start(
+        "daemon-substituters",
+        "trusted-substituters = file:///srv/trusted-cache",
+    );
+    let url = daemon.url();
+    let ask = |substituters: &str| {
+        let out = as_user(
+            &nix,
+            TEST_USER,
+            "nix-store",
+            &[
+                "--store",
+                &url,
+                "--option",
+                "substituters",
+                substituters,
+                "--add",
+                &daemon.file(),
+            ],
+        );
+        text(&out)
+    };
+    let said = ask("file:///srv/untrusted-cache file:///srv/trusted-cache");
+    assert!(
+        said.contains(
+            "ignoring untrusted substituter 'file:///srv/untrusted-cache', you are not a trusted user."
+        ),
+        "{said}"
+    );
+    assert!(!said.contains("'file:///srv/trusted-cache'"), "{said}");
+    assert!(!said.contains("restricted setting"), "{said}");
+}
+
+#[test]
 fn an_untrusted_user_cannot_turn_the_sandbox_off() {
     if !test_user_or_skip("an_untrusted_user_cannot_turn_the_sandbox_off") {
         return;

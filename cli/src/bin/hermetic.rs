@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use hermetic_store::binary_cache::{BinaryCache, copy_closure};
 use hermetic_store::derivation::json;
 use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
 
@@ -118,6 +119,18 @@ enum StoreCommand {
     },
     /// Print the closure of store paths under references, sorted.
     Closure {
+        /// Store paths.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Copy store paths and their closures from a binary cache (`file://DIR`,
+    /// `http://…`, `https://…`), as `nix copy --from`: each path signed by a key of
+    /// `trusted-public-keys` (unless `require-sigs = false`) or content-addressed, its
+    /// NAR checked against its narinfo.
+    Copy {
+        /// The binary cache's URL.
+        #[arg(long, value_name = "URL")]
+        from: String,
         /// Store paths.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -253,6 +266,23 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                     .with_context(|| format!("cannot add '{}' to the store", path.display()))?;
                 println!("{}", layout.store_dir.print(&added));
             }
+        }
+        StoreCommand::Copy { from, paths } => {
+            let mut settings = hermetic_config::settings::Settings::for_caller();
+            hermetic_config::nixconf::load(&mut settings, &[], &mut |w| eprintln!("warning: {w}"))?;
+            let keys = hermetic_store::signature::required_keys(
+                settings.require_sigs,
+                &settings.trusted_public_keys,
+            );
+            let paths = paths.iter().map(|p| parse(p)).collect::<Result<Vec<_>>>()?;
+            let cache = BinaryCache::open(&from, &layout.store_dir)?;
+            copy_closure(&cache, &mut store, &paths, keys.as_deref(), &mut |path| {
+                eprintln!(
+                    "copying path '{}' from '{}'...",
+                    layout.store_dir.print(path),
+                    cache.url
+                )
+            })?;
         }
         StoreCommand::Info { json, paths } => {
             let infos = paths

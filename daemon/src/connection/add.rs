@@ -55,15 +55,12 @@ impl Connection {
         &self,
         dont_check: bool,
     ) -> Option<Vec<hermetic_store::signature::PublicKey>> {
-        if (dont_check && self.trusted) || !self.settings.require_sigs {
+        if dont_check && self.trusted {
             return None;
         }
-        Some(
-            self.settings
-                .trusted_public_keys
-                .iter()
-                .filter_map(|k| hermetic_store::signature::PublicKey::parse(k))
-                .collect(),
+        hermetic_store::signature::required_keys(
+            self.settings.require_sigs,
+            &self.settings.trusted_public_keys,
         )
     }
 

@@ -38,7 +38,13 @@ impl Connection {
         for (name, value) in overrides {
             let daemon_is_root = nix::unistd::geteuid().is_root();
             match judge_override(&self.settings, self.trusted, daemon_is_root, &name, &value) {
-                Override::Apply => {
+                Override::Apply {
+                    value,
+                    warnings: judged,
+                } => {
+                    for w in judged {
+                        self.log(&format!("warning: {w}"));
+                    }
                     let mut warnings = Vec::new();
                     if let Err(e) = hermetic_config::nixconf::apply(
                         &mut self.settings,

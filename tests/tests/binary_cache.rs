@@ -1,0 +1,262 @@
+//! Binary caches (issue 17, first part): a cache written by stock Nix 2.8
+//! (`nix copy --to file://…`, signed with a key from
+//! `nix-store --generate-binary-cache-key`) is read by
+//! `hermetic store copy --from`: closures arrive, references first, and
+//! verify; what lacks a trusted signature, or whose NAR is not its
+//! narinfo's, is refused with Nix's text and leaves nothing behind.
+
+use std::path::Path;
+
+use hermetic_tests::builds::{BuildHost, stderr};
+use hermetic_tests::nix_peer::NixPeer;
+use hermetic_tests::{TempDir, root_or_skip};
+
+/// A cache made by stock Nix: a content-addressed source and an
+/// input-addressed output that refers to it, both signed by `test-1`.
+struct NixCache {
+    dir: TempDir,
+    nix: NixPeer,
+    /// The content-addressed source.
+    source: String,
+    /// The built path that refers to `source`.
+    built: String,
+}
+
+impl NixCache {
+    fn make() -> Option<NixCache> {
+        let dir = TempDir::new("nix-cache");
+        let nix = NixPeer::or_skip(
+            "binary_cache",
+            "experimental-features = nix-command\nsubstituters =\nbuild-users-group =\n\
+             sandbox = true\nsandbox-fallback = false\nextra-sandbox-paths = /bin/sh=/bin/busybox\n",
+        )?;
+        let store = dir.path.join("nix-root");
+        let store = store.to_str().unwrap();
+        std::fs::write(dir.path.join("f1"), "hello\n").unwrap();
+        std::fs::write(
+            dir.path.join("d.nix"),
+            r#"let t = builtins.toFile "t" "ref ${./f1}"; in
+               derivation { name = "ia"; system = "x86_64-linux"; builder = "/bin/sh";
+                 args = ["-c" "echo built > $out; read x < ${t}; echo $x >> $out"]; }"#,
+        )
+        .unwrap();
+        let d_nix = dir.path.join("d.nix");
+        let built = nix.run(
+            "nix-build",
+            &["--store", store, d_nix.to_str().unwrap(), "--no-out-link"],
+        );
+        let built = built.trim().to_owned();
+        let refs = nix.run("nix-store", &["--store", store, "-qR", &built]);
+        let source = refs
+            .lines()
+            .find(|l| l.ends_with("-f1"))
+            .expect("the output refers to the source")
+            .to_owned();
+        let key = |name: &str| dir.path.join(name).display().to_string();
+        nix.run(
+            "nix-store",
+            &[
+                "--generate-binary-cache-key",
+                "test-1",
+                &key("sk"),
+                &key("pk"),
+            ],
+        );
+        nix.run(
+            "nix",
+            &[
+                "store",
+                "sign",
+                "--store",
+                store,
+                "-k",
+                &key("sk"),
+                "-r",
+                &built,
+            ],
+        );
+        let url = format!("file://{}", dir.path.join("cache").display());
+        nix.run("nix", &["copy", "--store", store, "--to", &url, &built]);
+        Some(NixCache {
+            dir,
+            nix,
+            source,
+            built,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.path.join("cache").display())
+    }
+
+    fn public_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path.join("pk"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// The narinfo file of `path`.
+    fn narinfo(&self, path: &str) -> std::path::PathBuf {
+        let base = Path::new(path).file_name().unwrap().to_str().unwrap();
+        let hash = &base[..32];
+        self.dir.path.join(format!("cache/{hash}.narinfo"))
+    }
+}
+
+/// The names in a store directory that are not the store's own entries.
+fn store_entries(host: &BuildHost) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(host.layout().real_store_dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_closure_signed_by_a_trusted_key_is_copied_from_a_nix_cache() {
+    if !root_or_skip("a_closure_signed_by_a_trusted_key_is_copied_from_a_nix_cache") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let host = BuildHost::diverted("cache-copy");
+    host.conf(&format!("trusted-public-keys = {}", cache.public_key()));
+    let out = host.run(&["store", "copy", "--from", &cache.url(), &cache.built]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    // References first, each announced as Nix announces it.
+    let source_at = said
+        .find(&format!(
+            "copying path '{}' from '{}'...",
+            cache.source,
+            cache.url()
+        ))
+        .expect(&said);
+    let built_at = said
+        .find(&format!(
+            "copying path '{}' from '{}'...",
+            cache.built,
+            cache.url()
+        ))
+        .expect(&said);
+    assert!(source_at < built_at, "{said}");
+    let real = host
+        .dir
+        .path
+        .join("root")
+        .join(cache.built.trim_start_matches('/'));
+    assert_eq!(
+        std::fs::read_to_string(real).unwrap(),
+        format!("built\nref {}\n", cache.source)
+    );
+    // The registration is the narinfo's: references and deriver.
+    let info = host.run(&["store", "info", "--json", &cache.built]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let info = &info[0];
+    assert_eq!(
+        info["references"],
+        serde_json::json!([cache.source]),
+        "{info}"
+    );
+    assert!(
+        info["deriver"]
+            .as_str()
+            .is_some_and(|d| d.ends_with("-ia.drv")),
+        "{info}"
+    );
+    let verify = host.run(&["store", "verify", "--check-contents"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    let verify = cache.nix.verify_store(host.dir.path.join("root"));
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    // Copying again fetches nothing.
+    let again = host.run(&["store", "copy", "--from", &cache.url(), &cache.built]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        !stderr(&again).contains("copying path"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn an_untrusted_signature_or_a_wrong_nar_is_refused_and_leaves_nothing() {
+    if !root_or_skip("an_untrusted_signature_or_a_wrong_nar_is_refused_and_leaves_nothing") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    // Signed, but not by a key this store trusts: the content-addressed
+    // source proves itself and is taken; the built path is refused.
+    let host = BuildHost::diverted("cache-untrusted");
+    host.conf("trusted-public-keys = other-1:ZXhhbXBsZWV4YW1wbGVleGFtcGxlZXhhbXBsZWV4YW0=");
+    let out = host.run(&["store", "copy", "--from", &cache.url(), &cache.built]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "cannot add path '{}' because it lacks a signature by a trusted key",
+            cache.built
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let built_base = Path::new(&cache.built)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let source_base = Path::new(&cache.source)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(store_entries(&host), [source_base.to_owned()]);
+    // With require-sigs off, the same cache is taken.
+    host.conf("require-sigs = false");
+    let out = host.run(&["store", "copy", "--from", &cache.url(), &cache.built]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(store_entries(&host).contains(&built_base.to_owned()));
+
+    // A narinfo whose NAR hash is not its NAR's: refused with Nix's text,
+    // nothing registered, no staging left.
+    let host = BuildHost::diverted("cache-wrong-nar");
+    host.conf("require-sigs = false");
+    let narinfo = cache.narinfo(&cache.built);
+    let text = std::fs::read_to_string(&narinfo).unwrap();
+    let line = text.lines().find(|l| l.starts_with("NarHash: ")).unwrap();
+    let forged = "NarHash: sha256:0000000000000000000000000000000000000000000000000000";
+    std::fs::write(&narinfo, text.replace(line, forged)).unwrap();
+    let out = host.run(&["store", "copy", "--from", &cache.url(), &cache.built]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("hash mismatch importing path '{}'", cache.built)),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(store_entries(&host), [source_base.to_owned()]);
+    let verify = host.run(&["store", "verify", "--check-contents"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+
+    // A cache for another store directory is refused before anything.
+    std::fs::write(&narinfo, text).unwrap();
+    let info_file = cache.dir.path.join("cache/nix-cache-info");
+    std::fs::write(&info_file, "StoreDir: /gnu/store\n").unwrap();
+    let host = BuildHost::diverted("cache-wrong-dir");
+    let out = host.run(&["store", "copy", "--from", &cache.url(), &cache.built]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "binary cache '{}' is for Nix stores with prefix '/gnu/store', not '/nix/store'",
+            cache.url()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(store_entries(&host).is_empty());
+}
