@@ -334,7 +334,7 @@ impl HostDefaults {
             })
             .unwrap_or_default();
         HostDefaults {
-            root: nix::unistd::geteuid().is_root(),
+            root: hermetic_host::HostFacts::get().root,
             state_dir: env("NIX_STATE_DIR").map_or_else(|| "/nix/var/nix".into(), PathBuf::from),
             system: hermetic_host::system(),
             kvm: hermetic_host::has_kvm(),

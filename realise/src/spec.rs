@@ -29,6 +29,13 @@ pub const RUN_POLICY_SETTINGS: [&str; 9] = [
     "max-build-memory",
 ];
 
+/// Whether the setting `name` (a nix.conf name or an alias) is one
+/// [`run_policy`] reads.
+pub fn is_run_policy_setting(name: &str) -> bool {
+    hermetic_config::settings::declaration(name)
+        .is_some_and(|declared| RUN_POLICY_SETTINGS.contains(&declared.name))
+}
+
 /// The run policy `settings` give every build: build users, cgroup,
 /// limits and time limits.
 pub fn run_policy(settings: &Settings) -> RunPolicy {

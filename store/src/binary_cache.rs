@@ -294,20 +294,23 @@ pub fn copy_closure(
     copying: &mut dyn FnMut(&StorePath),
 ) -> Result<(), CacheError> {
     let store_dir = store.layout().store_dir.clone();
-    // Depth first, each path after its references; `planned` stops cycles
-    // (a path referring to itself) and repeats.
+    // Depth first, each path emitted after its references; `planned`
+    // stops cycles (a path referring to itself) and repeats.
+    enum Step {
+        Visit(StorePath),
+        Emit(NarInfo),
+    }
     let mut order: Vec<NarInfo> = Vec::new();
     let mut planned: BTreeSet<StorePath> = BTreeSet::new();
-    let mut stack: Vec<(StorePath, bool)> =
-        paths.iter().rev().map(|p| (p.clone(), false)).collect();
-    let mut infos: std::collections::BTreeMap<StorePath, NarInfo> = Default::default();
-    while let Some((path, references_done)) = stack.pop() {
-        if references_done {
-            if let Some(narinfo) = infos.remove(&path) {
+    let mut stack: Vec<Step> = paths.iter().rev().cloned().map(Step::Visit).collect();
+    while let Some(step) = stack.pop() {
+        let path = match step {
+            Step::Emit(narinfo) => {
                 order.push(narinfo);
+                continue;
             }
-            continue;
-        }
+            Step::Visit(path) => path,
+        };
         if !planned.insert(path.clone()) || store.is_valid(&path)? {
             continue;
         }
@@ -317,11 +320,15 @@ pub fn copy_closure(
                 url: cache.url.clone(),
                 path: store_dir.print(&path),
             })?;
-        stack.push((path.clone(), true));
-        for reference in narinfo.info.references.iter().filter(|r| **r != path) {
-            stack.push((reference.clone(), false));
-        }
-        infos.insert(path, narinfo);
+        let references: Vec<StorePath> = narinfo
+            .info
+            .references
+            .iter()
+            .filter(|r| **r != path)
+            .cloned()
+            .collect();
+        stack.push(Step::Emit(narinfo));
+        stack.extend(references.into_iter().map(Step::Visit));
     }
     for narinfo in &order {
         copying(&narinfo.info.path);

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hermetic_config::settings::{Settings, SettingsError};
-use hermetic_realise::spec::RUN_POLICY_SETTINGS;
+use hermetic_realise::spec::is_run_policy_setting;
 use hermetic_runtime::job::{Job, JobOutcome, LimitHit};
 use hermetic_runtime::{
     BuildUser, Network, RunOptions, RunPolicy, SandboxPath, SandboxSpec, environment,
@@ -348,8 +348,7 @@ fn settings_from(cli: &Cli) -> Result<Settings> {
         match settings.set(name, value) {
             Ok(()) => {
                 // A setting sandbox-run accepts is one it uses, or it says so.
-                let declared = hermetic_config::settings::declaration(name).map(|d| d.name);
-                if !declared.is_some_and(|d| RUN_POLICY_SETTINGS.contains(&d)) {
+                if !is_run_policy_setting(name) {
                     eprintln!(
                         "warning: the setting '{name}' is not used by sandbox-run \
                          (the sandbox comes from its own flags; see sandbox-run --help)"
@@ -384,12 +383,10 @@ fn policy_options_given(cli: &Cli) -> Option<String> {
     if let Some((_, flag)) = flags.iter().find(|(given, _)| *given) {
         return Some(flag.to_string());
     }
-    cli.options.chunks(2).find_map(|pair| {
-        let declared = hermetic_config::settings::declaration(&pair[0]).map(|d| d.name)?;
-        RUN_POLICY_SETTINGS
-            .contains(&declared)
-            .then(|| format!("'--option {}'", pair[0]))
-    })
+    cli.options
+        .chunks(2)
+        .find(|pair| is_run_policy_setting(&pair[0]))
+        .map(|pair| format!("'--option {}'", pair[0]))
 }
 
 /// Says how the build used its cgroup, and which of its limits stopped it.

@@ -35,8 +35,8 @@ impl Connection {
         self.settings.max_jobs = max_jobs.clamp(1, 1024) as usize;
         self.settings.max_silent_time = max_silent_time;
         self.settings.cores = cores as usize;
+        let daemon_is_root = nix::unistd::geteuid().is_root();
         for (name, value) in overrides {
-            let daemon_is_root = nix::unistd::geteuid().is_root();
             match judge_override(&self.settings, self.trusted, daemon_is_root, &name, &value) {
                 Override::Apply {
                     value,

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::files::{io, keyed_file, number, read, write};
+use super::files::{io, keyed, keyed_file, number, read, write};
 use super::layout::v2_controllers;
 use super::{Backend, CgroupError, Limits, Usage};
 
@@ -98,7 +98,7 @@ impl Backend for V2Cgroup {
     fn usage(&self) -> Usage {
         let dir = self.dir();
         let stat = read(&dir.join("cpu.stat")).unwrap_or_default();
-        let cpu = |key| super::files::keyed(&stat, key).unwrap_or(0);
+        let cpu = |key| keyed(&stat, key).unwrap_or(0);
         Usage {
             user_usec: cpu("user_usec"),
             system_usec: cpu("system_usec"),
