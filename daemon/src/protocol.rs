@@ -35,6 +35,8 @@ pub mod activity {
     pub const BUILDS: u64 = 104;
     /// One derivation's build.
     pub const BUILD: u64 = 105;
+    /// One path copied between stores (from a substituter).
+    pub const COPY_PATH: u64 = 100;
 }
 
 /// Nix's result types hermetic reports (`ResultType`).

@@ -36,9 +36,15 @@ impl<'a> Attrs<'a> {
 
     /// A boolean attribute: `true` in `__json`, or `"1"` in the environment.
     pub fn bool(&self, name: &str) -> bool {
+        self.bool_or(name, false)
+    }
+
+    /// A boolean attribute, `default` when it is not set (Nix's
+    /// `getBoolAttr`).
+    pub fn bool_or(&self, name: &str, default: bool) -> bool {
         match &self.structured {
-            Some(map) => map.get(name).and_then(Value::as_bool).unwrap_or(false),
-            None => self.env.get(name).is_some_and(|v| v == "1"),
+            Some(map) => map.get(name).and_then(Value::as_bool).unwrap_or(default),
+            None => self.env.get(name).map_or(default, |v| v == "1"),
         }
     }
 

@@ -173,6 +173,19 @@ pub enum BuildError {
     /// The build was interrupted.
     #[error("build of '{0}' was interrupted")]
     Interrupted(String),
+    /// The substitution of some outputs failed and `fallback` is off (Nix's
+    /// text, its trailing space included).
+    #[error(
+        "some substitutes for the outputs of derivation '{0}' failed (usually happens due to networking issues); try '--fallback' to build derivation from source "
+    )]
+    SubstitutesFailed(String),
+    /// A path that is not a derivation, not valid, and offered by no cache
+    /// (Nix's text).
+    #[error("path '{0}' is required, but there is no substituter that can build it")]
+    NoSubstituter(String),
+    /// A path's fetch failed at every cache that offers it.
+    #[error("{0}")]
+    SubstitutionFailed(String),
     /// Inputs that failed (Nix's text).
     #[error("{count} dependencies of derivation '{drv}' failed to build")]
     DependenciesFailed {

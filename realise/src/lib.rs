@@ -25,5 +25,6 @@ pub mod outputs;
 pub mod refscan;
 pub mod schedule;
 pub mod spec;
+pub mod substitute;
 
 pub use hermetic_store::error_chain;

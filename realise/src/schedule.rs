@@ -15,6 +15,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::error::BuildError;
 use crate::goal::{BuildFailure, FailureKind, Goal};
 use crate::log::SharedLog;
+use crate::substitute::{self, Plan};
+use hermetic_store::substituters::Substituters;
 
 /// What a run of builds ended with.
 #[derive(Debug, Default)]
@@ -25,6 +27,8 @@ pub struct Summary {
     pub failures: Vec<(StorePath, BuildFailure)>,
     /// How many derivations were built.
     pub built: usize,
+    /// The derivations whose outputs were fetched from substituters.
+    pub substituted: BTreeSet<StorePath>,
 }
 
 impl Summary {
@@ -112,6 +116,8 @@ struct Node {
     drv: Derivation,
     deps: BTreeSet<StorePath>,
     check: bool,
+    /// Built, fetched, or failed for want of a cache.
+    plan: Plan,
 }
 
 /// The stack a thread that builds gets: the walks of an output recurse
@@ -141,6 +147,20 @@ pub enum Progress {
         /// Whether it succeeded.
         ok: bool,
     },
+    /// `path` starts coming from the substituter at `from`.
+    Copying {
+        /// The path.
+        path: StorePath,
+        /// The substituter's URL.
+        from: String,
+    },
+    /// `path`'s fetch ended, successfully or not.
+    Copied {
+        /// The path.
+        path: StorePath,
+        /// Whether it is now valid.
+        ok: bool,
+    },
 }
 
 impl Progress {
@@ -157,7 +177,11 @@ impl Progress {
                     String::new()
                 }
             )),
-            Progress::Finished { .. } => None,
+            Progress::Copying { path, from } => Some(format!(
+                "copying path '{}' from '{from}'...",
+                store_dir.print(path)
+            )),
+            Progress::Finished { .. } | Progress::Copied { .. } => None,
         }
     }
 }
@@ -167,38 +191,171 @@ pub fn build_thread() -> std::thread::Builder {
     std::thread::Builder::new().stack_size(BUILD_THREAD_STACK)
 }
 
-fn cancelled(cancel: Option<BorrowedFd<'_>>) -> bool {
+pub(crate) fn cancelled(cancel: Option<BorrowedFd<'_>>) -> bool {
     let Some(fd) = cancel else { return false };
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
-/// Collects what must be built for `path`: itself unless its outputs are
-/// all valid (always, for `check`), and its inputs likewise. Each
-/// derivation's output paths are checked against what it computes.
-fn plan(
-    store: &LocalStore,
-    path: &StorePath,
-    check: bool,
+/// What a run plans from: the store, the settings, the caches and where
+/// their messages go.
+struct Planner<'a> {
+    store: &'a LocalStore,
+    settings: &'a Settings,
+    substituters: &'a Substituters,
+    say: &'a dyn Fn(String),
+}
+
+impl Planner<'_> {
+    /// Collects what must be done for `path`: nothing when its outputs are
+    /// all valid (unless `check`), a fetch when the caches have them, else
+    /// a build and, likewise, its inputs. Each derivation's output paths
+    /// are checked against what it computes. Returns whether anything is
+    /// to be done.
+    fn plan(
+        &self,
+        path: &StorePath,
+        check: bool,
+        nodes: &mut BTreeMap<StorePath, Node>,
+    ) -> Result<bool, BuildError> {
+        if nodes.contains_key(path) {
+            return Ok(true);
+        }
+        // Its output paths are recomputed, never taken on its word, however
+        // it got into the store.
+        let drv = self.store.read_checked_derivation(path)?;
+        if !check && self.store.outputs_valid(&drv)? {
+            return Ok(false);
+        }
+        let plan = if check {
+            Plan::Build
+        } else {
+            substitute::plan(self.substituters, self.settings, self.store, &drv, self.say)?
+        };
+        let mut node = Node {
+            drv,
+            deps: BTreeSet::new(),
+            check,
+            plan,
+        };
+        if matches!(node.plan, Plan::Build) {
+            node.deps = self.plan_inputs(&node.drv, nodes)?;
+        }
+        nodes.insert(path.clone(), node);
+        Ok(true)
+    }
+
+    /// Plans `drv`'s input derivations; returns those with work to do.
+    fn plan_inputs(
+        &self,
+        drv: &Derivation,
+        nodes: &mut BTreeMap<StorePath, Node>,
+    ) -> Result<BTreeSet<StorePath>, BuildError> {
+        let mut deps = BTreeSet::new();
+        for input in drv.input_drvs.keys() {
+            if self.plan(input, false, nodes)? {
+                deps.insert(input.clone());
+            }
+        }
+        Ok(deps)
+    }
+}
+
+/// Fetches what the plan fetches, all derivations' closures together,
+/// before anything is built. A derivation whose fetch failed is built
+/// instead with `fallback` (its inputs planned then, perhaps fetched in
+/// turn) and fails without it, in Nix's words; so does one whose caches
+/// could not be asked.
+#[allow(clippy::too_many_arguments)]
+fn fetch_planned(
+    planner: &Planner<'_>,
+    layout: &StoreLayout,
+    targets: &[StorePath],
+    cancel: Option<BorrowedFd<'_>>,
+    progress: &(dyn Fn(Progress) + Sync),
     nodes: &mut BTreeMap<StorePath, Node>,
-) -> Result<bool, BuildError> {
-    if nodes.contains_key(path) {
-        return Ok(true);
-    }
-    // Its output paths are recomputed, never taken on its word, however it
-    // got into the store.
-    let drv = store.read_checked_derivation(path)?;
-    if !check && store.outputs_valid(&drv)? {
-        return Ok(false);
-    }
-    let mut deps = BTreeSet::new();
-    for input in drv.input_drvs.keys() {
-        if plan(store, input, false, nodes)? {
-            deps.insert(input.clone());
+    summary: &mut Summary,
+    done: &mut BTreeSet<StorePath>,
+    failed: &mut BTreeSet<StorePath>,
+) -> Result<(), BuildError> {
+    let fail = |path: &StorePath, summary: &mut Summary, failed: &mut BTreeSet<StorePath>| {
+        let error = BuildError::SubstitutesFailed(layout.store_dir.print(path));
+        if !targets.contains(path) {
+            progress(Progress::Message(format!("error: {error}")));
+        }
+        summary.failures.push((
+            path.clone(),
+            BuildFailure {
+                kind: FailureKind::Transient,
+                error,
+            },
+        ));
+        failed.insert(path.clone());
+    };
+    loop {
+        let fetching: Vec<StorePath> = nodes
+            .iter()
+            .filter(|(p, _)| !done.contains(*p) && !failed.contains(*p))
+            .filter_map(|(p, n)| match n.plan {
+                Plan::Build => None,
+                _ => Some(p.clone()),
+            })
+            .collect();
+        if fetching.is_empty() {
+            return Ok(());
+        }
+        let mut offers = Vec::new();
+        let mut listed = BTreeSet::new();
+        for path in &fetching {
+            if let Plan::Fetch(list) = &nodes[path].plan {
+                offers.extend(
+                    list.iter()
+                        .filter(|o| listed.insert(o.narinfo.info.path.clone()))
+                        .cloned(),
+                );
+            }
+        }
+        let broken = planner.substituters.fetch(
+            layout,
+            offers,
+            planner.settings.max_substitution_jobs,
+            &|| cancelled(cancel),
+            &|event| progress(substitute::progress_of(event)),
+        );
+        for path in fetching {
+            let ok = match &nodes[&path].plan {
+                Plan::Fetch(list) => list
+                    .iter()
+                    .all(|o| !broken.contains_key(&o.narinfo.info.path)),
+                _ => false,
+            };
+            if ok {
+                summary.substituted.insert(path.clone());
+                if targets.contains(&path) {
+                    let outputs = output_paths(&nodes[&path].drv);
+                    summary.outputs.insert(path.clone(), outputs);
+                }
+                done.insert(path);
+            } else if planner.settings.fallback && !cancelled(cancel) {
+                // Built after all: its inputs are needed now.
+                let drv = nodes[&path].drv.clone();
+                let deps = planner.plan_inputs(&drv, nodes)?;
+                let node = nodes.get_mut(&path).expect("planned");
+                node.plan = Plan::Build;
+                node.deps = deps;
+            } else {
+                fail(&path, summary, failed);
+            }
         }
     }
-    nodes.insert(path.clone(), Node { drv, deps, check });
-    Ok(true)
+}
+
+/// A derivation's outputs by name.
+fn output_paths(drv: &Derivation) -> BTreeMap<String, StorePath> {
+    drv.outputs
+        .iter()
+        .filter_map(|(name, o)| o.path().map(|p| (name.clone(), p.clone())))
+        .collect()
 }
 
 /// Builds `targets` (derivations in the store) and what they need.
@@ -216,14 +373,36 @@ pub fn build_all(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, BuildError> {
     let store = LocalStore::open(layout.clone())?;
+    let say = |text: String| progress(Progress::Message(text));
+    let substituters = substitute::substituters_for(settings, &layout.store_dir, &say);
+    let planner = Planner {
+        store: &store,
+        settings,
+        substituters: &substituters,
+        say: &say,
+    };
     let mut nodes = BTreeMap::new();
     for target in targets {
-        plan(&store, target, check, &mut nodes)?;
+        planner.plan(target, check, &mut nodes)?;
     }
-    let total = nodes.len();
     let mut summary = Summary::default();
     let mut done: BTreeSet<StorePath> = BTreeSet::new();
     let mut failed: BTreeSet<StorePath> = BTreeSet::new();
+    fetch_planned(
+        &planner,
+        layout,
+        targets,
+        cancel,
+        progress,
+        &mut nodes,
+        &mut summary,
+        &mut done,
+        &mut failed,
+    )?;
+    let total = nodes
+        .iter()
+        .filter(|(p, n)| matches!(n.plan, Plan::Build) && !failed.contains(*p))
+        .count();
     let mut started: BTreeSet<StorePath> = BTreeSet::new();
     // Ready, but another process builds their outputs: tried again when a
     // build of this run ends, and waited for when nothing else can run
@@ -386,12 +565,7 @@ pub fn build_all(
             continue;
         }
         let drv = store.read_derivation(target)?;
-        let outputs = drv
-            .outputs
-            .iter()
-            .filter_map(|(name, o)| o.path().map(|p| (name.clone(), p.clone())))
-            .collect();
-        summary.outputs.insert(target.clone(), outputs);
+        summary.outputs.insert(target.clone(), output_paths(&drv));
     }
     Ok(summary)
 }

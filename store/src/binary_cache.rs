@@ -1,11 +1,12 @@
 //! Binary caches in Nix's layout (`file://DIR`, `http://…`, `https://…`):
 //! `nix-cache-info` (`StoreDir`, `WantMassQuery`, `Priority`), one
 //! `<hash>.narinfo` per path, and its NAR under the narinfo's `URL`,
-//! compressed by its `Compression`. A path is substituted by streaming
-//! its NAR through decompression into [`LocalStore::import_nar`], which
+//! compressed by its `Compression`. A path is fetched by streaming its
+//! NAR through decompression into [`LocalStore::import_nar`], which
 //! checks the signature, the NAR's hash and size and a content address,
 //! under the store's crash-safe pending records: nothing is held whole in
-//! memory, nothing half-written is registered.
+//! memory, nothing half-written is registered. Several caches in priority
+//! order, and whole closures, are [`crate::substituters`]'s.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -15,7 +16,7 @@ use crate::hash::Hash;
 use crate::local::LocalStore;
 use crate::path::{StoreDir, StorePath};
 use crate::signature::PublicKey;
-use crate::transfer::{self, TransferError, TransferOptions};
+use crate::transfer::{Downloader, TransferError, TransferOptions};
 use crate::{PathInfo, StoreError};
 
 /// What a binary cache says of itself (`nix-cache-info`).
@@ -64,6 +65,8 @@ pub struct NarInfo {
     pub url: String,
     /// How the NAR is compressed (`bzip2` when the file does not say).
     pub compression: String,
+    /// The size of the (compressed) file to download, when known.
+    pub file_size: Option<u64>,
 }
 
 /// Why a narinfo could not be read (Nix's text, naming where it came from).
@@ -87,6 +90,7 @@ impl NarInfo {
         let mut nar_size = 0;
         let mut url = String::new();
         let mut compression = String::new();
+        let mut file_size = None;
         let mut references = BTreeSet::new();
         let mut deriver = None;
         let mut ca = None;
@@ -100,6 +104,7 @@ impl NarInfo {
                 "Compression" => compression = value.to_owned(),
                 "NarHash" => nar_hash = Some(Hash::parse(value, None).map_err(|_| corrupt())?),
                 "NarSize" => nar_size = value.parse().map_err(|_| corrupt())?,
+                "FileSize" => file_size = value.parse().ok(),
                 "References" => {
                     // A second list is corrupt, as in Nix, unless the
                     // first was empty.
@@ -118,7 +123,7 @@ impl NarInfo {
                     }
                     ca = Some(value.to_owned());
                 }
-                // FileHash, FileSize, System and anything newer: not needed
+                // FileHash, System and anything newer: not needed
                 // to fetch and check the NAR.
                 _ => {}
             }
@@ -146,6 +151,7 @@ impl NarInfo {
             },
             url,
             compression,
+            file_size,
         })
     }
 }
@@ -212,18 +218,22 @@ pub struct BinaryCache {
     pub url: String,
     /// Its `nix-cache-info`.
     pub info: CacheInfo,
-    options: TransferOptions,
+    downloader: Downloader,
 }
 
 impl BinaryCache {
     /// Opens the cache at `url` for a store whose directory is
     /// `store_dir`: reads its `nix-cache-info` (a cache without one is
     /// taken to be for `store_dir`, as Nix writes one then) and checks its
-    /// store directory.
-    pub fn open(url: &str, store_dir: &StoreDir) -> Result<BinaryCache, CacheError> {
+    /// store directory. Downloads from it are made as `options` say.
+    pub fn open(
+        url: &str,
+        store_dir: &StoreDir,
+        options: &TransferOptions,
+    ) -> Result<BinaryCache, CacheError> {
         let url = url.trim_end_matches('/').to_owned();
-        let options = TransferOptions::default();
-        let info = match read_text(&format!("{url}/nix-cache-info"), &options) {
+        let downloader = Downloader::new(options);
+        let info = match read_text(&format!("{url}/nix-cache-info"), &downloader) {
             Ok(text) => CacheInfo::parse(&text),
             Err(CacheError::Transfer(e)) if e.is_not_found() => CacheInfo {
                 store_dir: store_dir.as_str().to_owned(),
@@ -239,7 +249,11 @@ impl BinaryCache {
                 ours: store_dir.as_str().to_owned(),
             });
         }
-        Ok(BinaryCache { url, info, options })
+        Ok(BinaryCache {
+            url,
+            info,
+            downloader,
+        })
     }
 
     /// The cache's narinfo for `path`, or `None` when it does not have it.
@@ -249,7 +263,7 @@ impl BinaryCache {
         path: &StorePath,
     ) -> Result<Option<NarInfo>, CacheError> {
         let file = format!("{}/{}.narinfo", self.url, path.hash_part());
-        let text = match read_text(&file, &self.options) {
+        let text = match read_text(&file, &self.downloader) {
             Ok(text) => text,
             Err(CacheError::Transfer(e)) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
@@ -275,72 +289,48 @@ impl BinaryCache {
         trusted_keys: Option<&[PublicKey]>,
     ) -> Result<(), CacheError> {
         let url = format!("{}/{}", self.url, narinfo.url);
-        let download = transfer::open(&url, &self.options)?;
-        let mut nar = decompressor(&narinfo.compression, download)?;
+        let download = self.downloader.open(&url)?;
+        let nar = decompressor(&narinfo.compression, download)?;
+        // A NAR longer than its narinfo says is refused as soon as it is,
+        // not stored to the end (a server that never stops sending).
+        let mut nar = AtMost {
+            inner: nar,
+            left: narinfo.info.nar_size,
+            url,
+        };
         store.import_nar(narinfo.info.clone(), &mut nar, trusted_keys)?;
         Ok(())
     }
 }
 
-/// Adds `paths` and everything they refer to from `cache` to `store`,
-/// references first, skipping what is valid already; `copying` is told of
-/// each path before it is fetched. A path the cache lacks is an error that
-/// names it (Nix's text).
-pub fn copy_closure(
-    cache: &BinaryCache,
-    store: &mut LocalStore,
-    paths: &[StorePath],
-    trusted_keys: Option<&[PublicKey]>,
-    copying: &mut dyn FnMut(&StorePath),
-) -> Result<(), CacheError> {
-    let store_dir = store.layout().store_dir.clone();
-    // Depth first, each path emitted after its references; `planned`
-    // stops cycles (a path referring to itself) and repeats.
-    enum Step {
-        Visit(StorePath),
-        Emit(NarInfo),
-    }
-    let mut order: Vec<NarInfo> = Vec::new();
-    let mut planned: BTreeSet<StorePath> = BTreeSet::new();
-    let mut stack: Vec<Step> = paths.iter().rev().cloned().map(Step::Visit).collect();
-    while let Some(step) = stack.pop() {
-        let path = match step {
-            Step::Emit(narinfo) => {
-                order.push(narinfo);
-                continue;
+/// A stream that fails once it gives more than `left` bytes.
+struct AtMost<R> {
+    inner: R,
+    left: u64,
+    url: String,
+}
+
+impl<R: Read> Read for AtMost<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
             }
-            Step::Visit(path) => path,
-        };
-        if !planned.insert(path.clone()) || store.is_valid(&path)? {
-            continue;
+            None => Err(std::io::Error::other(format!(
+                "the NAR at '{}' is longer than its narinfo's NarSize",
+                self.url
+            ))),
         }
-        let narinfo = cache
-            .query(&store_dir, &path)?
-            .ok_or_else(|| CacheError::Missing {
-                url: cache.url.clone(),
-                path: store_dir.print(&path),
-            })?;
-        let references: Vec<StorePath> = narinfo
-            .info
-            .references
-            .iter()
-            .filter(|r| **r != path)
-            .cloned()
-            .collect();
-        stack.push(Step::Emit(narinfo));
-        stack.extend(references.into_iter().map(Step::Visit));
     }
-    for narinfo in &order {
-        copying(&narinfo.info.path);
-        cache.fetch(store, narinfo, trusted_keys)?;
-    }
-    Ok(())
 }
 
 /// A small cache file's text.
-fn read_text(url: &str, options: &TransferOptions) -> Result<String, CacheError> {
+fn read_text(url: &str, downloader: &Downloader) -> Result<String, CacheError> {
     let mut text = String::new();
-    transfer::open(url, options)?
+    downloader
+        .open(url)?
         // A narinfo or nix-cache-info is a few kilobytes; a server that
         // sends more is not a cache.
         .take(1 << 20)

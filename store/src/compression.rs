@@ -1,4 +1,5 @@
-//! Decompression by Nix's method names (`none`, `xz`, `bzip2`, `gzip`),
+//! Decompression by Nix's method names (`none`, `xz`, `bzip2`, `gzip`,
+//! `zstd`),
 //! as a stream: what a download or a binary cache's `Compression:` says
 //! is undone while it is read; or the method found by a file's first
 //! bytes, as libarchive finds it for Nix's tarballs.
@@ -20,8 +21,34 @@ pub fn decompressor<'a>(
         "xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(input)),
         "bzip2" => Box::new(bzip2::read::MultiBzDecoder::new(input)),
         "gzip" => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        "zstd" => Box::new(Zstd::Header(Some(input))),
         other => return Err(UnknownCompression(other.to_owned())),
     })
+}
+
+/// A zstd stream, its frame header read at the first read (so that a
+/// stream that fails, fails when it is read, as the other methods do).
+/// One frame, as Nix writes it.
+enum Zstd<R: Read> {
+    Header(Option<R>),
+    Frame(Box<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>),
+}
+
+impl<R: Read> Read for Zstd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Zstd::Header(input) = self {
+            let input = input
+                .take()
+                .ok_or_else(|| std::io::Error::other("a zstd stream whose header failed"))?;
+            let decoder = ruzstd::decoding::StreamingDecoder::new(input)
+                .map_err(|e| std::io::Error::other(format!("zstd: {e}")))?;
+            *self = Zstd::Frame(Box::new(decoder));
+        }
+        match self {
+            Zstd::Frame(decoder) => decoder.read(buf),
+            Zstd::Header(_) => unreachable!("the header was read above"),
+        }
+    }
 }
 
 /// The method a compressed file's first bytes name; `none` for anything
@@ -33,6 +60,8 @@ pub fn sniff(header: &[u8]) -> &'static str {
         "bzip2"
     } else if header.starts_with(&[0x1f, 0x8b]) {
         "gzip"
+    } else if header.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "zstd"
     } else {
         "none"
     }
@@ -55,11 +84,16 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&text).unwrap();
         let gz = gz.finish().unwrap();
+        let zstd = ruzstd::encoding::compress_to_vec(
+            &text[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
         for (method, data) in [
             ("none", text.clone()),
             ("xz", xz),
             ("bzip2", bz),
             ("gzip", gz),
+            ("zstd", zstd),
         ] {
             assert_eq!(sniff(&data), method);
             let mut back = Vec::new();

@@ -19,6 +19,7 @@ pub mod nar;
 pub mod path;
 pub mod pending;
 pub mod signature;
+pub mod substituters;
 pub mod transfer;
 pub mod tree;
 

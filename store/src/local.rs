@@ -258,6 +258,20 @@ impl LocalStore {
             .is_some_and(|named| named == info.path)
     }
 
+    /// Whether a path from elsewhere with `info` must be refused: keys are
+    /// required (`None`: `require-sigs` is off), and it is neither
+    /// content-addressed nor signed by one of them.
+    pub fn is_untrusted(
+        &self,
+        info: &PathInfo,
+        trusted_keys: Option<&[crate::signature::PublicKey]>,
+    ) -> bool {
+        trusted_keys.is_some_and(|keys| {
+            !self.is_content_addressed(info)
+                && !crate::signature::signed_by_trusted_key(&self.layout.store_dir, info, keys)
+        })
+    }
+
     /// Imports a path with its metadata and its NAR (a copy from another
     /// store): with `trusted_keys`, it must be content-addressed or signed
     /// by one of them; the NAR's hash and size must be the announced ones;
@@ -271,10 +285,7 @@ impl LocalStore {
         trusted_keys: Option<&[crate::signature::PublicKey]>,
     ) -> Result<(), StoreError> {
         let printed = self.layout.store_dir.print(&info.path);
-        if let Some(keys) = trusted_keys
-            && !self.is_content_addressed(&info)
-            && !crate::signature::signed_by_trusted_key(&self.layout.store_dir, &info, keys)
-        {
+        if self.is_untrusted(&info, trusted_keys) {
             nar::parse(nar, &mut nar::DiscardSink)?;
             return Err(StoreError::Unsigned(printed));
         }

@@ -4,6 +4,7 @@
 //! through it; binary caches will.
 
 use std::io::Read;
+use std::time::Duration;
 
 /// What a download could not do.
 #[derive(Debug, thiserror::Error)]
@@ -57,18 +58,72 @@ pub struct TransferOptions {
     /// Whether a TLS server's certificate is checked. `builtin:fetchurl`
     /// does not (the output's hash is checked instead), as in Nix.
     pub verify_tls: bool,
+    /// How long a connection may take to open (`connect-timeout`; `None`
+    /// leaves it to the system).
+    pub connect_timeout: Option<Duration>,
+    /// How long a download may go without receiving anything
+    /// (`stalled-download-timeout`).
+    pub stalled_timeout: Option<Duration>,
 }
 
 impl Default for TransferOptions {
     fn default() -> Self {
-        TransferOptions { verify_tls: true }
+        TransferOptions {
+            verify_tls: true,
+            connect_timeout: None,
+            stalled_timeout: Some(Duration::from_secs(300)),
+        }
     }
 }
 
-/// Opens `url` for reading: its bytes as they arrive, undecompressed.
-/// Proxies come from the usual variables (`http_proxy`, `https_proxy`,
-/// `all_proxy`, `no_proxy`), as curl reads them for Nix.
+impl TransferOptions {
+    /// Nix's reading of the timeout settings: seconds, 0 for none.
+    pub fn with_timeouts(mut self, connect_secs: u64, stalled_secs: u64) -> Self {
+        let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+        self.connect_timeout = secs(connect_secs);
+        self.stalled_timeout = secs(stalled_secs);
+        self
+    }
+}
+
+/// Makes downloads with one set of options, reusing HTTP connections
+/// between them.
+#[derive(Debug, Clone)]
+pub struct Downloader {
+    agent: ureq::Agent,
+}
+
+impl Downloader {
+    /// A downloader making downloads as `options` say.
+    pub fn new(options: &TransferOptions) -> Downloader {
+        let tls = ureq::tls::TlsConfig::builder()
+            .disable_verification(!options.verify_tls)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .timeout_connect(options.connect_timeout)
+            .timeout_per_read(options.stalled_timeout)
+            .build()
+            .into();
+        Downloader { agent }
+    }
+
+    /// Opens `url` for reading: its bytes as they arrive, undecompressed.
+    /// Proxies come from the usual variables (`http_proxy`, `https_proxy`,
+    /// `all_proxy`, `no_proxy`), as curl reads them for Nix.
+    pub fn open(&self, url: &str) -> Result<Box<dyn Read + Send>, TransferError> {
+        open_with(&self.agent, url)
+    }
+}
+
+/// Opens `url` for reading with a downloader of its own (see
+/// [`Downloader::open`]).
 pub fn open(url: &str, options: &TransferOptions) -> Result<Box<dyn Read + Send>, TransferError> {
+    Downloader::new(options).open(url)
+}
+
+fn open_with(agent: &ureq::Agent, url: &str) -> Result<Box<dyn Read + Send>, TransferError> {
     if let Some(path) = url.strip_prefix("file://") {
         // curl decodes a file URL's `%XX` escapes.
         use std::os::unix::ffi::OsStrExt;
@@ -83,14 +138,6 @@ pub fn open(url: &str, options: &TransferOptions) -> Result<Box<dyn Read + Send>
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(TransferError::Unsupported(url.to_owned()));
     }
-    let tls = ureq::tls::TlsConfig::builder()
-        .disable_verification(!options.verify_tls)
-        .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .tls_config(tls)
-        .build()
-        .into();
     let transport = |error: ureq::Error| TransferError::Transport {
         url: url.to_owned(),
         reason: error.to_string(),

@@ -21,7 +21,9 @@ pub const TEST_USER: &str = "hermetic-test";
 
 pub mod builds;
 pub mod daemon;
+pub mod http_server;
 pub mod kernel;
+pub mod nix_cache;
 pub mod nix_peer;
 pub mod probes;
 

@@ -8,101 +8,8 @@
 use std::path::Path;
 
 use hermetic_tests::builds::{BuildHost, stderr};
-use hermetic_tests::nix_peer::NixPeer;
-use hermetic_tests::{TempDir, root_or_skip};
-
-/// A cache made by stock Nix: a content-addressed source and an
-/// input-addressed output that refers to it, both signed by `test-1`.
-struct NixCache {
-    dir: TempDir,
-    nix: NixPeer,
-    /// The content-addressed source.
-    source: String,
-    /// The built path that refers to `source`.
-    built: String,
-}
-
-impl NixCache {
-    fn make() -> Option<NixCache> {
-        let dir = TempDir::new("nix-cache");
-        let nix = NixPeer::or_skip(
-            "binary_cache",
-            "experimental-features = nix-command\nsubstituters =\nbuild-users-group =\n\
-             sandbox = true\nsandbox-fallback = false\nextra-sandbox-paths = /bin/sh=/bin/busybox\n",
-        )?;
-        let store = dir.path.join("nix-root");
-        let store = store.to_str().unwrap();
-        std::fs::write(dir.path.join("f1"), "hello\n").unwrap();
-        std::fs::write(
-            dir.path.join("d.nix"),
-            r#"let t = builtins.toFile "t" "ref ${./f1}"; in
-               derivation { name = "ia"; system = "x86_64-linux"; builder = "/bin/sh";
-                 args = ["-c" "echo built > $out; read x < ${t}; echo $x >> $out"]; }"#,
-        )
-        .unwrap();
-        let d_nix = dir.path.join("d.nix");
-        let built = nix.run(
-            "nix-build",
-            &["--store", store, d_nix.to_str().unwrap(), "--no-out-link"],
-        );
-        let built = built.trim().to_owned();
-        let refs = nix.run("nix-store", &["--store", store, "-qR", &built]);
-        let source = refs
-            .lines()
-            .find(|l| l.ends_with("-f1"))
-            .expect("the output refers to the source")
-            .to_owned();
-        let key = |name: &str| dir.path.join(name).display().to_string();
-        nix.run(
-            "nix-store",
-            &[
-                "--generate-binary-cache-key",
-                "test-1",
-                &key("sk"),
-                &key("pk"),
-            ],
-        );
-        nix.run(
-            "nix",
-            &[
-                "store",
-                "sign",
-                "--store",
-                store,
-                "-k",
-                &key("sk"),
-                "-r",
-                &built,
-            ],
-        );
-        let url = format!("file://{}", dir.path.join("cache").display());
-        nix.run("nix", &["copy", "--store", store, "--to", &url, &built]);
-        Some(NixCache {
-            dir,
-            nix,
-            source,
-            built,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("file://{}", self.dir.path.join("cache").display())
-    }
-
-    fn public_key(&self) -> String {
-        std::fs::read_to_string(self.dir.path.join("pk"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-
-    /// The narinfo file of `path`.
-    fn narinfo(&self, path: &str) -> std::path::PathBuf {
-        let base = Path::new(path).file_name().unwrap().to_str().unwrap();
-        let hash = &base[..32];
-        self.dir.path.join(format!("cache/{hash}.narinfo"))
-    }
-}
+use hermetic_tests::nix_cache::NixCache;
+use hermetic_tests::root_or_skip;
 
 /// The names in a store directory that are not the store's own entries.
 fn store_entries(host: &BuildHost) -> Vec<String> {
@@ -259,4 +166,44 @@ fn an_untrusted_signature_or_a_wrong_nar_is_refused_and_leaves_nothing() {
         stderr(&out)
     );
     assert!(store_entries(&host).is_empty());
+}
+
+#[test]
+fn a_zstd_compressed_cache_written_by_nix_is_read() {
+    if !root_or_skip("a_zstd_compressed_cache_written_by_nix_is_read") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let dir = cache.dir.path.join("zstd-cache");
+    let url = format!("file://{}", dir.display());
+    let store = cache.dir.path.join("nix-root");
+    cache.nix.run(
+        "nix",
+        &[
+            "copy",
+            "--store",
+            store.to_str().unwrap(),
+            "--to",
+            &format!("{url}?compression=zstd"),
+            &cache.built,
+        ],
+    );
+    let narinfo = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "narinfo"))
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&narinfo)
+            .unwrap()
+            .contains("Compression: zstd\n")
+    );
+    let host = BuildHost::diverted("cache-zstd");
+    host.conf(&format!("trusted-public-keys = {}", cache.public_key()));
+    let out = host.run(&["store", "copy", "--from", &url, &cache.built]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let verify = cache.nix.verify_store(host.dir.path.join("root"));
+    assert!(verify.status.success(), "{}", stderr(&verify));
 }

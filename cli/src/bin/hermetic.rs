@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hermetic_store::binary_cache::{BinaryCache, copy_closure};
+use hermetic_store::binary_cache::{BinaryCache, CacheError};
 use hermetic_store::derivation::json;
+use hermetic_store::substituters::{Closure, Substituters};
 use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
 
 /// hermetic: Nix's store and sandboxed builds.
@@ -275,14 +276,34 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 &settings.trusted_public_keys,
             );
             let paths = paths.iter().map(|p| parse(p)).collect::<Result<Vec<_>>>()?;
-            let cache = BinaryCache::open(&from, &layout.store_dir)?;
-            copy_closure(&cache, &mut store, &paths, keys.as_deref(), &mut |path| {
-                eprintln!(
-                    "copying path '{}' from '{}'...",
-                    layout.store_dir.print(path),
-                    cache.url
-                )
-            })?;
+            let options = hermetic_realise::substitute::transfer_options(&settings);
+            let cache = BinaryCache::open(&from, &layout.store_dir, &options)?;
+            let url = cache.url.clone();
+            let caches = Substituters::to_copy_from(cache, &layout.store_dir, keys);
+            let say = |text: String| eprintln!("{text}");
+            let offers = match caches.closure(&store, &paths, &say)? {
+                Closure::Complete(offers) => offers,
+                Closure::Incomplete { path, .. } => {
+                    return Err(CacheError::Missing {
+                        url,
+                        path: layout.store_dir.print(&path),
+                    }
+                    .into());
+                }
+            };
+            drop(store);
+            let jobs = settings.max_substitution_jobs;
+            let failed = caches.fetch(&layout, offers, jobs, &|| false, &|event| {
+                if let Some(line) =
+                    hermetic_realise::substitute::progress_of(event).text(&layout.store_dir)
+                {
+                    eprintln!("{line}");
+                }
+            });
+            // Each failed fetch was told as it failed.
+            if !failed.is_empty() {
+                bail!("{} paths could not be copied from '{url}'", failed.len());
+            }
         }
         StoreCommand::Info { json, paths } => {
             let infos = paths

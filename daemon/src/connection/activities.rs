@@ -43,6 +43,8 @@ pub(super) struct BuildReporter {
 struct State {
     /// The running builds' activities.
     running: HashMap<StorePath, u64>,
+    /// The running fetches' activities.
+    copying: HashMap<StorePath, u64>,
     /// Each build's last lines.
     tails: HashMap<StorePath, VecDeque<String>>,
     done: u64,
@@ -115,6 +117,28 @@ impl BuildReporter {
                 );
                 state.running.insert(drv, id);
                 state.expected = state.expected.max(total as u64);
+            }
+            Progress::Copying { path, from } => {
+                let id = next_id();
+                let printed = self.store_dir.print(&path);
+                let text = format!("copying path '{printed}' from '{from}'");
+                let fields = [Field::Str(&printed), Field::Str(&from), Field::Str("local")];
+                let _ = send_start_activity(
+                    &mut *w,
+                    id,
+                    activity::COPY_PATH,
+                    &text,
+                    &fields,
+                    self.builds_id,
+                );
+                state.copying.insert(path, id);
+                return;
+            }
+            Progress::Copied { path, .. } => {
+                if let Some(id) = state.copying.remove(&path) {
+                    let _ = send_stop_activity(&mut *w, id);
+                }
+                return;
             }
             Progress::Finished { drv, ok } => {
                 if let Some(id) = state.running.remove(&drv) {
@@ -195,7 +219,8 @@ impl BuildReporter {
         }
         state.finished = true;
         let mut w = lock(&self.to);
-        for (_, id) in state.running.drain() {
+        let state = &mut *state;
+        for (_, id) in state.running.drain().chain(state.copying.drain()) {
             let _ = send_stop_activity(&mut *w, id);
         }
         let _ = send_stop_activity(&mut *w, self.builds_id);

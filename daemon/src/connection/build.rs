@@ -3,7 +3,6 @@
 //! client's hang-up or the daemon's stop cancelling a running build, and
 //! the build's log sent back as it comes.
 
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -162,53 +161,19 @@ impl Connection {
         })
     }
 
-    /// The derivations among `targets` (`drv!outputs` or plain paths) to
-    /// build, and the plain paths that are not valid.
-    pub(super) fn query_missing(
-        &self,
-        targets: &[String],
-    ) -> Result<(BTreeSet<StorePath>, BTreeSet<StorePath>), Step> {
-        let store = self.store()?;
-        let mut will_build = BTreeSet::new();
-        let mut unknown = BTreeSet::new();
-        let mut queue: Vec<StorePath> = Vec::new();
-        for target in targets {
-            let path = self.parse_path(target.split('!').next().unwrap_or_default())?;
-            if path.is_derivation() {
-                queue.push(path);
-            } else if !store.is_valid(&path).map_err(failed)? {
-                unknown.insert(path);
-            }
-        }
-        while let Some(drv_path) = queue.pop() {
-            if will_build.contains(&drv_path) {
-                continue;
-            }
-            let drv = store.read_derivation(&drv_path).map_err(failed)?;
-            if !store.outputs_valid(&drv).map_err(failed)? {
-                queue.extend(drv.input_drvs.keys().cloned());
-                will_build.insert(drv_path);
-            }
-        }
-        Ok((will_build, unknown))
-    }
-
     pub(super) fn build_paths(&self, targets: &[String], mode: u64) -> Result<(), Step> {
         self.refuse_untrusted_repair(mode == 1)?;
-        let store = self.store()?;
         let mut drvs = Vec::new();
+        let mut others = Vec::new();
         for target in targets {
             let path = self.parse_path(target.split('!').next().unwrap_or_default())?;
             if path.is_derivation() {
                 drvs.push(path);
-            } else if !store.is_valid(&path).map_err(failed)? {
-                return Err(Step::Failed(OpError(format!(
-                    "path '{}' is not valid",
-                    self.print(&path)
-                ))));
+            } else {
+                others.push(path);
             }
         }
-        drop(store);
+        self.substitute(&others)?;
         let (summary, reporter) = self.build_with_log(&drvs, mode == 2)?;
         let report = summary.failure_report(&drvs, &self.layout.store_dir, &|drv, failure| {
             reporter.describe(drv, failure)
@@ -248,7 +213,7 @@ impl Connection {
     }
 
     /// A reporter of this operation's builds to this client.
-    fn reporter(&self) -> Arc<BuildReporter> {
+    pub(super) fn reporter(&self) -> Arc<BuildReporter> {
         BuildReporter::new(
             self.to.clone(),
             self.version,

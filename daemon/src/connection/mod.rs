@@ -10,6 +10,7 @@ mod build;
 mod maintenance;
 mod options;
 mod results;
+mod substitute;
 
 use std::collections::BTreeSet;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -24,8 +25,8 @@ use crate::protocol::{
 };
 use crate::trust::{Peer, admit};
 use crate::wire::{
-    WireError, read_bool, read_string, read_strings, read_u64, write_string, write_strings,
-    write_u64,
+    WireError, read_bool, read_count, read_string, read_strings, read_u64, write_string,
+    write_strings, write_u64,
 };
 
 /// The stream to the client, shared with the log of running builds.
@@ -380,12 +381,7 @@ impl Connection {
             // EnsurePath
             10 => {
                 let path = self.parse_path(&read_string(from)?)?;
-                if !self.store()?.is_valid(&path).map_err(failed)? {
-                    return Err(Step::Failed(OpError(format!(
-                        "path '{}' is not valid",
-                        self.print(&path)
-                    ))));
-                }
+                self.substitute(std::slice::from_ref(&path))?;
                 self.reply(|w| write_u64(w, 1))
             }
             // AddTempRoot: hermetic has no garbage collector yet, so
@@ -437,22 +433,52 @@ impl Connection {
                     write_string(&mut *w, &found.map(|p| self.print(&p)).unwrap_or_default())
                 })
             }
-            // QuerySubstitutablePathInfos: there are no substituters.
+            // QuerySubstitutablePathInfos
             30 => {
-                let count = read_u64(from)?;
-                for _ in 0..count.min(crate::wire::MAX_LIST) {
-                    read_string(from)?;
+                let count = read_count(from)?;
+                let mut paths = Vec::new();
+                for _ in 0..count {
+                    paths.push(self.parse_path(&read_string(from)?)?);
                     if minor(self.version) >= 22 {
-                        read_string(from)?;
+                        read_string(from)?; // its content address, if any
                     }
                 }
-                self.reply(|w| write_u64(w, 0))
+                let offers = self.offers(&paths)?;
+                self.reply(|w| {
+                    write_u64(&mut *w, offers.len() as u64)?;
+                    for offer in &offers {
+                        write_string(&mut *w, &self.print(&offer.narinfo.info.path))?;
+                        self.write_substitutable(w, offer)?;
+                    }
+                    Ok(())
+                })
             }
             // QueryValidPaths
             31 => {
                 let paths = self.read_path_set(from)?;
-                if minor(self.version) >= 27 {
-                    read_u64(from)?; // substitute: there are no substituters
+                let substitute = minor(self.version) >= 27 && read_u64(from)? != 0;
+                if substitute {
+                    // Nix's `substitutePaths`: what the caches offer is
+                    // fetched; a failure is only a warning.
+                    let missing: Vec<StorePath> = {
+                        let store = self.store()?;
+                        paths
+                            .iter()
+                            .filter(|p| !store.is_valid(p).unwrap_or(true))
+                            .cloned()
+                            .collect()
+                    };
+                    let offered: Vec<StorePath> = self
+                        .offers(&missing)?
+                        .into_iter()
+                        .map(|o| o.narinfo.info.path)
+                        .collect();
+                    match self.substitute(&offered) {
+                        Err(Step::Failed(OpError(message))) => {
+                            self.log(&format!("warning: {message}"))
+                        }
+                        other => other?,
+                    }
                 }
                 let store = self.store()?;
                 let mut valid = BTreeSet::new();
@@ -465,8 +491,13 @@ impl Connection {
             }
             // QuerySubstitutablePaths
             32 => {
-                self.read_path_set(from)?;
-                self.reply(|w| write_u64(w, 0))
+                let paths: Vec<StorePath> = self.read_path_set(from)?.into_iter().collect();
+                let offered: BTreeSet<StorePath> = self
+                    .offers(&paths)?
+                    .into_iter()
+                    .map(|o| o.narinfo.info.path)
+                    .collect();
+                self.reply(|w| self.write_path_set(&mut *w, &offered))
             }
             // BuildDerivation: a derivation sent inline (remote building).
             36 => {
@@ -497,14 +528,14 @@ impl Connection {
             // QueryMissing
             40 => {
                 let targets = read_strings(from)?;
-                let (will_build, unknown) = self.query_missing(&targets)?;
+                let missing = self.query_missing(&targets)?;
                 self.reply(|w| {
                     let mut w = w;
-                    self.write_path_set(&mut w, &will_build)?;
-                    write_u64(&mut w, 0)?; // will substitute
-                    self.write_path_set(&mut w, &unknown)?;
-                    write_u64(&mut w, 0)?; // download size
-                    write_u64(&mut w, 0) // NAR size
+                    self.write_path_set(&mut w, &missing.will_build)?;
+                    self.write_path_set(&mut w, &missing.will_substitute)?;
+                    self.write_path_set(&mut w, &missing.unknown)?;
+                    write_u64(&mut w, missing.download_size)?;
+                    write_u64(&mut w, missing.nar_size)
                 })
             }
             // QueryDerivationOutputMap
@@ -524,10 +555,11 @@ impl Connection {
                     Ok(())
                 })
             }
-            // HasSubstitutes: there are no substituters.
+            // HasSubstitutes
             3 => {
-                read_string(from)?;
-                self.reply(|w| write_u64(w, 0))
+                let path = self.parse_path(&read_string(from)?)?;
+                let offered = !self.offers(&[path])?.is_empty();
+                self.reply(|w| write_u64(w, u64::from(offered)))
             }
             // QueryPathHash
             4 => {
@@ -554,10 +586,17 @@ impl Connection {
             }
             // CollectGarbage
             20 => self.collect_garbage(from),
-            // QuerySubstitutablePathInfo: there are no substituters.
+            // QuerySubstitutablePathInfo
             21 => {
-                read_string(from)?;
-                self.reply(|w| write_u64(w, 0))
+                let path = self.parse_path(&read_string(from)?)?;
+                let offers = self.offers(&[path])?;
+                self.reply(|w| match offers.first() {
+                    Some(offer) => {
+                        write_u64(&mut *w, 1)?;
+                        self.write_substitutable(w, offer)
+                    }
+                    None => write_u64(w, 0),
+                })
             }
             // QueryDerivationOutputs, QueryDerivationOutputNames
             22 | 28 => {

@@ -11,12 +11,13 @@ use hermetic_store::{Derivation, LocalStore, StorePath};
 
 use super::activities::BuildReporter;
 use super::build::result_status;
-use super::{Connection, Step, failed};
+use super::{Connection, OpError, Step, failed};
 use crate::protocol::minor;
 use crate::wire::{read_strings, read_u64, write_string, write_u64};
 
 /// Nix's `BuildResult` statuses used here.
 const BUILT: u64 = 0;
+const SUBSTITUTED: u64 = 1;
 const ALREADY_VALID: u64 = 2;
 const NO_SUBSTITUTERS: u64 = 14;
 
@@ -104,7 +105,19 @@ impl Connection {
             let valid_before = store.outputs_valid(&drv).map_err(failed)?;
             drvs.insert(target.path.clone(), (drv, valid_before));
         }
+        // Other paths are fetched: each one's result says whether it came.
+        let mut fetch = Vec::new();
+        for target in targets.iter().filter(|t| !t.path.is_derivation()) {
+            if !store.is_valid(&target.path).map_err(failed)? {
+                fetch.push(target.path.clone());
+            }
+        }
         drop(store);
+        let fetch_error = match self.substitute(&fetch) {
+            Ok(()) => None,
+            Err(Step::Failed(OpError(message))) => Some(message),
+            Err(fatal) => return Err(fatal),
+        };
         let paths: Vec<StorePath> = drvs.keys().cloned().collect();
         let start_time = now();
         let (summary, reporter) = self.build_with_log(&paths, mode == 2)?;
@@ -117,16 +130,22 @@ impl Connection {
                 self.derivation_outcome(&store, target, drv, *valid_before, built, times)?
             } else if store.is_valid(&target.path).map_err(failed)? {
                 Outcome {
-                    status: ALREADY_VALID,
+                    status: if fetch.contains(&target.path) {
+                        SUBSTITUTED
+                    } else {
+                        ALREADY_VALID
+                    },
                     ..Outcome::default()
                 }
             } else {
                 Outcome {
                     status: NO_SUBSTITUTERS,
-                    message: format!(
-                        "path '{}' is required, but there is no substituter that can build it",
-                        self.print(&target.path)
-                    ),
+                    message: fetch_error.clone().unwrap_or_else(|| {
+                        format!(
+                            "path '{}' is required, but there is no substituter that can build it",
+                            self.print(&target.path)
+                        )
+                    }),
                     ..Outcome::default()
                 }
             };
@@ -172,9 +191,16 @@ impl Connection {
                 Some((format!("{}!{name}", hash.to_prefixed_hex()), path))
             })
             .collect();
+        let substituted = summary.substituted.contains(&target.path);
         Ok(Outcome {
-            status: if valid_before { ALREADY_VALID } else { BUILT },
-            times_built: u64::from(!valid_before),
+            status: if valid_before {
+                ALREADY_VALID
+            } else if substituted {
+                SUBSTITUTED
+            } else {
+                BUILT
+            },
+            times_built: u64::from(!valid_before && !substituted),
             start_time: if valid_before { 0 } else { start_time },
             stop_time: if valid_before { 0 } else { stop_time },
             outputs,

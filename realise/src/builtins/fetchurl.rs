@@ -72,7 +72,10 @@ fn fetch(
     unpack: bool,
     executable: bool,
 ) -> Result<(), FetchurlError> {
-    let options = TransferOptions { verify_tls: false };
+    let options = TransferOptions {
+        verify_tls: false,
+        ..TransferOptions::default()
+    };
     let source = transfer::open(from, &options)?;
     if unpack {
         let method = if url.ends_with(".xz") { "xz" } else { "none" };

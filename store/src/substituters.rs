@@ -1,0 +1,391 @@
+//! The binary caches a store substitutes from (`substituters`), tried in
+//! priority order as Nix tries them: for each path the first cache with a
+//! narinfo the store may accept (signed by a trusted key, content-addressed,
+//! or `require-sigs` off), and on a failed download the next one. Whole
+//! closures are fetched references first, up to `max-substitution-jobs` at
+//! once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, mpsc};
+
+use crate::binary_cache::{BinaryCache, NarInfo};
+use crate::local::LocalStore;
+use crate::path::{StoreDir, StorePath};
+use crate::signature::PublicKey;
+use crate::transfer::TransferOptions;
+use crate::{StoreError, StoreLayout, error_chain};
+
+/// Where a path can be fetched from: the cache (its index in priority
+/// order) and its narinfo there.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// The cache's index among [`Substituters`], in priority order.
+    pub cache: usize,
+    /// Its narinfo for the path.
+    pub narinfo: NarInfo,
+}
+
+/// What the caches were able to say of a path.
+#[derive(Debug, Clone)]
+enum Lookup {
+    Offered(Box<Offer>),
+    /// No cache offers it; `failed` when a cache could not be asked.
+    Absent {
+        failed: bool,
+    },
+}
+
+/// What substituting a set of paths would take.
+#[derive(Debug, Clone)]
+pub enum Closure {
+    /// Every path of the closure that is not valid, references first,
+    /// each with where it comes from.
+    Complete(Vec<Offer>),
+    /// Some path of the closure is offered by no cache; `failed` when a
+    /// cache could not be asked (rather than not having it).
+    Incomplete {
+        /// The path no cache offers.
+        path: StorePath,
+        /// A cache could not be asked.
+        failed: bool,
+    },
+}
+
+/// What a substitution tells its caller as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchEvent {
+    /// `path` starts coming from the cache at `from` (its URL).
+    Copying {
+        /// The path.
+        path: StorePath,
+        /// The cache's URL.
+        from: String,
+    },
+    /// `path`'s fetch ended.
+    Copied {
+        /// The path.
+        path: StorePath,
+        /// Whether it is now valid.
+        ok: bool,
+    },
+    /// A warning or error to show (`warning: …`, `error: …`).
+    Message(String),
+}
+
+/// The substituters of a store, opened, in priority order, with what they
+/// were asked (each path is asked once per run).
+pub struct Substituters {
+    caches: Vec<BinaryCache>,
+    trusted_keys: Option<Vec<PublicKey>>,
+    /// Whether a narinfo no trusted key signed is passed over before its
+    /// NAR is fetched (substitution), or refused when the path is imported
+    /// (a copy, as `nix copy` refuses it).
+    skip_unsigned: bool,
+    store_dir: StoreDir,
+    known: Mutex<HashMap<StorePath, Lookup>>,
+}
+
+impl Substituters {
+    /// Opens the caches at `urls` for a store at `store_dir`; a cache that
+    /// cannot be opened (unreachable, another store directory) is skipped
+    /// with a warning told to `say`, as Nix skips it. `trusted_keys` are
+    /// the keys a path must be signed by (`None`: `require-sigs` is off);
+    /// downloads are made as `options` say.
+    pub fn open(
+        urls: &[String],
+        store_dir: &StoreDir,
+        trusted_keys: Option<Vec<PublicKey>>,
+        options: &TransferOptions,
+        say: &dyn Fn(String),
+    ) -> Substituters {
+        let mut caches = Vec::new();
+        for url in urls.iter().filter(|u| !u.is_empty()) {
+            match BinaryCache::open(url, store_dir, options) {
+                Ok(cache) => caches.push(cache),
+                Err(e) => say(format!("warning: {}", error_chain(&e))),
+            }
+        }
+        // Stable: caches of one priority keep the order they were named in.
+        caches.sort_by_key(|c| c.info.priority);
+        Substituters {
+            caches,
+            trusted_keys,
+            skip_unsigned: true,
+            store_dir: store_dir.clone(),
+            known: Mutex::default(),
+        }
+    }
+
+    /// One cache, opened, to copy from: every narinfo is taken, and a
+    /// path no trusted key signed is refused when it is imported, with the
+    /// store's error (as `nix copy --from` refuses it).
+    pub fn to_copy_from(
+        cache: BinaryCache,
+        store_dir: &StoreDir,
+        trusted_keys: Option<Vec<PublicKey>>,
+    ) -> Substituters {
+        Substituters {
+            caches: vec![cache],
+            trusted_keys,
+            skip_unsigned: false,
+            store_dir: store_dir.clone(),
+            known: Mutex::default(),
+        }
+    }
+
+    /// Whether there is no cache to substitute from.
+    pub fn is_empty(&self) -> bool {
+        self.caches.is_empty()
+    }
+
+    /// The URL of the cache at `index`.
+    pub fn url(&self, index: usize) -> &str {
+        &self.caches[index].url
+    }
+
+    /// The first cache from `from` on that offers `path` with a narinfo
+    /// the store may accept. A narinfo no trusted key signed is skipped
+    /// with Nix's warning; a cache that cannot be asked, with its error.
+    fn lookup(
+        &self,
+        store: &LocalStore,
+        path: &StorePath,
+        from: usize,
+        say: &dyn Fn(String),
+    ) -> Lookup {
+        let mut failed = false;
+        for (index, cache) in self.caches.iter().enumerate().skip(from) {
+            let narinfo = match cache.query(&self.store_dir, path) {
+                Ok(Some(narinfo)) => narinfo,
+                Ok(None) => continue,
+                Err(e) => {
+                    say(format!("error: {}", error_chain(&e)));
+                    failed = true;
+                    continue;
+                }
+            };
+            if self.skip_unsigned && store.is_untrusted(&narinfo.info, self.trusted_keys.as_deref())
+            {
+                say(format!(
+                    "warning: the substitute for '{}' from '{}' is not signed by any of the keys in 'trusted-public-keys'",
+                    self.store_dir.print(path),
+                    cache.url
+                ));
+                continue;
+            }
+            return Lookup::Offered(Box::new(Offer {
+                cache: index,
+                narinfo,
+            }));
+        }
+        Lookup::Absent { failed }
+    }
+
+    /// Where `path` can come from, asking the caches once per run.
+    pub fn offer(
+        &self,
+        store: &LocalStore,
+        path: &StorePath,
+        say: &dyn Fn(String),
+    ) -> Option<Offer> {
+        self.lookup_once(store, path, say).0
+    }
+
+    fn lookup_once(
+        &self,
+        store: &LocalStore,
+        path: &StorePath,
+        say: &dyn Fn(String),
+    ) -> (Option<Offer>, bool) {
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned();
+        let lookup = match known {
+            Some(lookup) => lookup,
+            None => {
+                let lookup = self.lookup(store, path, 0, say);
+                self.known
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path.clone(), lookup.clone());
+                lookup
+            }
+        };
+        match lookup {
+            Lookup::Offered(offer) => (Some(*offer), false),
+            Lookup::Absent { failed } => (None, failed),
+        }
+    }
+
+    /// What fetching `roots` and everything they refer to takes: the
+    /// paths of that closure not valid in `store`, references first.
+    pub fn closure(
+        &self,
+        store: &LocalStore,
+        roots: &[StorePath],
+        say: &dyn Fn(String),
+    ) -> Result<Closure, StoreError> {
+        enum Step {
+            Visit(StorePath),
+            Emit(Box<Offer>),
+        }
+        let mut order = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<Step> = roots.iter().rev().cloned().map(Step::Visit).collect();
+        while let Some(step) = stack.pop() {
+            let path = match step {
+                Step::Emit(offer) => {
+                    order.push(*offer);
+                    continue;
+                }
+                Step::Visit(path) => path,
+            };
+            if !seen.insert(path.clone()) || store.is_valid(&path)? {
+                continue;
+            }
+            let (offer, failed) = self.lookup_once(store, &path, say);
+            let Some(offer) = offer else {
+                return Ok(Closure::Incomplete { path, failed });
+            };
+            let references: Vec<StorePath> = offer
+                .narinfo
+                .info
+                .references
+                .iter()
+                .filter(|r| **r != path)
+                .cloned()
+                .collect();
+            stack.push(Step::Emit(Box::new(offer)));
+            stack.extend(references.into_iter().map(Step::Visit));
+        }
+        Ok(Closure::Complete(order))
+    }
+
+    /// Fetches `offers` (references first, as [`Substituters::closure`]
+    /// gives them) into the store at `layout`, up to `jobs` at once, a path
+    /// starting once the references it fetches are valid. A failed download
+    /// is told and tried at the next cache that offers the path. Returns
+    /// the paths that are not valid at the end, each with why; a path
+    /// whose reference failed is not tried. `stop` is asked before each
+    /// start: when it says so, nothing more starts.
+    pub fn fetch(
+        &self,
+        layout: &StoreLayout,
+        offers: Vec<Offer>,
+        jobs: usize,
+        stop: &(dyn Fn() -> bool + Sync),
+        events: &(dyn Fn(FetchEvent) + Sync),
+    ) -> BTreeMap<StorePath, String> {
+        let store_dir = &layout.store_dir;
+        let wanted: BTreeSet<StorePath> =
+            offers.iter().map(|o| o.narinfo.info.path.clone()).collect();
+        let mut waiting: Vec<Offer> = offers;
+        let mut done: BTreeSet<StorePath> = BTreeSet::new();
+        let mut failed: BTreeMap<StorePath, String> = BTreeMap::new();
+        let mut running = 0usize;
+        let (tx, rx) = mpsc::channel::<(StorePath, Result<(), String>)>();
+        std::thread::scope(|scope| {
+            loop {
+                let mut index = 0;
+                while index < waiting.len() {
+                    let info = &waiting[index].narinfo.info;
+                    let needed = info
+                        .references
+                        .iter()
+                        .filter(|r| **r != info.path && wanted.contains(*r));
+                    let mut blocked = false;
+                    let mut broken = None;
+                    for reference in needed {
+                        if let Some(why) = failed.get(reference) {
+                            broken = Some(format!(
+                                "some references of path '{}' could not be realised ({why})",
+                                store_dir.print(&info.path)
+                            ));
+                            break;
+                        }
+                        blocked |= !done.contains(reference);
+                    }
+                    if let Some(why) = broken {
+                        let offer = waiting.swap_remove(index);
+                        failed.insert(offer.narinfo.info.path, why);
+                        continue;
+                    }
+                    if blocked || running >= jobs.max(1) || stop() {
+                        index += 1;
+                        continue;
+                    }
+                    let offer = waiting.swap_remove(index);
+                    running += 1;
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let path = offer.narinfo.info.path.clone();
+                        let result = self.fetch_one(layout, offer, events);
+                        events(FetchEvent::Copied {
+                            path: path.clone(),
+                            ok: result.is_ok(),
+                        });
+                        let _ = tx.send((path, result));
+                    });
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok((path, result)) = rx.recv() else { break };
+                running -= 1;
+                match result {
+                    Ok(()) => {
+                        done.insert(path);
+                    }
+                    Err(why) => {
+                        failed.insert(path, why);
+                    }
+                }
+            }
+        });
+        // Not started: stopped, or waiting on a reference that never came.
+        for offer in waiting {
+            failed
+                .entry(offer.narinfo.info.path)
+                .or_insert_with(|| "the substitution was interrupted".to_owned());
+        }
+        failed
+    }
+
+    /// Fetches one path, from the cache of `offer` and then
+    /// from each later cache that offers it.
+    fn fetch_one(
+        &self,
+        layout: &StoreLayout,
+        mut offer: Offer,
+        events: &(dyn Fn(FetchEvent) + Sync),
+    ) -> Result<(), String> {
+        let path = offer.narinfo.info.path.clone();
+        let mut store = LocalStore::open(layout.clone()).map_err(|e| error_chain(&e))?;
+        // No lock held here: the store installs the path under its lock,
+        // and a path another process added meanwhile is left as it is.
+        if store.is_valid(&path).map_err(|e| error_chain(&e))? {
+            return Ok(());
+        }
+        let say = |text: String| events(FetchEvent::Message(text));
+        loop {
+            let cache = &self.caches[offer.cache];
+            events(FetchEvent::Copying {
+                path: path.clone(),
+                from: cache.url.clone(),
+            });
+            let error = match cache.fetch(&mut store, &offer.narinfo, self.trusted_keys.as_deref())
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => error_chain(&e),
+            };
+            say(format!("error: {error}"));
+            match self.lookup(&store, &path, offer.cache + 1, &say) {
+                Lookup::Offered(next) => offer = *next,
+                Lookup::Absent { .. } => return Err(error),
+            }
+        }
+    }
+}

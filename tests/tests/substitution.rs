@@ -1,0 +1,346 @@
+//! Substitution (issue 17): `hermetic build` fetches a derivation's
+//! outputs from binary caches made by stock Nix 2.8 instead of building
+//! them, over HTTP from a real server on loopback and over `file://`, in
+//! the caches' priority order; a failed fetch fails the build in Nix's
+//! words or, with `fallback`, builds it; bad caches change nothing.
+
+use hermetic_tests::builds::{BuildHost, stderr};
+use hermetic_tests::http_server::Fault;
+use hermetic_tests::nix_cache::NixCache;
+use hermetic_tests::root_or_skip;
+
+/// A store with the cache's derivation (and its sources) in it, trusting
+/// the cache's key, `extra` added to its nix.conf.
+fn host_with_drv(label: &str, cache: &NixCache, extra: &str) -> BuildHost {
+    let host = BuildHost::diverted(label);
+    let conf = |more: &str| {
+        format!(
+            "trusted-public-keys = {}\nextra-sandbox-paths = /bin/sh=/bin/busybox\n{more}",
+            cache.public_key()
+        )
+    };
+    host.conf(&conf(""));
+    let out = host.run(&["store", "copy", "--from", &cache.url(), &cache.drv]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    host.conf(&conf(extra));
+    host
+}
+
+/// The output's file in `host`'s store, if there.
+fn output_text(host: &BuildHost, printed: &str) -> Option<String> {
+    let real = host
+        .dir
+        .path
+        .join("root")
+        .join(printed.trim_start_matches('/'));
+    std::fs::read_to_string(real).ok()
+}
+
+/// Whether `host`'s store has `printed` registered.
+fn registered(host: &BuildHost, printed: &str) -> bool {
+    let path = host.layout().store_dir.parse(printed).unwrap();
+    host.store().is_valid(&path).unwrap()
+}
+
+/// No staging directory or pending record left in `host`'s store.
+fn assert_nothing_half_done(host: &BuildHost) {
+    let layout = host.layout();
+    for entry in std::fs::read_dir(&layout.real_store_dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.starts_with(".hermetic"), "left in the store: {name}");
+    }
+    let verify = host.run(&["store", "verify", "--check-contents"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+#[test]
+fn a_build_fetches_its_output_over_http_in_priority_order_instead_of_building() {
+    if !root_or_skip("a_build_fetches_its_output_over_http_in_priority_order_instead_of_building") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let server = cache.serve_http();
+    // The same cache through file:// with a later priority: named first,
+    // asked second.
+    let late = cache.dir.path.join("late-cache");
+    std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(cache.dir.path.join("cache"))
+        .arg(&late)
+        .status()
+        .unwrap();
+    std::fs::write(
+        late.join("nix-cache-info"),
+        "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 90\n",
+    )
+    .unwrap();
+    let late_url = format!("file://{}", late.display());
+    let http = server.url("");
+    let host = host_with_drv(
+        "subst-http",
+        &cache,
+        &format!("substituters = {late_url} {http}"),
+    );
+    assert!(!registered(&host, &cache.built));
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "copying path '{}' from '{}'...",
+            cache.built,
+            http.trim_end_matches('/')
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("building '"), "{said}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), cache.built);
+    assert_eq!(
+        output_text(&host, &cache.built).as_deref(),
+        Some(format!("built\nref {}\n", cache.source).as_str())
+    );
+    let hash = &cache.built["/nix/store/".len()..][..32];
+    assert!(
+        server.requests().contains(&format!("{hash}.narinfo")),
+        "{:?}",
+        server.requests()
+    );
+    assert_nothing_half_done(&host);
+    let verify = cache.nix.verify_store(host.dir.path.join("root"));
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    // Again: nothing to do, nothing fetched.
+    let again = host.run(&["build", &cache.drv]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        !stderr(&again).contains("copying path"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn a_failed_fetch_fails_the_build_in_nix_words_or_builds_it_with_fallback() {
+    if !root_or_skip("a_failed_fetch_fails_the_build_in_nix_words_or_builds_it_with_fallback") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let server = cache.serve_http();
+    let nar = cache.nar_url(&cache.built);
+    let conf = format!("substituters = {}", server.url(""));
+    let nix_text = format!(
+        "error: some substitutes for the outputs of derivation '{}' failed (usually happens due to networking issues); try '--fallback' to build derivation from source ",
+        cache.drv
+    );
+    // Each way a NAR download goes wrong: refused, cut short, endless.
+    for (label, fault, what) in [
+        ("subst-500", Fault::Status(500), "HTTP error 500"),
+        ("subst-cut", Fault::Truncate(40), ""),
+        ("subst-endless", Fault::Endless, ""),
+    ] {
+        server.clear_faults();
+        server.fault(&nar, fault);
+        let host = host_with_drv(label, &cache, &conf);
+        let out = host.run(&["build", &cache.drv]);
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{label}: {said}");
+        assert!(said.contains(&nix_text), "{label}: {said}");
+        assert!(said.contains(what), "{label}: {said}");
+        assert!(!said.contains("building '"), "{label}: {said}");
+        assert!(!registered(&host, &cache.built), "{label}");
+        assert!(output_text(&host, &cache.built).is_none(), "{label}");
+        assert_nothing_half_done(&host);
+    }
+    // With fallback, the same failure builds it here instead.
+    server.clear_faults();
+    server.fault(&nar, Fault::Status(500));
+    let host = host_with_drv(
+        "subst-fallback",
+        &cache,
+        &format!("{conf}\nfallback = true"),
+    );
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("building '{}'", cache.drv)),
+        "{said}"
+    );
+    assert_eq!(
+        output_text(&host, &cache.built).as_deref(),
+        Some(format!("built\nref {}\n", cache.source).as_str())
+    );
+}
+
+#[test]
+fn caches_that_cannot_serve_are_passed_over_and_the_derivation_is_built() {
+    if !root_or_skip("caches_that_cannot_serve_are_passed_over_and_the_derivation_is_built") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let server = cache.serve_http();
+    let hash = &cache.built["/nix/store/".len()..][..32];
+    // Nothing listens on this port: warned of, skipped.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = format!("http://127.0.0.1:{closed}");
+    // The cache has no narinfo for the output (404): built.
+    server.fault(&format!("{hash}.narinfo"), Fault::Status(404));
+    let host = host_with_drv(
+        "subst-absent",
+        &cache,
+        &format!("substituters = {closed} {}", server.url("")),
+    );
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "warning: unable to download '{closed}/nix-cache-info'"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("building '{}'", cache.drv)),
+        "{said}"
+    );
+    assert!(!said.contains("copying path"), "{said}");
+
+    // A narinfo that never comes: after stalled-download-timeout the cache
+    // counts as failed; without fallback that fails the derivation.
+    server.clear_faults();
+    server.fault(&format!("{hash}.narinfo"), Fault::Stall);
+    let host = host_with_drv(
+        "subst-stall",
+        &cache,
+        &format!(
+            "substituters = {}\nstalled-download-timeout = 2",
+            server.url("")
+        ),
+    );
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("some substitutes for the outputs"), "{said}");
+    assert!(!registered(&host, &cache.built));
+    assert_nothing_half_done(&host);
+
+    // A narinfo signed by no trusted key: Nix's warning, then built.
+    server.clear_faults();
+    let host = host_with_drv(
+        "subst-unsigned",
+        &cache,
+        &format!("substituters = {}", server.url("")),
+    );
+    host.conf(&format!(
+        "trusted-public-keys = other-1:ZXhhbXBsZWV4YW1wbGVleGFtcGxlZXhhbXBsZWV4YW0=\n\
+         extra-sandbox-paths = /bin/sh=/bin/busybox\nsubstituters = {}",
+        server.url("")
+    ));
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "warning: the substitute for '{}' from '{}' is not signed by any of the keys in 'trusted-public-keys'",
+            cache.built,
+            server.url("").trim_end_matches('/')
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("building '{}'", cache.drv)),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_stock_client_through_the_daemon_is_told_what_will_be_fetched_and_fetches_it() {
+    use hermetic_tests::daemon::{Daemon, output_text};
+    if !root_or_skip(
+        "the_stock_client_through_the_daemon_is_told_what_will_be_fetched_and_fetches_it",
+    ) {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let server = cache.serve_http();
+    let http = server.url("");
+    let daemon = Daemon::start(
+        "daemon-subst",
+        &format!(
+            "trusted-public-keys = {}\nextra-sandbox-paths = /bin/sh=/bin/busybox",
+            cache.public_key()
+        ),
+    );
+    let url = daemon.url();
+    let expr = cache.dir.path.join("d.nix");
+    let expr = expr.to_str().unwrap();
+    let nix_build = |extra: &[&str]| {
+        let mut args = vec!["--store", &url, "--option", "substituters", &http, expr];
+        args.extend_from_slice(extra);
+        let out = cache.nix.command("nix-build").args(&args).output().unwrap();
+        (
+            out.status.success(),
+            output_text(&out),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    // QueryMissing: the output will be fetched, nothing built.
+    let (ok, said, _) = nix_build(&["--dry-run"]);
+    assert!(ok, "{said}");
+    assert!(said.contains("this path will be fetched ("), "{said}");
+    assert!(said.contains(&cache.built), "{said}");
+    assert!(!said.contains("will be built"), "{said}");
+    // The build fetches it, and says so as Nix does.
+    let (ok, said, printed) = nix_build(&["--no-out-link"]);
+    assert!(ok, "{said}");
+    assert_eq!(printed, cache.built, "{said}");
+    assert!(
+        said.contains(&format!(
+            "copying path '{}' from '{}'",
+            cache.built,
+            http.trim_end_matches('/')
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("building '"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(daemon.real(&cache.built)).unwrap(),
+        format!("built\nref {}\n", cache.source)
+    );
+    // A path that is not a derivation, realised (nix-store -r) through a
+    // second daemon: fetched with its closure (EnsurePath / BuildPaths).
+    let second = Daemon::start(
+        "daemon-subst-r",
+        &format!("trusted-public-keys = {}", cache.public_key()),
+    );
+    let out = cache
+        .nix
+        .command("nix-store")
+        .args([
+            "--store",
+            &second.url(),
+            "--option",
+            "substituters",
+            &http,
+            "-r",
+            &cache.built,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(second.real(&cache.source).exists());
+    assert!(second.real(&cache.built).exists());
+    let verify = cache.nix.verify_store(second.root());
+    assert!(verify.status.success(), "{}", output_text(&verify));
+}
