@@ -218,11 +218,9 @@ pub enum BuildError {
         /// The valid output.
         path: String,
     },
-    /// A file of `secret-key-files` is not a secret key.
-    #[error(
-        "the file '{0}' in 'secret-key-files' is not a secret key (make one with 'nix-store --generate-binary-cache-key')"
-    )]
-    BadSecretKey(String),
+    /// A key of `secret-key-files` that cannot be read or is not a key.
+    #[error(transparent)]
+    SecretKey(#[from] hermetic_store::signature::SecretKeyError),
     /// The derivation's attributes do not parse.
     #[error("derivation '{drv}': {reason}")]
     BadAttrs {

@@ -388,11 +388,9 @@ fn sign_outputs(
     store_dir: &hermetic_store::StoreDir,
     mut items: Vec<(std::path::PathBuf, hermetic_store::PathInfo)>,
 ) -> Result<Vec<(std::path::PathBuf, hermetic_store::PathInfo)>, BuildFailure> {
-    for file in &settings.secret_key_files {
-        let text =
-            fs::read_to_string(file).map_err(io_err("read the secret key", Path::new(file)))?;
-        let key = hermetic_store::signature::SecretKey::parse(&text)
-            .ok_or_else(|| BuildError::BadSecretKey(file.clone()))?;
+    let keys = hermetic_store::signature::read_secret_keys(&settings.secret_key_files)
+        .map_err(BuildError::from)?;
+    for key in &keys {
         for (_, info) in &mut items {
             let sig = key.sign(store_dir, info);
             if !info.sigs.contains(&sig) {

@@ -156,6 +156,43 @@ impl NarInfo {
     }
 }
 
+impl NarInfo {
+    /// The narinfo's text, in the order Nix writes it; `file_hash` is the
+    /// compressed file's hash, when known.
+    pub fn to_text(&self, store_dir: &StoreDir, file_hash: Option<&Hash>) -> String {
+        let info = &self.info;
+        let mut text = format!(
+            "StorePath: {}\nURL: {}\nCompression: {}\n",
+            store_dir.print(&info.path),
+            self.url,
+            self.compression
+        );
+        if let Some(hash) = file_hash {
+            text.push_str(&format!("FileHash: {}\n", hash.to_prefixed_base32()));
+        }
+        if let Some(size) = self.file_size {
+            text.push_str(&format!("FileSize: {size}\n"));
+        }
+        let references: Vec<String> = info.references.iter().map(|r| r.to_string()).collect();
+        text.push_str(&format!(
+            "NarHash: {}\nNarSize: {}\nReferences: {}\n",
+            info.nar_hash.to_prefixed_base32(),
+            info.nar_size,
+            references.join(" ")
+        ));
+        if let Some(deriver) = &info.deriver {
+            text.push_str(&format!("Deriver: {deriver}\n"));
+        }
+        for sig in &info.sigs {
+            text.push_str(&format!("Sig: {sig}\n"));
+        }
+        if let Some(ca) = &info.ca {
+            text.push_str(&format!("CA: {ca}\n"));
+        }
+        text
+    }
+}
+
 /// What substitution from a cache could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -390,6 +427,20 @@ Sig: test-1:ZXhhbXBsZQ==
         let narinfo = NarInfo::parse(&store, &bare, "x.narinfo").unwrap();
         assert_eq!(narinfo.compression, "bzip2");
         assert_eq!(narinfo.info.deriver, None);
+    }
+
+    #[test]
+    fn a_narinfo_written_reads_back_the_same() {
+        let store = StoreDir::default();
+        let narinfo = NarInfo::parse(&store, NARINFO, "x.narinfo").unwrap();
+        let file_hash = Hash::parse(
+            "sha256:1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3",
+            None,
+        )
+        .unwrap();
+        let text = narinfo.to_text(&store, Some(&file_hash));
+        assert_eq!(text, NARINFO);
+        assert_eq!(NarInfo::parse(&store, &text, "y.narinfo").unwrap(), narinfo);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod base32;
 pub mod binary_cache;
+pub mod cache_writer;
 pub mod canonical;
 pub mod compression;
 pub mod content_address;

@@ -19,7 +19,6 @@ use nix::fcntl::Flock;
 
 use crate::Derivation;
 use crate::canonical::{canonicalise, first_non_canonical};
-use crate::content_address::ContentAddress;
 use crate::db::{Db, PathInfo};
 use crate::derivation::DrvHashes;
 use crate::error::{StoreError, io_err};
@@ -243,19 +242,7 @@ impl LocalStore {
     /// path needs no signature (its content is checked against the address
     /// when it is imported).
     pub fn is_content_addressed(&self, info: &PathInfo) -> bool {
-        info.ca
-            .as_deref()
-            .and_then(ContentAddress::parse)
-            .and_then(|ca| {
-                ca.store_path(
-                    &self.layout.store_dir,
-                    info.path.name(),
-                    &info.references,
-                    &info.path,
-                )
-                .ok()
-            })
-            .is_some_and(|named| named == info.path)
+        crate::signature::names_own_path(&self.layout.store_dir, info)
     }
 
     /// Whether a path from elsewhere with `info` must be refused: keys are
@@ -266,10 +253,7 @@ impl LocalStore {
         info: &PathInfo,
         trusted_keys: Option<&[crate::signature::PublicKey]>,
     ) -> bool {
-        trusted_keys.is_some_and(|keys| {
-            !self.is_content_addressed(info)
-                && !crate::signature::signed_by_trusted_key(&self.layout.store_dir, info, keys)
-        })
+        crate::signature::is_untrusted(&self.layout.store_dir, info, trusted_keys)
     }
 
     /// Imports a path with its metadata and its NAR (a copy from another

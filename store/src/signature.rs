@@ -76,6 +76,40 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         .map(|h| h.digest().to_vec())
 }
 
+/// Why the keys of `secret-key-files` could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretKeyError {
+    /// A key file that cannot be read.
+    #[error("cannot read the secret key '{file}'")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that is not a key.
+    #[error(
+        "the file '{0}' in 'secret-key-files' is not a secret key (make one with 'nix-store --generate-binary-cache-key')"
+    )]
+    NotAKey(String),
+}
+
+/// The keys of `files` (`secret-key-files`), each read and parsed; any
+/// that fails is an error, so that nothing is left unsigned unnoticed.
+pub fn read_secret_keys(files: &[String]) -> Result<Vec<SecretKey>, SecretKeyError> {
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).map_err(|source| SecretKeyError::Read {
+                file: file.clone(),
+                source,
+            })?;
+            SecretKey::parse(&text).ok_or_else(|| SecretKeyError::NotAKey(file.clone()))
+        })
+        .collect()
+}
+
 /// What a signature is made over.
 pub fn fingerprint(store: &StoreDir, info: &PathInfo) -> String {
     let refs: Vec<String> = info.references.iter().map(|r| store.print(r)).collect();
@@ -102,6 +136,29 @@ pub fn signed_by_trusted_key(store: &StoreDir, info: &PathInfo, keys: &[PublicKe
         keys.iter()
             .filter(|k| k.name == name)
             .any(|k| k.key.verify(message.as_bytes(), &signature).is_ok())
+    })
+}
+
+/// Whether `info`'s content address (`ca`) names its own path: such a
+/// path needs no signature (its content is checked against the address
+/// when it is imported).
+pub fn names_own_path(store: &StoreDir, info: &PathInfo) -> bool {
+    info.ca
+        .as_deref()
+        .and_then(crate::ContentAddress::parse)
+        .and_then(|ca| {
+            ca.store_path(store, info.path.name(), &info.references, &info.path)
+                .ok()
+        })
+        .is_some_and(|named| named == info.path)
+}
+
+/// Whether a path from elsewhere with `info` must be refused: keys are
+/// required (`None`: `require-sigs` is off), and it is neither
+/// content-addressed nor signed by one of them.
+pub fn is_untrusted(store: &StoreDir, info: &PathInfo, trusted_keys: Option<&[PublicKey]>) -> bool {
+    trusted_keys.is_some_and(|keys| {
+        !names_own_path(store, info) && !signed_by_trusted_key(store, info, keys)
     })
 }
 

@@ -11,9 +11,12 @@ use std::sync::{Mutex, mpsc};
 use crate::binary_cache::{BinaryCache, NarInfo};
 use crate::local::LocalStore;
 use crate::path::{StoreDir, StorePath};
-use crate::signature::PublicKey;
+use crate::signature::{PublicKey, is_untrusted};
 use crate::transfer::TransferOptions;
 use crate::{StoreError, StoreLayout, error_chain};
+
+/// How many narinfos are asked for at once while a closure is explored.
+pub const QUERY_JOBS: usize = 16;
 
 /// Where a path can be fetched from: the cache (its index in priority
 /// order) and its narinfo there.
@@ -146,13 +149,7 @@ impl Substituters {
     /// The first cache from `from` on that offers `path` with a narinfo
     /// the store may accept. A narinfo no trusted key signed is skipped
     /// with Nix's warning; a cache that cannot be asked, with its error.
-    fn lookup(
-        &self,
-        store: &LocalStore,
-        path: &StorePath,
-        from: usize,
-        say: &dyn Fn(String),
-    ) -> Lookup {
+    fn lookup(&self, path: &StorePath, from: usize, say: &dyn Fn(String)) -> Lookup {
         let mut failed = false;
         for (index, cache) in self.caches.iter().enumerate().skip(from) {
             let narinfo = match cache.query(&self.store_dir, path) {
@@ -164,7 +161,8 @@ impl Substituters {
                     continue;
                 }
             };
-            if self.skip_unsigned && store.is_untrusted(&narinfo.info, self.trusted_keys.as_deref())
+            if self.skip_unsigned
+                && is_untrusted(&self.store_dir, &narinfo.info, self.trusted_keys.as_deref())
             {
                 say(format!(
                     "warning: the substitute for '{}' from '{}' is not signed by any of the keys in 'trusted-public-keys'",
@@ -182,21 +180,11 @@ impl Substituters {
     }
 
     /// Where `path` can come from, asking the caches once per run.
-    pub fn offer(
-        &self,
-        store: &LocalStore,
-        path: &StorePath,
-        say: &dyn Fn(String),
-    ) -> Option<Offer> {
-        self.lookup_once(store, path, say).0
+    pub fn offer(&self, path: &StorePath, say: &dyn Fn(String)) -> Option<Offer> {
+        self.lookup_once(path, say).0
     }
 
-    fn lookup_once(
-        &self,
-        store: &LocalStore,
-        path: &StorePath,
-        say: &dyn Fn(String),
-    ) -> (Option<Offer>, bool) {
+    fn lookup_once(&self, path: &StorePath, say: &dyn Fn(String)) -> (Option<Offer>, bool) {
         let known = self
             .known
             .lock()
@@ -206,7 +194,7 @@ impl Substituters {
         let lookup = match known {
             Some(lookup) => lookup,
             None => {
-                let lookup = self.lookup(store, path, 0, say);
+                let lookup = self.lookup(path, 0, say);
                 self.known
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -228,6 +216,7 @@ impl Substituters {
         roots: &[StorePath],
         say: &dyn Fn(String),
     ) -> Result<Closure, StoreError> {
+        self.ask_ahead(store, roots, say)?;
         enum Step {
             Visit(StorePath),
             Emit(Box<Offer>),
@@ -246,7 +235,7 @@ impl Substituters {
             if !seen.insert(path.clone()) || store.is_valid(&path)? {
                 continue;
             }
-            let (offer, failed) = self.lookup_once(store, &path, say);
+            let (offer, failed) = self.lookup_once(&path, say);
             let Some(offer) = offer else {
                 return Ok(Closure::Incomplete { path, failed });
             };
@@ -262,6 +251,53 @@ impl Substituters {
             stack.extend(references.into_iter().map(Step::Visit));
         }
         Ok(Closure::Complete(order))
+    }
+
+    /// Asks the caches about `roots` and what their narinfos refer to,
+    /// level by level, up to [`QUERY_JOBS`] paths at once, so that the walk
+    /// of [`Substituters::closure`] finds its answers ready.
+    fn ask_ahead(
+        &self,
+        store: &LocalStore,
+        roots: &[StorePath],
+        say: &dyn Fn(String),
+    ) -> Result<(), StoreError> {
+        let mut seen: BTreeSet<StorePath> = BTreeSet::new();
+        let mut level: Vec<StorePath> = roots.to_vec();
+        while !level.is_empty() {
+            let mut asking = Vec::new();
+            for path in level {
+                if seen.insert(path.clone()) && !store.is_valid(&path)? {
+                    asking.push(path);
+                }
+            }
+            let said = Mutex::new(Vec::new());
+            let next = Mutex::new(Vec::new());
+            let share = asking.len().div_ceil(QUERY_JOBS).max(1);
+            std::thread::scope(|scope| {
+                for part in asking.chunks(share) {
+                    let (said, next) = (&said, &next);
+                    scope.spawn(move || {
+                        let tell = |text: String| {
+                            said.lock().unwrap_or_else(|e| e.into_inner()).push(text)
+                        };
+                        for path in part {
+                            if let (Some(offer), _) = self.lookup_once(path, &tell) {
+                                let references = offer.narinfo.info.references.into_iter();
+                                next.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .extend(references.filter(|r| r != path));
+                            }
+                        }
+                    });
+                }
+            });
+            for text in said.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                say(text);
+            }
+            level = next.into_inner().unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(())
     }
 
     /// Fetches `offers` (references first, as [`Substituters::closure`]
@@ -382,7 +418,7 @@ impl Substituters {
                 Err(e) => error_chain(&e),
             };
             say(format!("error: {error}"));
-            match self.lookup(&store, &path, offer.cache + 1, &say) {
+            match self.lookup(&path, offer.cache + 1, &say) {
                 Lookup::Offered(next) => offer = *next,
                 Lookup::Absent { .. } => return Err(error),
             }

@@ -28,6 +28,26 @@ impl NixCache {
     /// Makes the cache with the Nix 2.8 on this host; `None` (the test
     /// skipped) without one.
     pub fn make() -> Option<NixCache> {
+        Self::of(
+            r#"let t = builtins.toFile "t" "ref ${./f1}"; in
+               derivation { name = "ia"; system = "x86_64-linux"; builder = "/bin/sh";
+                 args = ["-c" "echo built > $out; read x < ${t}; echo $x >> $out"]; }"#,
+        )
+    }
+
+    /// A cache whose `built` refers to `n` text files (`builtins.toFile`),
+    /// a closure of `n + 1` paths; `source` is one of the files.
+    pub fn wide(n: usize) -> Option<NixCache> {
+        Self::of(&format!(
+            r#"let files = builtins.genList (i: builtins.toFile "w${{toString i}}" "file ${{toString i}}\n") {n}; in
+               derivation {{ name = "wide"; system = "x86_64-linux"; builder = "/bin/sh";
+                 args = ["-c" "echo ${{toString files}} > $out"]; }}"#
+        ))
+    }
+
+    /// A cache of what `expr` (a derivation; `./f1` is a file beside it)
+    /// builds.
+    fn of(expr: &str) -> Option<NixCache> {
         let dir = TempDir::new("nix-cache");
         let nix = NixPeer::or_skip(
             "binary_cache",
@@ -37,13 +57,7 @@ impl NixCache {
         let store = dir.path.join("nix-root");
         let store = store.to_str().unwrap();
         std::fs::write(dir.path.join("f1"), "hello\n").unwrap();
-        std::fs::write(
-            dir.path.join("d.nix"),
-            r#"let t = builtins.toFile "t" "ref ${./f1}"; in
-               derivation { name = "ia"; system = "x86_64-linux"; builder = "/bin/sh";
-                 args = ["-c" "echo built > $out; read x < ${t}; echo $x >> $out"]; }"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path.join("d.nix"), expr).unwrap();
         let d_nix = dir.path.join("d.nix");
         let built = nix.run(
             "nix-build",
@@ -54,7 +68,8 @@ impl NixCache {
         let source = refs
             .lines()
             .find(|l| l.ends_with("-f1"))
-            .expect("the output refers to the source")
+            .or_else(|| refs.lines().find(|l| *l != built))
+            .expect("the output refers to a source")
             .to_owned();
         let key = |name: &str| dir.path.join(name).display().to_string();
         nix.run(

@@ -42,15 +42,17 @@ fn registered(host: &BuildHost, printed: &str) -> bool {
     host.store().is_valid(&path).unwrap()
 }
 
-/// No staging directory or pending record left in `host`'s store.
+/// After the next start of hermetic on `host`'s store (which finishes
+/// what a killed one left): what is registered is there and verifies, and
+/// no staging directory is left.
 fn assert_nothing_half_done(host: &BuildHost) {
+    let verify = host.run(&["store", "verify", "--check-contents"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
     let layout = host.layout();
     for entry in std::fs::read_dir(&layout.real_store_dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(!name.starts_with(".hermetic"), "left in the store: {name}");
     }
-    let verify = host.run(&["store", "verify", "--check-contents"]);
-    assert!(verify.status.success(), "{}", stderr(&verify));
 }
 
 #[test]
@@ -342,5 +344,80 @@ fn the_stock_client_through_the_daemon_is_told_what_will_be_fetched_and_fetches_
     assert!(second.real(&cache.source).exists());
     assert!(second.real(&cache.built).exists());
     let verify = cache.nix.verify_store(second.root());
+    assert!(verify.status.success(), "{}", output_text(&verify));
+}
+
+#[test]
+fn a_closure_of_501_paths_comes_whole_and_a_kill_at_any_instant_leaves_nothing_half_done() {
+    use hermetic_tests::daemon::{Daemon, output_text};
+    if !root_or_skip(
+        "a_closure_of_501_paths_comes_whole_and_a_kill_at_any_instant_leaves_nothing_half_done",
+    ) {
+        return;
+    }
+    let Some(cache) = NixCache::wide(500) else {
+        return;
+    };
+    let server = cache.serve_http();
+    let http = server.url("");
+    let host = BuildHost::diverted("subst-kill");
+    host.conf(&format!(
+        "trusted-public-keys = {}\nmax-substitution-jobs = 4",
+        cache.public_key()
+    ));
+    let copy = ["store", "copy", "--from", &http, &cache.built];
+    // SIGKILL at instants spread over the copy: each time, the next start
+    // finds the store whole (what is registered is there and verifies, no
+    // staging left), and some of the closure is in.
+    let mut partial = Vec::new();
+    for delay in [40, 80, 120, 170, 230, 300, 400, 550, 750, 1000] {
+        let mut child = host
+            .command(&copy)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_nothing_half_done(&host);
+        partial.push(host.store().all_valid_paths().unwrap().len());
+    }
+    let started = std::time::Instant::now();
+    let out = host.run(&copy);
+    eprintln!(
+        "valid paths after each kill: {partial:?}; the rest of the copy took {:?}",
+        started.elapsed()
+    );
+    // The kills landed while paths were arriving, not only before or after.
+    assert!(
+        partial.iter().any(|n| *n > 0 && *n < 501),
+        "valid paths after each kill: {partial:?}"
+    );
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let built = host.layout().store_dir.parse(&cache.built).unwrap();
+    assert_eq!(host.store().closure(&[built]).unwrap().len(), 501);
+    assert_nothing_half_done(&host);
+    let verify = cache.nix.verify_store(host.dir.path.join("root"));
+    assert!(verify.status.success(), "{}", stderr(&verify));
+
+    // The same closure through the daemon, for the stock client's
+    // `nix-store -r`.
+    let daemon = Daemon::start(
+        "daemon-subst-wide",
+        &format!("trusted-public-keys = {}", cache.public_key()),
+    );
+    let out = cache
+        .nix
+        .command("nix-store")
+        .args(["--store", &daemon.url(), "--option", "substituters", &http])
+        .args(["-r", &cache.built])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let copied = output_text(&out).matches("copying path '").count();
+    assert_eq!(copied, 501, "{}", output_text(&out));
+    let verify = cache.nix.verify_store(daemon.root());
     assert!(verify.status.success(), "{}", output_text(&verify));
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hermetic_store::binary_cache::{BinaryCache, CacheError};
+use hermetic_store::cache_writer::CacheWriter;
 use hermetic_store::derivation::json;
 use hermetic_store::substituters::{Closure, Substituters};
 use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
@@ -127,11 +128,21 @@ enum StoreCommand {
     /// Copy store paths and their closures from a binary cache (`file://DIR`,
     /// `http://…`, `https://…`), as `nix copy --from`: each path signed by a key of
     /// `trusted-public-keys` (unless `require-sigs = false`) or content-addressed, its
-    /// NAR checked against its narinfo.
+    /// NAR checked against its narinfo. Or to a cache directory (`--to file://DIR`), as
+    /// `nix copy --to`: NARs compressed with xz, narinfos signed with the keys of
+    /// `secret-key-files`.
     Copy {
-        /// The binary cache's URL.
+        /// The binary cache to copy from.
+        #[arg(
+            long,
+            value_name = "URL",
+            required_unless_present = "to",
+            conflicts_with = "to"
+        )]
+        from: Option<String>,
+        /// The binary cache directory to copy to.
         #[arg(long, value_name = "URL")]
-        from: String,
+        to: Option<String>,
         /// Store paths.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -268,14 +279,27 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 println!("{}", layout.store_dir.print(&added));
             }
         }
-        StoreCommand::Copy { from, paths } => {
+        StoreCommand::Copy { from, to, paths } => {
             let mut settings = hermetic_config::settings::Settings::for_caller();
             hermetic_config::nixconf::load(&mut settings, &[], &mut |w| eprintln!("warning: {w}"))?;
+            let paths = paths.iter().map(|p| parse(p)).collect::<Result<Vec<_>>>()?;
+            let Some(from) = from else {
+                let to = to.expect("clap requires --from or --to");
+                let keys = hermetic_store::signature::read_secret_keys(&settings.secret_key_files)?;
+                let cache = CacheWriter::open(&to, &layout.store_dir, keys)?;
+                cache.write_closure(&store, &paths, &mut |path| {
+                    eprintln!(
+                        "copying path '{}' to '{}'...",
+                        layout.store_dir.print(path),
+                        cache.url
+                    )
+                })?;
+                return Ok(());
+            };
             let keys = hermetic_store::signature::required_keys(
                 settings.require_sigs,
                 &settings.trusted_public_keys,
             );
-            let paths = paths.iter().map(|p| parse(p)).collect::<Result<Vec<_>>>()?;
             let options = hermetic_realise::substitute::transfer_options(&settings);
             let cache = BinaryCache::open(&from, &layout.store_dir, &options)?;
             let url = cache.url.clone();

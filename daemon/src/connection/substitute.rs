@@ -28,10 +28,9 @@ impl Connection {
         if substituters.is_empty() {
             return Ok(Vec::new());
         }
-        let store = self.store()?;
         Ok(paths
             .iter()
-            .filter_map(|p| substituters.offer(&store, p, &|line| self.log(&line)))
+            .filter_map(|p| substituters.offer(p, &|line| self.log(&line)))
             .collect())
     }
 
