@@ -16,7 +16,7 @@ use crate::error::BuildError;
 use crate::goal::{BuildFailure, FailureKind, Goal};
 use crate::log::SharedLog;
 use crate::substitute::{self, Plan};
-use hermetic_store::substituters::Substituters;
+use hermetic_store::substituters::{FetchEvent, Substituters};
 
 /// What a run of builds ended with.
 #[derive(Debug, Default)]
@@ -147,27 +147,18 @@ pub enum Progress {
         /// Whether it succeeded.
         ok: bool,
     },
-    /// `path` starts coming from the substituter at `from`.
-    Copying {
-        /// The path.
-        path: StorePath,
-        /// The substituter's URL.
-        from: String,
-    },
-    /// `path`'s fetch ended, successfully or not.
-    Copied {
-        /// The path.
-        path: StorePath,
-        /// Whether it is now valid.
-        ok: bool,
-    },
+    /// A path's fetch from a substituter starts or ends (its messages
+    /// come as [`Progress::Message`]).
+    Fetch(FetchEvent),
 }
 
 impl Progress {
     /// The line a user is shown for it: none for a finished build.
     pub fn text(&self, store_dir: &hermetic_store::StoreDir) -> Option<String> {
         match self {
-            Progress::Message(text) => Some(text.clone()),
+            Progress::Message(text) | Progress::Fetch(FetchEvent::Message(text)) => {
+                Some(text.clone())
+            }
             Progress::Started { drv, number, total } => Some(format!(
                 "building '{}'{}",
                 store_dir.print(drv),
@@ -177,11 +168,11 @@ impl Progress {
                     String::new()
                 }
             )),
-            Progress::Copying { path, from } => Some(format!(
+            Progress::Fetch(FetchEvent::Copying { path, from }) => Some(format!(
                 "copying path '{}' from '{from}'...",
                 store_dir.print(path)
             )),
-            Progress::Finished { .. } | Progress::Copied { .. } => None,
+            Progress::Finished { .. } | Progress::Fetch(_) => None,
         }
     }
 }

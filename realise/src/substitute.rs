@@ -10,7 +10,9 @@ use std::os::fd::BorrowedFd;
 use hermetic_config::settings::Settings;
 use hermetic_store::substituters::{Closure, FetchEvent, Offer, Substituters};
 use hermetic_store::transfer::TransferOptions;
-use hermetic_store::{Derivation, LocalStore, StoreDir, StoreLayout, StorePath};
+use hermetic_store::{
+    ContentAddress, Derivation, DerivationOutput, LocalStore, StoreDir, StoreLayout, StorePath,
+};
 
 use crate::attrs::Attrs;
 use crate::error::BuildError;
@@ -71,10 +73,21 @@ pub(crate) fn plan(
         return Ok(Plan::Build);
     }
     let mut missing = Vec::new();
-    for output in drv.outputs.values().filter_map(|o| o.path()) {
-        if !store.is_valid(output)? {
-            missing.push(output.clone());
+    for output in drv.outputs.values() {
+        let Some(path) = output.path() else { continue };
+        if store.is_valid(path)? {
+            continue;
         }
+        // A fixed output's address is known before it exists: caches of
+        // other store directories can have it too.
+        if let DerivationOutput::Fixed { method, hash, .. } = output {
+            let ca = ContentAddress::Fixed {
+                method: *method,
+                hash: hash.clone(),
+            };
+            substituters.know_content_address(path, ca);
+        }
+        missing.push(path.clone());
     }
     Ok(match substituters.closure(store, &missing, say)? {
         Closure::Complete(offers) => Plan::Fetch(offers),
@@ -86,9 +99,8 @@ pub(crate) fn plan(
 /// What a user is shown of a fetch's progress.
 pub fn progress_of(event: FetchEvent) -> Progress {
     match event {
-        FetchEvent::Copying { path, from } => Progress::Copying { path, from },
-        FetchEvent::Copied { path, ok } => Progress::Copied { path, ok },
         FetchEvent::Message(text) => Progress::Message(text),
+        other => Progress::Fetch(other),
     }
 }
 

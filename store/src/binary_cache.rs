@@ -220,6 +220,16 @@ pub enum CacheError {
     /// A narinfo that cannot be read.
     #[error(transparent)]
     Corrupt(#[from] CorruptNarInfo),
+    /// A URL parameter whose value cannot be used.
+    #[error("binary cache '{url}': invalid value '{value}' for parameter '{name}'")]
+    BadParameter {
+        /// The cache.
+        url: String,
+        /// The parameter.
+        name: String,
+        /// Its value.
+        value: String,
+    },
     /// A narinfo for another path than the one asked for.
     #[error("binary cache '{url}' answered for '{asked}' with the NAR info of '{got}'")]
     OtherPath {
@@ -251,26 +261,49 @@ pub enum CacheError {
 /// A binary cache, opened: its URL and what it says of itself.
 #[derive(Debug, Clone)]
 pub struct BinaryCache {
-    /// Its URL, without a trailing slash.
+    /// Its URL, without a trailing slash or parameters.
     pub url: String,
-    /// Its `nix-cache-info`.
+    /// Its `nix-cache-info` (`priority` and `want-mass-query` parameters
+    /// of the URL win over it, as in Nix).
     pub info: CacheInfo,
+    /// The store directory its paths are in: the URL's `store` parameter,
+    /// else the local store's.
+    pub store_dir: StoreDir,
     downloader: Downloader,
 }
 
 impl BinaryCache {
-    /// Opens the cache at `url` for a store whose directory is
-    /// `store_dir`: reads its `nix-cache-info` (a cache without one is
-    /// taken to be for `store_dir`, as Nix writes one then) and checks its
+    /// Opens the cache at `url` (with Nix's parameters after `?`: `store`,
+    /// `priority`, `want-mass-query`) for a store whose directory is
+    /// `local`: reads its `nix-cache-info` (a cache without one is taken to
+    /// be for its store directory, as Nix writes one then) and checks its
     /// store directory. Downloads from it are made as `options` say.
     pub fn open(
         url: &str,
-        store_dir: &StoreDir,
+        local: &StoreDir,
         options: &TransferOptions,
     ) -> Result<BinaryCache, CacheError> {
+        let (url, params) = url.split_once('?').unwrap_or((url, ""));
         let url = url.trim_end_matches('/').to_owned();
+        let mut store_dir = local.clone();
+        let (mut priority, mut mass_query) = (None, None);
+        for (name, value) in params.split('&').filter_map(|p| p.split_once('=')) {
+            match name {
+                "store" => {
+                    store_dir = StoreDir::new(value).ok_or_else(|| CacheError::BadParameter {
+                        url: url.clone(),
+                        name: name.to_owned(),
+                        value: value.to_owned(),
+                    })?
+                }
+                "priority" => priority = value.parse().ok(),
+                "want-mass-query" => mass_query = Some(value == "true" || value == "1"),
+                // Parameters for writing (compression, secret-key, …).
+                _ => {}
+            }
+        }
         let downloader = Downloader::new(options);
-        let info = match read_text(&format!("{url}/nix-cache-info"), &downloader) {
+        let mut info = match read_text(&format!("{url}/nix-cache-info"), &downloader) {
             Ok(text) => CacheInfo::parse(&text),
             Err(CacheError::Transfer(e)) if e.is_not_found() => CacheInfo {
                 store_dir: store_dir.as_str().to_owned(),
@@ -286,19 +319,20 @@ impl BinaryCache {
                 ours: store_dir.as_str().to_owned(),
             });
         }
+        info.priority = priority.unwrap_or(info.priority);
+        info.want_mass_query = mass_query.unwrap_or(info.want_mass_query);
         Ok(BinaryCache {
             url,
             info,
+            store_dir,
             downloader,
         })
     }
 
-    /// The cache's narinfo for `path`, or `None` when it does not have it.
-    pub fn query(
-        &self,
-        store_dir: &StoreDir,
-        path: &StorePath,
-    ) -> Result<Option<NarInfo>, CacheError> {
+    /// The cache's narinfo for `path` (of its store directory), or `None`
+    /// when it does not have it.
+    pub fn query(&self, path: &StorePath) -> Result<Option<NarInfo>, CacheError> {
+        let store_dir = &self.store_dir;
         let file = format!("{}/{}.narinfo", self.url, path.hash_part());
         let text = match read_text(&file, &self.downloader) {
             Ok(text) => text,

@@ -6,11 +6,11 @@
 //! reader never finds a narinfo whose NAR is not whole.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::binary_cache::{CacheError, CacheInfo, NarInfo};
-use crate::hash::HashingWriter;
+use crate::hash::HashingTee;
 use crate::path::{StoreDir, StorePath};
 use crate::signature::SecretKey;
 use crate::{LocalStore, PathInfo, StoreError};
@@ -162,20 +162,17 @@ impl CacheWriter {
         ));
         let written = (|| {
             let file = fs::File::create(&temp).map_err(io_err("create", &temp))?;
-            let compressed = Tee {
-                file: io::BufWriter::new(file),
-                hash: HashingWriter::new(),
-            };
-            let mut sink = Tee {
-                file: liblzma::write::XzEncoder::new(compressed, 6),
-                hash: HashingWriter::new(),
-            };
+            let compressed = HashingTee::new(io::BufWriter::new(file));
+            let mut sink = HashingTee::new(liblzma::write::XzEncoder::new(compressed, 6));
             crate::nar::dump(&real, &mut sink).map_err(StoreError::from)?;
-            let (nar_hash, nar_size) = sink.hash.finish();
-            let compressed = sink.file.finish().map_err(io_err("compress into", &temp))?;
-            let (file_hash, file_size) = compressed.hash.finish();
+            let (nar_hash, nar_size) = sink.hasher.finish();
+            let compressed = sink
+                .inner
+                .finish()
+                .map_err(io_err("compress into", &temp))?;
+            let (file_hash, file_size) = compressed.hasher.finish();
             compressed
-                .file
+                .inner
                 .into_inner()
                 .map_err(|e| io_err("write", &temp)(e.into_error()))?
                 .sync_all()
@@ -227,22 +224,4 @@ fn write_atomically(file: &Path, contents: &[u8]) -> Result<(), CacheWriteError>
         let _ = fs::remove_file(&temp);
         io_err("rename into place", file)(e)
     })
-}
-
-/// Writes to a file and hashes what it writes.
-struct Tee<W: Write> {
-    file: W,
-    hash: HashingWriter,
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hash.write_all(&buf[..n])?;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
 }

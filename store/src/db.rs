@@ -353,6 +353,7 @@ impl Db {
                 all.push(sig.clone());
             }
         }
+        let _writing = in_process_writer();
         self.conn
             .prepare_cached("update ValidPaths set sigs = ?1 where path = ?2")
             .and_then(|mut s| s.execute((all.join(" "), self.store.print(path))))
@@ -391,6 +392,7 @@ impl Db {
             let path = file.clone();
             move |source| StoreError::Db { op, path, source }
         };
+        let _writing = in_process_writer();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -448,4 +450,14 @@ impl Db {
         }
         tx.commit().map_err(err("commit a registration"))
     }
+}
+
+/// Held while this process writes to the database. SQLite lets one
+/// writer in at a time and makes the others sleep and retry (its busy
+/// handler sleeps up to tens of milliseconds); threads of one process
+/// (parallel fetches, parallel builds) wait here for each other instead,
+/// woken as soon as the writer before them is done.
+fn in_process_writer() -> std::sync::MutexGuard<'static, ()> {
+    static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    WRITER.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -331,6 +331,37 @@ impl io::Write for HashingWriter {
     }
 }
 
+/// A writer that passes what it is given on to `inner` and hashes it with
+/// SHA-256 on the way (a NAR written and hashed at once).
+pub struct HashingTee<W> {
+    /// Where the bytes go.
+    pub inner: W,
+    /// The hash of what went.
+    pub hasher: HashingWriter,
+}
+
+impl<W> HashingTee<W> {
+    /// A tee in front of `inner`, nothing hashed yet.
+    pub fn new(inner: W) -> Self {
+        HashingTee {
+            inner,
+            hasher: HashingWriter::new(),
+        }
+    }
+}
+
+impl<W: io::Write> io::Write for HashingTee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.write_all(&buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use crate::canonical::{canonicalise, first_non_canonical};
 use crate::db::{Db, PathInfo};
 use crate::derivation::DrvHashes;
 use crate::error::{StoreError, io_err};
-use crate::hash::{Hash, HashingWriter};
+use crate::hash::{Hash, HashingTee, HashingWriter};
 use crate::layout::StoreLayout;
 use crate::lock::{PathLock, lock_file};
 use crate::nar::{self, RestoreSink};
@@ -625,23 +625,6 @@ impl io::Read for HashingReader<'_> {
     }
 }
 
-/// A writer that hashes what it passes on.
-struct Tee<W> {
-    inner: W,
-    hasher: HashingWriter,
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.write_all(&buf[..n])?;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Copies `source` to `dest` by serialising it to NAR and restoring that,
 /// one read of the source; returns the hash and size of exactly the NAR
 /// that was restored, so a source changing meanwhile cannot make the copy
@@ -652,10 +635,7 @@ pub fn copy_through_nar(source: &Path, dest: &Path) -> Result<(Hash, u64), Store
     let (reader, writer) = (File::from(reader), File::from(writer));
     std::thread::scope(|scope| {
         let dumper = scope.spawn(move || {
-            let mut tee = Tee {
-                inner: BufWriter::with_capacity(64 * 1024, writer),
-                hasher: HashingWriter::new(),
-            };
+            let mut tee = HashingTee::new(BufWriter::with_capacity(64 * 1024, writer));
             nar::dump(source, &mut tee)?;
             tee.flush().map_err(nar::NarError::Write)?;
             drop(tee.inner);

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, mpsc};
 
+use crate::ContentAddress;
 use crate::binary_cache::{BinaryCache, NarInfo};
 use crate::local::LocalStore;
 use crate::path::{StoreDir, StorePath};
@@ -86,6 +87,9 @@ pub struct Substituters {
     skip_unsigned: bool,
     store_dir: StoreDir,
     known: Mutex<HashMap<StorePath, Lookup>>,
+    /// Content addresses known in advance (fixed outputs): with one, a
+    /// path can come from a cache of another store directory.
+    addresses: Mutex<HashMap<StorePath, ContentAddress>>,
 }
 
 impl Substituters {
@@ -116,6 +120,7 @@ impl Substituters {
             skip_unsigned: true,
             store_dir: store_dir.clone(),
             known: Mutex::default(),
+            addresses: Mutex::default(),
         }
     }
 
@@ -133,7 +138,32 @@ impl Substituters {
             skip_unsigned: false,
             store_dir: store_dir.clone(),
             known: Mutex::default(),
+            addresses: Mutex::default(),
         }
+    }
+
+    /// Tells that `path` has the content address `ca` (a fixed output's):
+    /// caches of other store directories can then be asked for it under
+    /// the path `ca` gives there, as Nix asks them.
+    pub fn know_content_address(&self, path: &StorePath, ca: ContentAddress) {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.clone(), ca);
+    }
+
+    /// The path to ask `cache` for, for `path`: the same path in a cache of
+    /// this store directory; in another one, the path a known content
+    /// address gives there (`None`: that cache cannot have it).
+    fn asked_of(&self, cache: &BinaryCache, path: &StorePath) -> Option<StorePath> {
+        if cache.store_dir == self.store_dir {
+            return Some(path.clone());
+        }
+        let addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        addresses
+            .get(path)?
+            .store_path(&cache.store_dir, path.name(), &BTreeSet::new(), path)
+            .ok()
     }
 
     /// Whether there is no cache to substitute from.
@@ -152,7 +182,10 @@ impl Substituters {
     fn lookup(&self, path: &StorePath, from: usize, say: &dyn Fn(String)) -> Lookup {
         let mut failed = false;
         for (index, cache) in self.caches.iter().enumerate().skip(from) {
-            let narinfo = match cache.query(&self.store_dir, path) {
+            let Some(asked) = self.asked_of(cache, path) else {
+                continue;
+            };
+            let mut narinfo = match cache.query(&asked) {
                 Ok(Some(narinfo)) => narinfo,
                 Ok(None) => continue,
                 Err(e) => {
@@ -161,6 +194,15 @@ impl Substituters {
                     continue;
                 }
             };
+            if asked != *path {
+                // From another store directory, only a content-addressed
+                // path without references can be taken, under its path
+                // here (Nix's rule).
+                if !narinfo.info.references.is_empty() || narinfo.info.ca.is_none() {
+                    continue;
+                }
+                narinfo.info.path = path.clone();
+            }
             if self.skip_unsigned
                 && is_untrusted(&self.store_dir, &narinfo.info, self.trusted_keys.as_deref())
             {
@@ -323,7 +365,28 @@ impl Substituters {
         let mut failed: BTreeMap<StorePath, String> = BTreeMap::new();
         let mut running = 0usize;
         let (tx, rx) = mpsc::channel::<(StorePath, Result<(), String>)>();
+        // Workers, each with its own handle on the store, take the paths
+        // that are ready: a handle is opened once per worker, not per path.
+        let (work, queue) = mpsc::channel::<Offer>();
+        let queue = Mutex::new(queue);
         std::thread::scope(|scope| {
+            for _ in 0..jobs.max(1).min(waiting.len()) {
+                let (tx, queue) = (tx.clone(), &queue);
+                scope.spawn(move || {
+                    let mut store = None;
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(offer) = next else { return };
+                        let path = offer.narinfo.info.path.clone();
+                        let result = self.fetch_one(&mut store, layout, offer, events);
+                        events(FetchEvent::Copied {
+                            path: path.clone(),
+                            ok: result.is_ok(),
+                        });
+                        let _ = tx.send((path, result));
+                    }
+                });
+            }
             loop {
                 let mut index = 0;
                 while index < waiting.len() {
@@ -354,19 +417,14 @@ impl Substituters {
                         continue;
                     }
                     let offer = waiting.swap_remove(index);
+                    if work.send(offer).is_err() {
+                        break;
+                    }
                     running += 1;
-                    let tx = tx.clone();
-                    scope.spawn(move || {
-                        let path = offer.narinfo.info.path.clone();
-                        let result = self.fetch_one(layout, offer, events);
-                        events(FetchEvent::Copied {
-                            path: path.clone(),
-                            ok: result.is_ok(),
-                        });
-                        let _ = tx.send((path, result));
-                    });
                 }
                 if running == 0 {
+                    // The workers see the queue close and end.
+                    drop(work);
                     break;
                 }
                 let Ok((path, result)) = rx.recv() else { break };
@@ -394,12 +452,16 @@ impl Substituters {
     /// from each later cache that offers it.
     fn fetch_one(
         &self,
+        store: &mut Option<LocalStore>,
         layout: &StoreLayout,
         mut offer: Offer,
         events: &(dyn Fn(FetchEvent) + Sync),
     ) -> Result<(), String> {
         let path = offer.narinfo.info.path.clone();
-        let mut store = LocalStore::open(layout.clone()).map_err(|e| error_chain(&e))?;
+        let store = match store {
+            Some(store) => store,
+            None => store.insert(LocalStore::open(layout.clone()).map_err(|e| error_chain(&e))?),
+        };
         // No lock held here: the store installs the path under its lock,
         // and a path another process added meanwhile is left as it is.
         if store.is_valid(&path).map_err(|e| error_chain(&e))? {
@@ -412,8 +474,7 @@ impl Substituters {
                 path: path.clone(),
                 from: cache.url.clone(),
             });
-            let error = match cache.fetch(&mut store, &offer.narinfo, self.trusted_keys.as_deref())
-            {
+            let error = match cache.fetch(store, &offer.narinfo, self.trusted_keys.as_deref()) {
                 Ok(()) => return Ok(()),
                 Err(e) => error_chain(&e),
             };

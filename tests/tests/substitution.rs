@@ -421,3 +421,56 @@ fn a_closure_of_501_paths_comes_whole_and_a_kill_at_any_instant_leaves_nothing_h
     let verify = cache.nix.verify_store(daemon.root());
     assert!(verify.status.success(), "{}", output_text(&verify));
 }
+
+#[test]
+fn a_fixed_output_comes_from_a_cache_of_another_store_directory() {
+    use hermetic_store::{Hash, IngestionMethod};
+    use hermetic_tests::builds::{DrvSpec, outputs_of};
+    if !root_or_skip("a_fixed_output_comes_from_a_cache_of_another_store_directory") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    // As Nix's fetchurl.sh makes it: a cache for /fnord/store holding a
+    // file added by its content.
+    let contents = b"fetched, not built\n";
+    let file = cache.dir.path.join("payload");
+    std::fs::write(&file, contents).unwrap();
+    let other = format!(
+        "file://{}?store=/fnord/store",
+        cache.dir.path.join("other").display()
+    );
+    let added = cache.nix.run(
+        "nix",
+        &[
+            "--store",
+            &other,
+            "store",
+            "add-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(added.trim().starts_with("/fnord/store/"), "{added}");
+    // A fixed-output derivation of the same name and hash whose builder
+    // would fail: only the cache can give its output.
+    let host = BuildHost::diverted("subst-fnord");
+    let drv = DrvSpec::new("payload", "exit 1")
+        .fixed(IngestionMethod::Flat, Hash::sha256(contents))
+        .add_to(&host);
+    host.conf(&format!("substituters = {other}\nrequire-sigs = true"));
+    let out = host.run(&["build", &host.print(&drv)]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    let output = &outputs_of(&host, &drv)["out"];
+    assert!(
+        said.contains(&format!(
+            "copying path '{}' from 'file://{}'...",
+            host.print(output),
+            cache.dir.path.join("other").display()
+        )),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(host.real(output)).unwrap(), contents);
+    assert_nothing_half_done(&host);
+}

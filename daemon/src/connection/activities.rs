@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use hermetic_realise::goal::BuildFailure;
 use hermetic_realise::schedule::Progress;
+use hermetic_store::substituters::FetchEvent;
 use hermetic_store::{StoreDir, StorePath};
 
 use super::{ClientWriter, lock};
@@ -118,7 +119,7 @@ impl BuildReporter {
                 state.running.insert(drv, id);
                 state.expected = state.expected.max(total as u64);
             }
-            Progress::Copying { path, from } => {
+            Progress::Fetch(FetchEvent::Copying { path, from }) => {
                 let id = next_id();
                 let printed = self.store_dir.print(&path);
                 let text = format!("copying path '{printed}' from '{from}'");
@@ -134,7 +135,11 @@ impl BuildReporter {
                 state.copying.insert(path, id);
                 return;
             }
-            Progress::Copied { path, .. } => {
+            Progress::Fetch(FetchEvent::Message(text)) => {
+                let _ = send_log(&mut *w, &text);
+                return;
+            }
+            Progress::Fetch(FetchEvent::Copied { path, .. }) => {
                 if let Some(id) = state.copying.remove(&path) {
                     let _ = send_stop_activity(&mut *w, id);
                 }
