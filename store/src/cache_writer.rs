@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::binary_cache::{CacheError, CacheInfo, NarInfo};
+use crate::error::io_err;
 use crate::hash::HashingTee;
 use crate::path::{StoreDir, StorePath};
 use crate::signature::SecretKey;
@@ -30,32 +31,14 @@ pub enum CacheWriteError {
     /// Only directories are written to.
     #[error("cannot write to binary cache '{0}': only file:// caches can be written")]
     Unsupported(String),
-    /// A file of the cache could not be written.
-    #[error("cannot {op} '{path}'")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
     /// The cache is for another store directory, or unreadable.
     #[error(transparent)]
     Cache(#[from] CacheError),
-    /// The path could not be read from the store, or its contents are not
-    /// what the store registered.
+    /// A file of the cache could not be written, the path could not be
+    /// read from the store, or its contents are not what the store
+    /// registered.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CacheWriteError + 'a {
-    move |source| CacheWriteError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 impl CacheWriter {
@@ -91,7 +74,7 @@ impl CacheWriter {
                 let text = format!("StoreDir: {}\n", store_dir.as_str());
                 write_atomically(&info_file, text.as_bytes())?;
             }
-            Err(e) => return Err(io_err("read", &info_file)(e)),
+            Err(e) => return Err(io_err("read", &info_file)(e).into()),
         }
         Ok(CacheWriter {
             dir,
@@ -211,12 +194,12 @@ impl CacheWriter {
             file_size: Some(file_size),
         };
         let text = narinfo.to_text(&self.store_dir, Some(&file_hash));
-        write_atomically(&self.narinfo_file(path), text.as_bytes())
+        Ok(write_atomically(&self.narinfo_file(path), text.as_bytes())?)
     }
 }
 
 /// Writes `contents` to `file` through a temporary file and a rename.
-fn write_atomically(file: &Path, contents: &[u8]) -> Result<(), CacheWriteError> {
+fn write_atomically(file: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let temp = file.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
     fs::write(&temp, contents).map_err(io_err("write", &temp))?;
