@@ -474,3 +474,61 @@ fn a_fixed_output_comes_from_a_cache_of_another_store_directory() {
     assert_eq!(std::fs::read(host.real(output)).unwrap(), contents);
     assert_nothing_half_done(&host);
 }
+
+#[test]
+fn an_untrusted_user_fetches_only_from_caches_the_daemon_trusts() {
+    use hermetic_tests::daemon::{Daemon, as_user, output_text};
+    use hermetic_tests::{TEST_USER, test_user_or_skip};
+    if !test_user_or_skip("an_untrusted_user_fetches_only_from_caches_the_daemon_trusts") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let trusted = cache.serve_http();
+    let other = cache.serve_http();
+    let daemon = Daemon::start(
+        "daemon-subst-untrusted",
+        &format!(
+            "trusted-substituters = {}\ntrusted-public-keys = {}",
+            trusted.url(""),
+            cache.public_key()
+        ),
+    );
+    let realise = |url: &str| {
+        as_user(
+            &cache.nix,
+            TEST_USER,
+            "nix-store",
+            &[
+                "--store",
+                &daemon.url(),
+                "--option",
+                "substituters",
+                url,
+                "-r",
+                &cache.built,
+            ],
+        )
+    };
+    // A cache the daemon does not trust: Nix's warning, nothing asked of
+    // it, nothing fetched.
+    let out = realise(&other.url(""));
+    let said = output_text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "ignoring untrusted substituter '{}', you are not a trusted user",
+            other.url("")
+        )),
+        "{said}"
+    );
+    assert!(other.requests().is_empty(), "{:?}", other.requests());
+    assert!(!daemon.real(&cache.built).exists());
+    // One listed in trusted-substituters: used.
+    let out = realise(&trusted.url(""));
+    let said = output_text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("copying path '"), "{said}");
+    assert!(daemon.real(&cache.built).exists());
+}
