@@ -198,8 +198,9 @@ pub fn query_missing(
         if !seen.insert(path.clone()) {
             continue;
         }
-        if !path.is_derivation() || !store.is_valid(&path)? {
-            if store.is_valid(&path)? {
+        let valid = store.is_valid(&path)?;
+        if !path.is_derivation() || !valid {
+            if valid {
                 continue;
             }
             match substituters.closure(store, std::slice::from_ref(&path), say)? {

@@ -258,7 +258,7 @@ impl Substituters {
         roots: &[StorePath],
         say: &dyn Fn(String),
     ) -> Result<Closure, StoreError> {
-        self.ask_ahead(store, roots, say)?;
+        let valid = self.ask_ahead(store, roots, say)?;
         enum Step {
             Visit(StorePath),
             Emit(Box<Offer>),
@@ -274,7 +274,7 @@ impl Substituters {
                 }
                 Step::Visit(path) => path,
             };
-            if !seen.insert(path.clone()) || store.is_valid(&path)? {
+            if !seen.insert(path.clone()) || valid.contains(&path) {
                 continue;
             }
             let (offer, failed) = self.lookup_once(&path, say);
@@ -297,19 +297,26 @@ impl Substituters {
 
     /// Asks the caches about `roots` and what their narinfos refer to,
     /// level by level, up to [`QUERY_JOBS`] paths at once, so that the walk
-    /// of [`Substituters::closure`] finds its answers ready.
+    /// of [`Substituters::closure`] finds its answers ready. Returns the
+    /// paths met that are valid already (the walk meets no others).
     fn ask_ahead(
         &self,
         store: &LocalStore,
         roots: &[StorePath],
         say: &dyn Fn(String),
-    ) -> Result<(), StoreError> {
+    ) -> Result<BTreeSet<StorePath>, StoreError> {
         let mut seen: BTreeSet<StorePath> = BTreeSet::new();
+        let mut valid: BTreeSet<StorePath> = BTreeSet::new();
         let mut level: Vec<StorePath> = roots.to_vec();
         while !level.is_empty() {
             let mut asking = Vec::new();
             for path in level {
-                if seen.insert(path.clone()) && !store.is_valid(&path)? {
+                if !seen.insert(path.clone()) {
+                    continue;
+                }
+                if store.is_valid(&path)? {
+                    valid.insert(path);
+                } else {
                     asking.push(path);
                 }
             }
@@ -339,7 +346,7 @@ impl Substituters {
             }
             level = next.into_inner().unwrap_or_else(|e| e.into_inner());
         }
-        Ok(())
+        Ok(valid)
     }
 
     /// Fetches `offers` (references first, as [`Substituters::closure`]

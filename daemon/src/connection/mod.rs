@@ -443,7 +443,7 @@ impl Connection {
                         read_string(from)?; // its content address, if any
                     }
                 }
-                let offers = self.offers(&paths)?;
+                let offers = self.offers(&paths);
                 self.reply(|w| {
                     write_u64(&mut *w, offers.len() as u64)?;
                     for offer in &offers {
@@ -469,7 +469,7 @@ impl Connection {
                             .collect()
                     };
                     let offered: Vec<StorePath> = self
-                        .offers(&missing)?
+                        .offers(&missing)
                         .into_iter()
                         .map(|o| o.narinfo.info.path)
                         .collect();
@@ -493,7 +493,7 @@ impl Connection {
             32 => {
                 let paths: Vec<StorePath> = self.read_path_set(from)?.into_iter().collect();
                 let offered: BTreeSet<StorePath> = self
-                    .offers(&paths)?
+                    .offers(&paths)
                     .into_iter()
                     .map(|o| o.narinfo.info.path)
                     .collect();
@@ -558,7 +558,7 @@ impl Connection {
             // HasSubstitutes
             3 => {
                 let path = self.parse_path(&read_string(from)?)?;
-                let offered = !self.offers(&[path])?.is_empty();
+                let offered = !self.offers(&[path]).is_empty();
                 self.reply(|w| write_u64(w, u64::from(offered)))
             }
             // QueryPathHash
@@ -589,7 +589,7 @@ impl Connection {
             // QuerySubstitutablePathInfo
             21 => {
                 let path = self.parse_path(&read_string(from)?)?;
-                let offers = self.offers(&[path])?;
+                let offers = self.offers(&[path]);
                 self.reply(|w| match offers.first() {
                     Some(offer) => {
                         write_u64(&mut *w, 1)?;
