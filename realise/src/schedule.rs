@@ -365,7 +365,7 @@ pub fn build_all(
 ) -> Result<Summary, BuildError> {
     let store = LocalStore::open(layout.clone())?;
     let say = |text: String| progress(Progress::Message(text));
-    let substituters = substitute::substituters_for(settings, &layout.store_dir, &say);
+    let substituters = substitute::substituters_for(settings, layout, &say);
     let planner = Planner {
         store: &store,
         settings,

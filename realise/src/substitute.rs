@@ -6,24 +6,27 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 
 use hermetic_config::settings::Settings;
+use hermetic_store::narinfo_cache::{self, NarInfoDiskCache};
 use hermetic_store::substituters::{Closure, FetchEvent, Offer, Substituters};
 use hermetic_store::transfer::TransferOptions;
 use hermetic_store::{
-    ContentAddress, Derivation, DerivationOutput, LocalStore, StoreDir, StoreLayout, StorePath,
+    ContentAddress, Derivation, DerivationOutput, LocalStore, StoreLayout, StorePath,
 };
 
 use crate::attrs::Attrs;
 use crate::error::BuildError;
 use crate::schedule::Progress;
 
-/// The substituters `settings` name, opened (none when `substitute` is
-/// off); caches that cannot be opened are skipped with a warning told to
-/// `say`.
+/// The substituters `settings` name, opened for the store at `layout`
+/// (none when `substitute` is off), with its disk cache of HTTP caches'
+/// answers; caches that cannot be opened are skipped with a warning told
+/// to `say`.
 pub fn substituters_for(
     settings: &Settings,
-    store_dir: &StoreDir,
+    layout: &StoreLayout,
     say: &dyn Fn(String),
 ) -> Substituters {
     let urls: &[String] = if settings.substitute {
@@ -36,7 +39,23 @@ pub fn substituters_for(
         &settings.trusted_public_keys,
     );
     let options = transfer_options(settings);
-    Substituters::open(urls, store_dir, keys, &options, say)
+    let disk = disk_cache(settings, layout);
+    Substituters::open(urls, &layout.store_dir, keys, &options, disk.as_ref(), say)
+}
+
+/// The disk cache of HTTP caches' answers of the store at `layout`, with
+/// the TTLs of `settings`; none when its file cannot be opened (a store
+/// whose state directory this user cannot write), which only costs the
+/// questions it would have saved.
+fn disk_cache(settings: &Settings, layout: &StoreLayout) -> Option<Arc<NarInfoDiskCache>> {
+    let file = narinfo_cache::file_in(&layout.state_dir);
+    NarInfoDiskCache::open(
+        &file,
+        settings.narinfo_cache_positive_ttl,
+        settings.narinfo_cache_negative_ttl,
+    )
+    .ok()
+    .map(Arc::new)
 }
 
 /// How downloads are made under `settings` (`connect-timeout`,
@@ -126,7 +145,7 @@ pub fn substitute_paths(
     if missing.is_empty() {
         return Ok(());
     }
-    let substituters = substituters_for(settings, &layout.store_dir, &say);
+    let substituters = substituters_for(settings, layout, &say);
     let mut offers = Vec::new();
     let mut listed = BTreeSet::new();
     for path in &missing {

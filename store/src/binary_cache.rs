@@ -10,10 +10,12 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::sync::Arc;
 
 use crate::compression::decompressor;
 use crate::hash::Hash;
 use crate::local::LocalStore;
+use crate::narinfo_cache::{NarInfoDiskCache, Remembered};
 use crate::path::{StoreDir, StorePath};
 use crate::signature::PublicKey;
 use crate::transfer::{Downloader, TransferError, TransferOptions};
@@ -270,6 +272,8 @@ pub struct BinaryCache {
     /// else the local store's.
     pub store_dir: StoreDir,
     downloader: Downloader,
+    /// Where an HTTP cache's answers are kept between runs.
+    disk: Option<Arc<NarInfoDiskCache>>,
 }
 
 impl BinaryCache {
@@ -277,11 +281,14 @@ impl BinaryCache {
     /// `priority`, `want-mass-query`) for a store whose directory is
     /// `local`: reads its `nix-cache-info` (a cache without one is taken to
     /// be for its store directory, as Nix writes one then) and checks its
-    /// store directory. Downloads from it are made as `options` say.
+    /// store directory. Downloads from it are made as `options` say. An
+    /// HTTP cache's answers are kept in `disk`, and taken from it while
+    /// they are fresh (Nix keeps those of no other kind of cache).
     pub fn open(
         url: &str,
         local: &StoreDir,
         options: &TransferOptions,
+        disk: Option<&Arc<NarInfoDiskCache>>,
     ) -> Result<BinaryCache, CacheError> {
         let (url, params) = url.split_once('?').unwrap_or((url, ""));
         let url = url.trim_end_matches('/').to_owned();
@@ -303,14 +310,26 @@ impl BinaryCache {
             }
         }
         let downloader = Downloader::new(options);
-        let mut info = match read_text(&format!("{url}/nix-cache-info"), &downloader) {
-            Ok(text) => CacheInfo::parse(&text),
-            Err(CacheError::Transfer(e)) if e.is_not_found() => CacheInfo {
-                store_dir: store_dir.as_str().to_owned(),
-                want_mass_query: false,
-                priority: 50,
-            },
-            Err(e) => return Err(e),
+        let is_http = url.starts_with("http://") || url.starts_with("https://");
+        let disk = disk.filter(|_| is_http).cloned();
+        let remembered = disk.as_ref().and_then(|d| d.cache_info(&url));
+        let mut info = match remembered {
+            Some(info) => info,
+            None => {
+                let info = match read_text(&format!("{url}/nix-cache-info"), &downloader) {
+                    Ok(text) => CacheInfo::parse(&text),
+                    Err(CacheError::Transfer(e)) if e.is_not_found() => CacheInfo {
+                        store_dir: store_dir.as_str().to_owned(),
+                        want_mass_query: false,
+                        priority: 50,
+                    },
+                    Err(e) => return Err(e),
+                };
+                if let Some(disk) = &disk {
+                    disk.remember_cache_info(&url, &info);
+                }
+                info
+            }
         };
         if info.store_dir != store_dir.as_str() {
             return Err(CacheError::WrongStoreDir {
@@ -326,18 +345,30 @@ impl BinaryCache {
             info,
             store_dir,
             downloader,
+            disk,
         })
     }
 
     /// The cache's narinfo for `path` (of its store directory), or `None`
-    /// when it does not have it.
+    /// when it does not have it; from the disk cache while it knows.
     pub fn query(&self, path: &StorePath) -> Result<Option<NarInfo>, CacheError> {
         let store_dir = &self.store_dir;
-        let file = format!("{}/{}.narinfo", self.url, path.hash_part());
-        let text = match read_text(&file, &self.downloader) {
-            Ok(text) => text,
-            Err(CacheError::Transfer(e)) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
+        let hash_part = path.hash_part();
+        let file = format!("{}/{hash_part}.narinfo", self.url);
+        let disk = self.disk.as_deref();
+        let (text, fresh) = match disk.and_then(|d| d.narinfo(&self.url, hash_part)) {
+            Some(Remembered::Present(text)) => (text, false),
+            Some(Remembered::Absent) => return Ok(None),
+            None => match read_text(&file, &self.downloader) {
+                Ok(text) => (text, true),
+                Err(CacheError::Transfer(e)) if e.is_not_found() => {
+                    if let Some(disk) = disk {
+                        disk.remember_narinfo(&self.url, hash_part, None);
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            },
         };
         let narinfo = NarInfo::parse(store_dir, &text, &file)?;
         if narinfo.info.path != *path {
@@ -346,6 +377,10 @@ impl BinaryCache {
                 asked: store_dir.print(path),
                 got: store_dir.print(&narinfo.info.path),
             });
+        }
+        // Only a narinfo that reads is kept.
+        if let (Some(disk), true) = (disk, fresh) {
+            disk.remember_narinfo(&self.url, hash_part, Some(&text));
         }
         Ok(Some(narinfo))
     }

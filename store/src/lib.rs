@@ -17,6 +17,7 @@ pub mod layout;
 pub mod local;
 pub mod lock;
 pub mod nar;
+pub mod narinfo_cache;
 pub mod path;
 pub mod pending;
 pub mod signature;

@@ -6,11 +6,12 @@
 //! once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use crate::ContentAddress;
 use crate::binary_cache::{BinaryCache, NarInfo};
 use crate::local::LocalStore;
+use crate::narinfo_cache::NarInfoDiskCache;
 use crate::path::{StoreDir, StorePath};
 use crate::signature::{PublicKey, is_untrusted};
 use crate::transfer::TransferOptions;
@@ -97,17 +98,19 @@ impl Substituters {
     /// cannot be opened (unreachable, another store directory) is skipped
     /// with a warning told to `say`, as Nix skips it. `trusted_keys` are
     /// the keys a path must be signed by (`None`: `require-sigs` is off);
-    /// downloads are made as `options` say.
+    /// downloads are made as `options` say; HTTP caches' answers are kept
+    /// in `disk`.
     pub fn open(
         urls: &[String],
         store_dir: &StoreDir,
         trusted_keys: Option<Vec<PublicKey>>,
         options: &TransferOptions,
+        disk: Option<&Arc<NarInfoDiskCache>>,
         say: &dyn Fn(String),
     ) -> Substituters {
         let mut caches = Vec::new();
         for url in urls.iter().filter(|u| !u.is_empty()) {
-            match BinaryCache::open(url, store_dir, options) {
+            match BinaryCache::open(url, store_dir, options, disk) {
                 Ok(cache) => caches.push(cache),
                 Err(e) => say(format!("warning: {}", error_chain(&e))),
             }

@@ -532,3 +532,81 @@ fn an_untrusted_user_fetches_only_from_caches_the_daemon_trusts() {
     assert!(said.contains("copying path '"), "{said}");
     assert!(daemon.real(&cache.built).exists());
 }
+
+#[test]
+fn an_http_caches_answers_are_kept_across_daemon_restarts_for_their_ttls() {
+    use hermetic_tests::daemon::{Daemon, output_text};
+    if !root_or_skip("an_http_caches_answers_are_kept_across_daemon_restarts_for_their_ttls") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let server = cache.serve_http();
+    let http = server.url("");
+    let narinfo = format!("{}.narinfo", &cache.built["/nix/store/".len()..][..32]);
+    let keys = format!("trusted-public-keys = {}", cache.public_key());
+    let mut daemon = Daemon::start("daemon-narinfo-ttl", &keys);
+    let url = daemon.url();
+    let expr = cache.dir.path.join("d.nix");
+    let expr = expr.to_str().unwrap();
+    // What `nix-build --dry-run` through the daemon says will happen, and
+    // how often the server was asked for `file` so far.
+    let dry_run = || {
+        let out = cache
+            .nix
+            .command("nix-build")
+            .args([
+                "--store",
+                &url,
+                "--option",
+                "substituters",
+                &http,
+                expr,
+                "--dry-run",
+            ])
+            .output()
+            .unwrap();
+        let said = output_text(&out);
+        assert!(out.status.success(), "{said}");
+        said
+    };
+    let asked = |file: &str| server.requests().iter().filter(|r| *r == file).count();
+
+    // The cache does not have the output: that is remembered for
+    // narinfo-cache-negative-ttl, across a restart of the daemon, even once
+    // the cache has it; the cache's nix-cache-info is not asked again.
+    server.fault(&narinfo, Fault::Status(404));
+    assert!(dry_run().contains("will be built"));
+    assert_eq!(asked(&narinfo), 1);
+    server.clear_faults();
+    daemon.restart_with(&keys);
+    assert!(dry_run().contains("will be built"));
+    assert_eq!(asked(&narinfo), 1);
+    assert_eq!(asked("nix-cache-info"), 1);
+    // With a negative TTL of 0 the cache is asked again, and has it now:
+    // that answer is kept for narinfo-cache-positive-ttl.
+    daemon.restart_with(&format!("{keys}\nnarinfo-cache-negative-ttl = 0"));
+    assert!(dry_run().contains("will be fetched"));
+    assert_eq!(asked(&narinfo), 2);
+    daemon.restart_with(&keys);
+    let said = dry_run();
+    assert!(said.contains("will be fetched"), "{said}");
+    assert_eq!(asked(&narinfo), 2);
+    daemon.restart_with(&format!("{keys}\nnarinfo-cache-positive-ttl = 0"));
+    assert!(dry_run().contains("will be fetched"));
+    assert_eq!(asked(&narinfo), 3);
+    // What was remembered is what gets fetched and verified.
+    daemon.restart_with(&keys);
+    let out = cache
+        .nix
+        .command("nix-build")
+        .args(["--store", &url, "--option", "substituters", &http, expr])
+        .arg("--no-out-link")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(asked(&narinfo), 3);
+    let verify = cache.nix.verify_store(daemon.root());
+    assert!(verify.status.success(), "{}", output_text(&verify));
+}

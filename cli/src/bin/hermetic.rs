@@ -301,7 +301,7 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 &settings.trusted_public_keys,
             );
             let options = hermetic_realise::substitute::transfer_options(&settings);
-            let cache = BinaryCache::open(&from, &layout.store_dir, &options)?;
+            let cache = BinaryCache::open(&from, &layout.store_dir, &options, None)?;
             let url = cache.url.clone();
             let caches = Substituters::to_copy_from(cache, &layout.store_dir, keys);
             let say = |text: String| eprintln!("{text}");

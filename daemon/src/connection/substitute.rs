@@ -17,9 +17,7 @@ use crate::wire::{write_string, write_u64};
 impl Connection {
     /// The connection's caches, opened; their warnings go to the client.
     fn substituters(&self) -> Substituters {
-        substituters_for(&self.settings, &self.layout.store_dir, &|line| {
-            self.log(&line)
-        })
+        substituters_for(&self.settings, &self.layout, &|line| self.log(&line))
     }
 
     /// What the caches offer of `paths` (valid or not, as Nix answers).
