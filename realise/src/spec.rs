@@ -184,8 +184,18 @@ pub fn sandbox_spec(
         .iter()
         .map(|arg| crate::env::rewrite(arg, &rewrites))
         .collect();
+    let mut files = world.files;
+    if drv.builder == "builtin:fetchurl" {
+        // Nix reads `netrc-file` for the builtin, which runs as the build
+        // user, and gives it the contents in its build directory.
+        if let Ok(netrc) = std::fs::read(&settings.netrc_file) {
+            files.push(("netrc".to_owned(), netrc));
+            let file = env_build_dir.join("netrc").display().to_string();
+            spec.args.extend(["--netrc-file".to_owned(), file]);
+        }
+    }
     spec.build_dir = Some(build_dir);
-    Ok((spec, world.files))
+    Ok((spec, files))
 }
 
 /// The `/etc` files a fixed-output build gets (B36): the host's

@@ -59,10 +59,14 @@ fn disk_cache(settings: &Settings, layout: &StoreLayout) -> Option<Arc<NarInfoDi
 }
 
 /// How downloads are made under `settings` (`connect-timeout`,
-/// `stalled-download-timeout`).
+/// `stalled-download-timeout`, `netrc-file`).
 pub fn transfer_options(settings: &Settings) -> TransferOptions {
-    TransferOptions::default()
-        .with_timeouts(settings.connect_timeout, settings.stalled_download_timeout)
+    let netrc_file = Some(settings.netrc_file.clone()).filter(|f| !f.is_empty());
+    TransferOptions {
+        netrc_file: netrc_file.map(std::path::PathBuf::from),
+        ..TransferOptions::default()
+    }
+    .with_timeouts(settings.connect_timeout, settings.stalled_download_timeout)
 }
 
 /// What the caches can do for a derivation whose outputs are not all

@@ -18,6 +18,7 @@ pub mod local;
 pub mod lock;
 pub mod nar;
 pub mod narinfo_cache;
+pub mod netrc;
 pub mod path;
 pub mod pending;
 pub mod signature;

@@ -4,7 +4,11 @@
 //! through it; binary caches will.
 
 use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::netrc::Netrc;
 
 /// What a download could not do.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,9 @@ pub struct TransferOptions {
     /// How long a download may go without receiving anything
     /// (`stalled-download-timeout`).
     pub stalled_timeout: Option<Duration>,
+    /// The netrc file whose credentials are sent to HTTP hosts
+    /// (`netrc-file`; a missing file sends none).
+    pub netrc_file: Option<PathBuf>,
 }
 
 impl Default for TransferOptions {
@@ -72,6 +79,7 @@ impl Default for TransferOptions {
             verify_tls: true,
             connect_timeout: None,
             stalled_timeout: Some(Duration::from_secs(300)),
+            netrc_file: None,
         }
     }
 }
@@ -91,6 +99,7 @@ impl TransferOptions {
 #[derive(Debug, Clone)]
 pub struct Downloader {
     agent: ureq::Agent,
+    netrc: Arc<Netrc>,
 }
 
 impl Downloader {
@@ -106,14 +115,24 @@ impl Downloader {
             .timeout_per_read(options.stalled_timeout)
             .build()
             .into();
-        Downloader { agent }
+        let netrc = options
+            .netrc_file
+            .as_deref()
+            .map(Netrc::read)
+            .unwrap_or_default();
+        Downloader {
+            agent,
+            netrc: Arc::new(netrc),
+        }
     }
 
     /// Opens `url` for reading: its bytes as they arrive, undecompressed.
     /// Proxies come from the usual variables (`http_proxy`, `https_proxy`,
-    /// `all_proxy`, `no_proxy`), as curl reads them for Nix.
+    /// `all_proxy`, `no_proxy`), as curl reads them for Nix; the netrc
+    /// file's login for the URL's host is sent with HTTP basic
+    /// authentication.
     pub fn open(&self, url: &str) -> Result<Box<dyn Read + Send>, TransferError> {
-        open_with(&self.agent, url)
+        open_with(&self.agent, &self.netrc, url)
     }
 }
 
@@ -123,7 +142,22 @@ pub fn open(url: &str, options: &TransferOptions) -> Result<Box<dyn Read + Send>
     Downloader::new(options).open(url)
 }
 
-fn open_with(agent: &ureq::Agent, url: &str) -> Result<Box<dyn Read + Send>, TransferError> {
+/// The host of an `http(s)://` URL, without user information or port.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    }
+}
+
+fn open_with(
+    agent: &ureq::Agent,
+    netrc: &Netrc,
+    url: &str,
+) -> Result<Box<dyn Read + Send>, TransferError> {
     if let Some(path) = url.strip_prefix("file://") {
         // curl decodes a file URL's `%XX` escapes.
         use std::os::unix::ffi::OsStrExt;
@@ -142,7 +176,12 @@ fn open_with(agent: &ureq::Agent, url: &str) -> Result<Box<dyn Read + Send>, Tra
         url: url.to_owned(),
         reason: error.to_string(),
     };
-    let response = agent.get(url).call().map_err(transport)?;
+    let mut request = agent.get(url);
+    if let Some((login, password)) = netrc.credentials(host_of(url)) {
+        let token = crate::hash::encode_base64(format!("{login}:{password}").as_bytes());
+        request = request.header("Authorization", format!("Basic {token}"));
+    }
+    let response = request.call().map_err(transport)?;
     let status = response.status();
     if !status.is_success() {
         return Err(TransferError::Http {
@@ -157,6 +196,14 @@ fn open_with(agent: &ureq::Agent, url: &str) -> Result<Box<dyn Read + Send>, Tra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_of_a_url_is_without_user_port_or_path() {
+        assert_eq!(host_of("http://127.0.0.1:8080/x.narinfo"), "127.0.0.1");
+        assert_eq!(host_of("https://u:p@cache.org/nar/a?b"), "cache.org");
+        assert_eq!(host_of("http://[::1]:80/"), "::1");
+        assert_eq!(host_of("https://cache.org"), "cache.org");
+    }
 
     #[test]
     fn file_urls_are_read_where_they_point_and_a_missing_one_is_not_found() {

@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 server on a loopback port, serving a directory's
 //! files, for binary caches over HTTP. Each path can be made to fail the
 //! way real servers fail: an error status, no answer at all, a body that
-//! never ends, a body cut short.
+//! never ends, a body cut short; or it can ask for a login.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,6 +28,8 @@ struct Shared {
     root: PathBuf,
     faults: Mutex<HashMap<String, Fault>>,
     requests: Mutex<Vec<String>>,
+    /// The `Authorization` header every request must carry, if any.
+    login: Mutex<Option<String>>,
     stop: AtomicBool,
     open: AtomicUsize,
 }
@@ -47,6 +49,7 @@ impl HttpServer {
             root: root.to_owned(),
             faults: Mutex::default(),
             requests: Mutex::default(),
+            login: Mutex::default(),
             stop: AtomicBool::new(false),
             open: AtomicUsize::new(0),
         });
@@ -88,6 +91,13 @@ impl HttpServer {
         self.shared.faults.lock().unwrap().clear();
     }
 
+    /// Answers 401 to every request without HTTP basic authentication as
+    /// `user` with `password`.
+    pub fn require_login(&self, user: &str, password: &str) {
+        let token = hermetic_store::hash::encode_base64(format!("{user}:{password}").as_bytes());
+        *self.shared.login.lock().unwrap() = Some(format!("Basic {token}"));
+    }
+
     /// The paths requested so far, in order.
     pub fn requests(&self) -> Vec<String> {
         self.shared.requests.lock().unwrap().clone()
@@ -114,10 +124,16 @@ fn answer(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
         if reader.read_line(&mut request)? == 0 {
             return Ok(());
         }
+        let mut authorization = None;
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
                 break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("authorization") {
+                    authorization = Some(value.trim().to_owned());
+                }
             }
         }
         let path = request
@@ -137,6 +153,15 @@ fn answer(shared: &Shared, stream: TcpStream) -> std::io::Result<()> {
             })
         };
         let file = shared.root.join(&path);
+        let login = shared.login.lock().unwrap().clone();
+        if login.is_some() && authorization != login {
+            write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cache\"\r\nContent-Length: 0\r\n\r\n"
+            )?;
+            stream.flush()?;
+            continue;
+        }
         match fault {
             Some(Fault::Status(status)) => {
                 write!(

@@ -265,3 +265,48 @@ fn fetchurl_tries_hashed_mirrors_first_and_says_why_a_download_failed() {
     let verify = nix.verify_store(daemon.root());
     assert!(verify.status.success(), "{}", text(&verify));
 }
+
+#[test]
+fn fetchurl_logs_in_with_the_netrc_file() {
+    use hermetic_tests::http_server::HttpServer;
+    if !root_or_skip("fetchurl_logs_in_with_the_netrc_file") {
+        return;
+    }
+    let Some(nix) = client() else { return };
+    let files = TempDir::new("fetchurl-netrc-files");
+    let body = b"behind a login\n";
+    std::fs::write(files.path.join("secret"), body).unwrap();
+    let hash = sha256_hex(&nix, &files.path.join("secret"));
+    let server = HttpServer::serve(&files.path);
+    server.require_login("alice", "s3cret");
+    let url = server.url("secret");
+    let args = format!(r#"url = "{url}"; sha256 = "{hash}";"#);
+
+    // Without credentials: the server's refusal, in Nix's sentence.
+    let daemon = Daemon::start("daemon-fetchurl-no-netrc", "");
+    let out = fetch(&nix, &daemon, "refused", &args);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains(&format!(
+            "unable to download '{url}': HTTP error 401 ('Unauthorized')"
+        )),
+        "{said}"
+    );
+    // The daemon's netrc-file, readable only by root, reaches the builtin
+    // that runs as a build user.
+    let conf = TempDir::new("fetchurl-netrc-conf");
+    let netrc = conf.path.join("netrc");
+    std::fs::write(
+        &netrc,
+        "machine 127.0.0.1\n  login alice\n  password s3cret\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&netrc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let daemon = Daemon::start(
+        "daemon-fetchurl-netrc",
+        &format!("netrc-file = {}", netrc.display()),
+    );
+    let real = fetched(&nix, &daemon, "logged-in", &args);
+    assert_eq!(std::fs::read(real).unwrap(), body);
+}

@@ -610,3 +610,46 @@ fn an_http_caches_answers_are_kept_across_daemon_restarts_for_their_ttls() {
     let verify = cache.nix.verify_store(daemon.root());
     assert!(verify.status.success(), "{}", output_text(&verify));
 }
+
+#[test]
+fn a_cache_that_asks_for_a_login_is_given_the_netrc_files() {
+    if !root_or_skip("a_cache_that_asks_for_a_login_is_given_the_netrc_files") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let server = cache.serve_http();
+    server.require_login("alice", "s3cret");
+    let http = server.url("");
+    // No credentials: the cache is passed over with the server's refusal,
+    // and the derivation is built.
+    let host = host_with_drv("subst-no-netrc", &cache, &format!("substituters = {http}"));
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "warning: unable to download '{http}nix-cache-info': HTTP error 401 ('Unauthorized')"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("building '{}'", cache.drv)),
+        "{said}"
+    );
+    // With the login in netrc-file: fetched.
+    let netrc = cache.dir.path.join("netrc");
+    std::fs::write(&netrc, "machine 127.0.0.1 login alice password s3cret\n").unwrap();
+    let host = host_with_drv(
+        "subst-netrc",
+        &cache,
+        &format!("substituters = {http}\nnetrc-file = {}", netrc.display()),
+    );
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("copying path"), "{said}");
+    assert!(!said.contains("building '"), "{said}");
+    assert!(registered(&host, &cache.built));
+}

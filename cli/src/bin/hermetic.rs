@@ -67,6 +67,9 @@ enum Command {
         /// A hashed mirror for `fetchurl` (`hashed-mirrors`).
         #[arg(long = "hashed-mirror")]
         hashed_mirrors: Vec<String>,
+        /// The netrc file for `fetchurl`'s downloads (`netrc-file`).
+        #[arg(long = "netrc-file")]
+        netrc_file: Option<PathBuf>,
     },
 }
 
@@ -201,6 +204,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Builtin {
             name,
             hashed_mirrors,
+            netrc_file,
         } => {
             let get = |attr: &'static str| std::env::var(attr).ok();
             match name.as_str() {
@@ -209,7 +213,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         eprintln!("warning: {warning}");
                     }
                 }
-                "fetchurl" => hermetic_realise::builtins::fetchurl::run(&get, &hashed_mirrors)?,
+                "fetchurl" => {
+                    hermetic_realise::builtins::fetchurl::run(&get, &hashed_mirrors, netrc_file)?
+                }
                 "unpack-channel" => hermetic_realise::builtins::unpack_channel::run(&get)?,
                 other => anyhow::bail!("unsupported builtin builder '{other}'"),
             }

@@ -33,17 +33,24 @@ pub enum FetchurlError {
 }
 
 /// Downloads what the environment (`get`) describes; `hashed_mirrors` are
-/// the `hashed-mirrors` setting.
+/// the `hashed-mirrors` setting, `netrc_file` the credentials for HTTP
+/// hosts.
 pub fn run(
     get: &dyn Fn(&'static str) -> Option<String>,
     hashed_mirrors: &[String],
+    netrc_file: Option<PathBuf>,
 ) -> Result<(), FetchurlError> {
     let attr = |name: &'static str| get(name).ok_or(FetchurlError::MissingAttr(name));
     let out = PathBuf::from(attr("out")?);
     let url = attr("url")?;
     let unpack = get("unpack").as_deref() == Some("1");
     let executable = get("executable").as_deref() == Some("1");
-    let fetch = |from: &str| fetch(from, &url, &out, unpack, executable);
+    let options = TransferOptions {
+        verify_tls: false,
+        netrc_file,
+        ..TransferOptions::default()
+    };
+    let fetch = |from: &str| fetch(from, &url, &out, unpack, executable, &options);
     if attr("outputHashMode")? == "flat" {
         let algo = attr("outputHashAlgo")?;
         let hash = attr("outputHash")?;
@@ -71,12 +78,9 @@ fn fetch(
     out: &Path,
     unpack: bool,
     executable: bool,
+    options: &TransferOptions,
 ) -> Result<(), FetchurlError> {
-    let options = TransferOptions {
-        verify_tls: false,
-        ..TransferOptions::default()
-    };
-    let source = transfer::open(from, &options)?;
+    let source = transfer::open(from, options)?;
     if unpack {
         let method = if url.ends_with(".xz") { "xz" } else { "none" };
         let source = hermetic_store::compression::decompressor(method, source)
