@@ -409,7 +409,9 @@ impl BinaryCache {
     }
 }
 
-/// A stream that fails once it gives more than `left` bytes.
+/// A NAR being downloaded: fails once it gives more than `left` bytes,
+/// and its errors (a broken connection, damaged compressed data) name
+/// its URL.
 struct AtMost<R> {
     inner: R,
     left: u64,
@@ -418,7 +420,10 @@ struct AtMost<R> {
 
 impl<R: Read> Read for AtMost<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self
+            .inner
+            .read(buf)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("reading '{}': {e}", self.url)))?;
         match self.left.checked_sub(n as u64) {
             Some(left) => {
                 self.left = left;

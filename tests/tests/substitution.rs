@@ -653,3 +653,135 @@ fn a_cache_that_asks_for_a_login_is_given_the_netrc_files() {
     assert!(!said.contains("building '"), "{said}");
     assert!(registered(&host, &cache.built));
 }
+
+#[test]
+fn narinfos_and_nars_that_lie_or_break_change_nothing() {
+    if !root_or_skip("narinfos_and_nars_that_lie_or_break_change_nothing") {
+        return;
+    }
+    let Some(cache) = NixCache::make() else {
+        return;
+    };
+    let server = cache.serve_http();
+    let http = server.url("");
+    let narinfo_file = cache.narinfo(&cache.built);
+    let narinfo = std::fs::read_to_string(&narinfo_file).unwrap();
+    let narinfo_name = narinfo_file.file_name().unwrap().to_str().unwrap();
+    let built = |host: &BuildHost, said: &str| {
+        assert!(
+            said.contains(&format!("building '{}'", cache.drv)),
+            "{said}"
+        );
+        assert!(!said.contains("copying path"), "{said}");
+        assert_eq!(
+            output_text(host, &cache.built).as_deref(),
+            Some(format!("built\nref {}\n", cache.source).as_str())
+        );
+        assert_nothing_half_done(host);
+    };
+
+    // A narinfo naming a reference the cache does not have: the closure
+    // cannot come whole, so the derivation is built, as Nix builds it.
+    let ghost = "/nix/store/00000000000000000000000000000000-ghost";
+    let refs = narinfo
+        .lines()
+        .find(|l| l.starts_with("References:"))
+        .unwrap();
+    let lying = narinfo.replace(refs, &format!("{refs} {}", &ghost[11..]));
+    std::fs::write(&narinfo_file, &lying).unwrap();
+    let host = host_with_drv(
+        "subst-ghost-ref",
+        &cache,
+        &format!("substituters = {http}\nrequire-sigs = false"),
+    );
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    built(&host, &said);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.contains("00000000000000000000000000000000"))
+    );
+    assert!(!host.dir.path.join("root").join(&ghost[1..]).exists());
+
+    // A narinfo cut short in transfer, and one that is not a narinfo:
+    // the cache could not be asked, which fails the derivation in Nix's
+    // words (naming why), and with fallback builds it.
+    std::fs::write(&narinfo_file, &narinfo).unwrap();
+    let first_lines: String = narinfo.lines().take(3).map(|l| format!("{l}\n")).collect();
+    for (label, broken, why) in [
+        (
+            "subst-cut-narinfo",
+            None,
+            format!("reading '{http}{narinfo_name}'"),
+        ),
+        (
+            "subst-corrupt-narinfo",
+            Some(first_lines),
+            format!("NAR info file '{http}{narinfo_name}' is corrupt"),
+        ),
+    ] {
+        server.clear_faults();
+        match &broken {
+            None => server.fault(narinfo_name, Fault::Truncate(narinfo.len() / 2)),
+            Some(text) => std::fs::write(&narinfo_file, text).unwrap(),
+        }
+        let host = host_with_drv(label, &cache, &format!("substituters = {http}"));
+        let out = host.run(&["build", &cache.drv]);
+        let said = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{label}: {said}");
+        assert!(said.contains(&why), "{label}: {said}");
+        assert!(
+            said.contains("some substitutes for the outputs"),
+            "{label}: {said}"
+        );
+        assert!(!registered(&host, &cache.built), "{label}");
+        assert_nothing_half_done(&host);
+        host.conf(&format!(
+            "trusted-public-keys = {}\nextra-sandbox-paths = /bin/sh=/bin/busybox\n\
+             substituters = {http}\nfallback = true",
+            cache.public_key()
+        ));
+        let out = host.run(&["build", &cache.drv]);
+        let said = stderr(&out);
+        assert!(out.status.success(), "{label}: {said}");
+        built(&host, &said);
+    }
+
+    // A NAR whose bytes were damaged (its length kept): refused, nothing
+    // registered or left behind.
+    server.clear_faults();
+    std::fs::write(&narinfo_file, &narinfo).unwrap();
+    let nar = cache
+        .dir
+        .path
+        .join("cache")
+        .join(cache.nar_url(&cache.built));
+    let mut bytes = std::fs::read(&nar).unwrap();
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[middle..middle + 8] {
+        *byte ^= 0x55;
+    }
+    std::fs::write(&nar, &bytes).unwrap();
+    let host = host_with_drv(
+        "subst-damaged-nar",
+        &cache,
+        &format!("substituters = {http}"),
+    );
+    let out = host.run(&["build", &cache.drv]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("some substitutes for the outputs"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "reading '{http}{}': lzma data error",
+            cache.nar_url(&cache.built)
+        )),
+        "{said}"
+    );
+    assert!(!registered(&host, &cache.built));
+    assert!(output_text(&host, &cache.built).is_none());
+    assert_nothing_half_done(&host);
+}
