@@ -474,6 +474,13 @@ declare_settings! {
     log_lines: usize = "log-lines", default 10, Trusted;
     /// Hard-link each new output's files to identical ones in the store.
     auto_optimise_store: bool = "auto-optimise-store", default false, Trusted;
+    /// The garbage collector keeps a live derivation's outputs.
+    keep_outputs: bool = "keep-outputs" | "gc-keep-outputs", default false, Trusted;
+    /// The garbage collector keeps a live output's derivation.
+    keep_derivations: bool = "keep-derivations" | "gc-keep-derivations", default true, Trusted;
+    /// Profiles keep the derivations of their environments' paths.
+    keep_env_derivations: bool = "keep-env-derivations" | "env-keep-derivations",
+        default false, Trusted;
     /// The binary caches paths are fetched from, tried by their priority.
     /// Empty by default here: Nix's default, `https://cache.nixos.org/`,
     /// is a public cache that a machine without the internet cannot reach.

@@ -4,7 +4,6 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use hermetic_config::settings::Settings;
@@ -53,7 +52,7 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(listen_err(e)),
         _ => {}
     }
-    let listener = UnixListener::bind(socket).map_err(listen_err)?;
+    let listener = hermetic_store::unix_socket::bind(socket).map_err(listen_err)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(listen_err)?;
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGINT] {

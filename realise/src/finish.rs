@@ -282,13 +282,9 @@ pub fn keep_failed(
 ) {
     if settings.keep_failed {
         let staging = pending.staging().to_owned();
-        let id = staging
+        let id: String = staging
             .file_name()
-            .map(|n| {
-                n.to_string_lossy()
-                    .trim_start_matches(".hermetic-stage-")
-                    .to_owned()
-            })
+            .map(|n| n.to_string_lossy().chars().take(8).collect())
             .unwrap_or_default();
         let kept = real_store_dir.join(format!(".hermetic-kept-{name}-{id}"));
         if fs::rename(&staging, &kept).is_ok() {

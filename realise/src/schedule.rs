@@ -214,7 +214,15 @@ impl Planner<'_> {
         }
         // Its output paths are recomputed, never taken on its word, however
         // it got into the store.
+        // As in Nix: the derivation and its outputs are temporary roots for
+        // the run, so no collector deletes a build's inputs (what the
+        // derivation refers to, the outputs of those it depends on) or
+        // what it makes.
+        self.store.add_temp_root(path)?;
         let drv = self.store.read_checked_derivation(path)?;
+        for output in drv.outputs.values().filter_map(|o| o.path()) {
+            self.store.add_temp_root(output)?;
+        }
         if !check && self.store.outputs_valid(&drv)? {
             return Ok(false);
         }

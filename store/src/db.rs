@@ -276,6 +276,49 @@ impl Db {
             .and_then(|p| self.parse_path(&p)))
     }
 
+    /// Makes `path` invalid, in one transaction, unless another valid path
+    /// refers to it (Nix's `invalidatePathChecked`); its references and
+    /// derivation outputs go with its row. A path that is not valid is
+    /// left as it is.
+    pub fn invalidate(&mut self, path: &StorePath) -> Result<(), StoreError> {
+        let printed = self.store.print(path);
+        let store = self.store.clone();
+        let file = self.file.clone();
+        let err = |op| {
+            let path = file.clone();
+            move |source| StoreError::Db { op, path, source }
+        };
+        let _writing = in_process_writer();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err("begin a transaction"))?;
+        let users: Vec<String> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "select r.path from ValidPaths p join Refs on Refs.reference = p.id \
+                     join ValidPaths r on Refs.referrer = r.id \
+                     where p.path = ?1 and r.id != p.id order by r.path",
+                )
+                .map_err(err("query referrers"))?;
+            let rows = stmt
+                .query_map([&printed], |r| r.get::<_, String>(0))
+                .map_err(err("query referrers"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(err("query referrers"))?
+        };
+        if !users.is_empty() {
+            let quoted: Vec<String> = users.iter().map(|u| format!("'{u}'")).collect();
+            return Err(StoreError::PathInUse {
+                path: store.print(path),
+                users: quoted.join(", "),
+            });
+        }
+        tx.execute("delete from ValidPaths where path = ?1", [&printed])
+            .map_err(err("invalidate a path"))?;
+        tx.commit().map_err(err("commit a transaction"))
+    }
+
     /// The valid paths that refer to `path`.
     pub fn referrers(&self, path: &StorePath) -> Result<BTreeSet<StorePath>, StoreError> {
         let Some(id) = self.id_of(path)? else {

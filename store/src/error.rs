@@ -122,6 +122,20 @@ pub enum StoreError {
     /// A derivation did not hold together.
     #[error(transparent)]
     DrvCheck(#[from] DrvCheckError),
+    /// A path to delete that other valid paths still refer to (Nix's
+    /// text).
+    #[error("cannot delete path '{path}' because it is in use by {users}")]
+    PathInUse {
+        /// The path.
+        path: String,
+        /// The paths that refer to it, quoted, comma-separated.
+        users: String,
+    },
+    /// A path to delete that a root keeps alive (Nix's text).
+    #[error(
+        "Cannot delete path '{0}' since it is still alive. To find out why, use: nix-store --query --roots"
+    )]
+    StillAlive(String),
 }
 
 /// Wraps an `io::Error` with its operation and path.

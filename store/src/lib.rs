@@ -23,8 +23,10 @@ pub mod path;
 pub mod pending;
 pub mod signature;
 pub mod substituters;
+pub mod temp_roots;
 pub mod transfer;
 pub mod tree;
+pub mod unix_socket;
 
 pub use content_address::ContentAddress;
 pub use db::PathInfo;

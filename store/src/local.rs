@@ -3,6 +3,7 @@
 
 mod admission;
 pub mod build_log;
+pub mod collect;
 pub mod optimise;
 mod queries;
 pub mod roots;
@@ -28,6 +29,7 @@ use crate::lock::{PathLock, lock_file};
 use crate::nar::{self, RestoreSink};
 use crate::path::{IngestionMethod, StorePath, check_name};
 use crate::pending::{self, Pending, remove_any};
+use crate::temp_roots::TempRoots;
 
 /// An open local store. While it is open it holds the big store lock
 /// shared, as every Nix process on the store does.
@@ -39,8 +41,13 @@ pub struct LocalStore {
     drv_hash_memo: RefCell<HashMap<StorePath, DrvHashes>>,
     /// `auto-optimise-store`: new paths are optimised once registered.
     auto_optimise: bool,
+    /// This handle's temporary roots, once it has any.
+    temp_roots: RefCell<Option<TempRoots>>,
     _big_lock: Flock<File>,
 }
+
+/// Numbers the temporary roots files of this process's store handles.
+static TEMP_ROOTS_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What `verify` found.
 #[derive(Debug, Default)]
@@ -81,6 +88,7 @@ impl LocalStore {
             owner,
             drv_hash_memo: RefCell::default(),
             auto_optimise: false,
+            temp_roots: RefCell::default(),
             _big_lock: big_lock,
         };
         store.recover()?;
@@ -186,7 +194,7 @@ impl LocalStore {
             .ok_or_else(|| io_err("add", source)(io::Error::other("the path has no usable name")))?
             .to_owned();
         check_name(&name, &name)?;
-        let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
+        let pending = self.begin()?;
         let (nar_hash, nar_size) = copy_through_nar(source, pending.staging())?;
         self.install_source(pending, &name, nar_hash, nar_size)
     }
@@ -233,7 +241,7 @@ impl LocalStore {
         nar: &mut dyn io::Read,
     ) -> Result<StorePath, StoreError> {
         check_name(name, name)?;
-        let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
+        let pending = self.begin()?;
         let (nar_hash, nar_size) = restore_nar(nar, &pending)?;
         self.install_source(pending, name, nar_hash, nar_size)
     }
@@ -277,7 +285,7 @@ impl LocalStore {
             nar::parse(nar, &mut nar::DiscardSink)?;
             return Ok(());
         }
-        let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
+        let pending = self.begin()?;
         let (got, size) = restore_nar(nar, &pending)?;
         if got != info.nar_hash {
             return Err(StoreError::ImportMismatch {
@@ -328,7 +336,7 @@ impl LocalStore {
         if self.db.is_valid(&path)? {
             return Ok(path);
         }
-        let pending = Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)?;
+        let pending = self.begin()?;
         let staging = pending.staging();
         fs::write(staging, contents).map_err(io_err("write", staging))?;
         canonicalise(staging, self.owner.0, self.owner.1)?;
@@ -370,6 +378,7 @@ impl LocalStore {
         }
         let registration = self.admit(info, pending.staging())?;
         let info = &registration.info;
+        self.add_temp_root(&info.path)?;
         let _lock = PathLock::acquire(&real).map_err(io_err("lock", &real))?;
         if self.db.is_valid(&info.path)? {
             return pending.finish();
@@ -395,7 +404,32 @@ impl LocalStore {
     /// staging path is removed when the record is finished, or by the next
     /// start after a crash.
     pub fn begin(&self) -> Result<Pending, StoreError> {
-        Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir)
+        let name = pending::staging_name();
+        // A temporary root on its name keeps collectors from deleting it.
+        let as_path = StorePath::from_base_name(&name).expect("staging names are store paths'");
+        self.add_temp_root(&as_path)?;
+        Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir, &name)
+    }
+
+    /// Makes `path` a temporary root for as long as this store is open (a
+    /// path being added or built, or used by a client): no garbage
+    /// collector, Nix's or hermetic's, deletes it or its lock file
+    /// meanwhile. The roots file is made at the first one.
+    pub fn add_temp_root(&self, path: &StorePath) -> Result<(), StoreError> {
+        let mut roots = self.temp_roots.borrow_mut();
+        let roots = match &mut *roots {
+            Some(roots) => roots,
+            None => {
+                let n = TEMP_ROOTS_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let name = format!("{}-{n}", std::process::id());
+                roots.insert(TempRoots::create(
+                    &self.layout.state_dir,
+                    &self.layout.store_dir,
+                    &name,
+                )?)
+            }
+        };
+        roots.add(path)
     }
 
     /// Locks `paths` as [`LocalStore::lock_paths`] does, if no other
@@ -406,6 +440,7 @@ impl LocalStore {
         sorted.dedup();
         let mut locks = Vec::with_capacity(sorted.len());
         for path in &sorted {
+            self.add_temp_root(path)?;
             let real = self.layout.real_path(path);
             match PathLock::try_acquire(&real).map_err(io_err("lock", &real))? {
                 Some(lock) => locks.push(lock),
@@ -425,6 +460,7 @@ impl LocalStore {
         sorted
             .iter()
             .map(|p| {
+                self.add_temp_root(p)?;
                 let real = self.layout.real_path(p);
                 PathLock::acquire(&real).map_err(io_err("lock", &real))
             })

@@ -48,10 +48,37 @@ pub(crate) fn unique_id() -> String {
     )
 }
 
+/// What a staging directory's name ends with.
+pub const STAGING_SUFFIX: &str = "-hermetic-stage";
+
+/// A fresh name for a staging directory in the store directory, shaped as
+/// a store path's (a hash part of 32 base-32 digits, then
+/// [`STAGING_SUFFIX`]), so that a temporary root on it keeps every
+/// garbage collector, Nix's too, from deleting it while it is in use.
+pub fn staging_name() -> String {
+    let digest = crate::hash::Hash::sha256(unique_id().as_bytes());
+    let hash_part = crate::base32::encode(&digest.digest()[..20]);
+    format!("{hash_part}{STAGING_SUFFIX}")
+}
+
+/// Whether `name` is one [`staging_name`] makes (or an older hermetic's
+/// `.hermetic-stage-…`), as recovery checks it before removing it.
+fn is_staging_name(name: &str) -> bool {
+    !name.contains('/')
+        && (name.starts_with(".hermetic-stage-")
+            || name
+                .strip_suffix(STAGING_SUFFIX)
+                .is_some_and(|hash| hash.len() == 32 && hash.bytes().all(crate::base32::is_digit)))
+}
+
 impl Pending {
-    /// Makes a locked record and names a staging path (not yet created)
-    /// in `real_store_dir`.
-    pub fn begin(state_dir: &Path, real_store_dir: &Path) -> Result<Self, StoreError> {
+    /// Makes a locked record for a staging path (not yet created) named
+    /// `staging_name` in `real_store_dir`.
+    pub fn begin(
+        state_dir: &Path,
+        real_store_dir: &Path,
+        staging_name: &str,
+    ) -> Result<Self, StoreError> {
         let dir = records_dir(state_dir);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         let id = unique_id();
@@ -71,7 +98,7 @@ impl Pending {
         let mut pending = Self {
             lock: Some(lock),
             record: dir.join(&id),
-            staging: real_store_dir.join(format!(".hermetic-stage-{id}")),
+            staging: real_store_dir.join(staging_name),
             targets: Vec::new(),
         };
         pending.write_record(&fresh)?;
@@ -193,9 +220,7 @@ pub fn recover(
         };
         for line in text.lines() {
             match line.split_once(' ') {
-                Some(("staging", name))
-                    if name.starts_with(".hermetic-stage-") && !name.contains('/') =>
-                {
+                Some(("staging", name)) if is_staging_name(name) => {
                     leftover.staging = Some(name.to_owned());
                 }
                 Some(("target", name)) => leftover
@@ -244,7 +269,10 @@ mod tests {
         // owner is gone it is cleaned.
         let store = state.join("store");
         fs::create_dir_all(&store).unwrap();
-        let pending = Pending::begin(&state, &store).unwrap();
+        let pending = Pending::begin(&state, &store, &staging_name()).unwrap();
+        assert!(is_staging_name(
+            pending.staging().file_name().unwrap().to_str().unwrap()
+        ));
         recover(&state, |_| panic!("a living installer's record was taken")).unwrap();
         drop(pending);
         fs::remove_dir_all(&state).unwrap();

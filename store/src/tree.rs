@@ -8,6 +8,7 @@
 //! open: a directory too deep is moved up to the top and emptied from
 //! there.
 
+use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -38,8 +39,32 @@ pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
         Err(Errno::ENOENT) => return Ok(()),
         Err(e) => return Err(io_err("open directory", parent)(e.into())),
     };
-    let walk = Walk { path };
+    let walk = Walk { path, freed: None };
     walk.remove_entry(&parent, name, None, 0)
+}
+
+/// Removes the tree at `path` as [`remove_tree`] does, and says how many
+/// bytes that likely freed, counted as Nix counts them: the size of each
+/// file that had one or two links (a second one may be the store's
+/// `.links` copy).
+pub fn remove_tree_counting(path: &Path) -> Result<u64, StoreError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io_err("remove", path)(std::io::Error::other(
+            "not a path with a last component",
+        )));
+    };
+    let parent = match open_dir(nix::fcntl::AT_FDCWD, parent.as_os_str(), false) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(0),
+        Err(e) => return Err(io_err("open directory", parent)(e.into())),
+    };
+    let freed = Cell::new(0);
+    let walk = Walk {
+        path,
+        freed: Some(&freed),
+    };
+    walk.remove_entry(&parent, name, None, 0)?;
+    Ok(freed.get())
 }
 
 /// Closes every directory of the tree at `path` to its owner (mode 0700),
@@ -55,12 +80,14 @@ pub fn seal_tree(path: &Path, max_depth: usize) -> Result<(), StoreError> {
         Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => return Ok(()),
         Err(e) => return Err(io_err("open directory", path)(e.into())),
     };
-    Walk { path }.seal(&top, 0, max_depth)
+    Walk { path, freed: None }.seal(&top, 0, max_depth)
 }
 
 /// One walk (a removal or a seal): the path it started at, for errors.
 struct Walk<'a> {
     path: &'a Path,
+    /// Where a removal that counts adds the bytes it frees.
+    freed: Option<&'a Cell<u64>>,
 }
 
 impl Walk<'_> {
@@ -79,6 +106,15 @@ impl Walk<'_> {
         depth: usize,
     ) -> Result<(), StoreError> {
         loop {
+            if let Some(freed) = self.freed {
+                use nix::sys::stat::{SFlag, fstatat};
+                if let Ok(st) = fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                    && SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR
+                    && matches!(st.st_nlink, 1 | 2)
+                {
+                    freed.set(freed.get() + st.st_size as u64);
+                }
+            }
             match unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
                 Ok(()) | Err(Errno::ENOENT) => return Ok(()),
                 Err(Errno::EISDIR) => {}

@@ -329,7 +329,7 @@ impl HostSnapshot {
                 entries
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|name| name.starts_with(".hermetic-"))
+                    .filter(|name| is_hermetic_scratch(name))
                     .collect()
             })
             .unwrap_or_default();
@@ -462,4 +462,11 @@ pub fn with_settings<'a>(settings: &[(&'a str, &'a str)], args: &[&'a str]) -> V
     }
     all.extend_from_slice(args);
     all
+}
+
+/// Whether `name`, an entry of a store directory, is hermetic's work in
+/// progress: a sandbox's scratch directory (`.hermetic-…`) or an
+/// installation's staging directory (`…-hermetic-stage`).
+pub fn is_hermetic_scratch(name: &str) -> bool {
+    name.starts_with(".hermetic") || name.ends_with(hermetic_store::pending::STAGING_SUFFIX)
 }

@@ -283,7 +283,7 @@ fn failures_have_nix_statuses_and_messages() {
     let leftovers: Vec<_> = std::fs::read_dir(host.layout().real_store_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(".hermetic"))
+        .filter(|n| hermetic_tests::is_hermetic_scratch(n))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -34,7 +34,7 @@ fn staging_dirs(store: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with(".hermetic-stage-")
+                .ends_with(hermetic_store::pending::STAGING_SUFFIX)
         })
         .map(|e| e.path())
         .collect()

@@ -434,7 +434,7 @@ fn a_daemon_killed_mid_build_leaves_nothing_after_a_restart() {
     for entry in std::fs::read_dir(&store).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            !name.starts_with(".hermetic-stage-"),
+            !hermetic_tests::is_hermetic_scratch(&name),
             "left in the store: {name}"
         );
     }
@@ -590,7 +590,7 @@ fn a_client_that_hangs_up_cancels_its_build() {
         std::fs::read_dir(&store)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with("-slow") || n.starts_with(".hermetic-stage-"))
+            .filter(|n| n.ends_with("-slow") || hermetic_tests::is_hermetic_scratch(n))
             .collect()
     };
     let cancelled = Instant::now();
@@ -884,7 +884,7 @@ fn sigterm_stops_accepting_ends_running_builds_and_hangs_up() {
     for entry in std::fs::read_dir(daemon.root().join("nix/store")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(
-            !name.starts_with(".hermetic-stage-") && !name.ends_with("-short"),
+            !hermetic_tests::is_hermetic_scratch(&name) && !name.ends_with("-short"),
             "left: {name}"
         );
     }

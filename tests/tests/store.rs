@@ -378,7 +378,7 @@ fn registration_killed_at_random_instants_leaves_a_store_that_verifies() {
                 continue;
             }
             assert!(
-                !name.starts_with(".hermetic-stage-"),
+                !hermetic_tests::is_hermetic_scratch(&name),
                 "{round}: staging left: {name}"
             );
             let path = StorePath::from_base_name(&name).unwrap();

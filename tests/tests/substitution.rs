@@ -51,7 +51,10 @@ fn assert_nothing_half_done(host: &BuildHost) {
     let layout = host.layout();
     for entry in std::fs::read_dir(&layout.real_store_dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(!name.starts_with(".hermetic"), "left in the store: {name}");
+        assert!(
+            !hermetic_tests::is_hermetic_scratch(&name),
+            "left in the store: {name}"
+        );
     }
 }
 

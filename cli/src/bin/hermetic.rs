@@ -2,6 +2,7 @@
 //! parse the command line, call the store library, print the result or the
 //! whole error chain.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 use hermetic_store::binary_cache::{BinaryCache, CacheError};
 use hermetic_store::cache_writer::CacheWriter;
 use hermetic_store::derivation::json;
+use hermetic_store::local::collect::{GcAction, GcOptions};
 use hermetic_store::substituters::{Closure, Substituters};
 use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
 
@@ -150,6 +152,30 @@ enum StoreCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Collect garbage, as `nix-store --gc`: delete every path that no root keeps
+    /// alive (links under `<state>/gcroots` and `profiles`, temporary roots of running
+    /// processes, Nix's too, and paths running processes use), under Nix's GC lock.
+    Gc {
+        /// Print the roots and what holds each, and delete nothing.
+        #[arg(long, conflicts_with_all = ["print_live", "print_dead", "max_freed"])]
+        print_roots: bool,
+        /// Print the live paths, and delete nothing.
+        #[arg(long, conflicts_with = "print_dead")]
+        print_live: bool,
+        /// Print the dead paths, and delete nothing.
+        #[arg(long)]
+        print_dead: bool,
+        /// Stop once more than this many bytes are freed.
+        #[arg(long, value_name = "BYTES")]
+        max_freed: Option<u64>,
+    },
+    /// Delete store paths, as `nix-store --delete`: refused for a path that is
+    /// still alive.
+    Delete {
+        /// Store paths.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Print the SHA-256 of a path's NAR serialisation, as
     /// `nix-hash --type sha256 --base32` does (with the `sha256:` prefix).
     Hash {
@@ -269,6 +295,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs the collector with nix.conf's `keep-outputs` and
+/// `keep-derivations`, its messages on stderr; prints what was asked for,
+/// or, when it deletes, Nix's count of what it freed.
+fn collect(store: &mut LocalStore, action: GcAction, max_freed: Option<u64>) -> Result<()> {
+    let mut settings = hermetic_config::settings::Settings::for_caller();
+    hermetic_config::nixconf::load(&mut settings, &[], &mut |w| eprintln!("warning: {w}"))?;
+    let deletes = matches!(action, GcAction::DeleteDead | GcAction::DeleteSpecific(_));
+    let options = GcOptions {
+        max_freed: max_freed.unwrap_or(u64::MAX),
+        keep_outputs: settings.keep_outputs,
+        keep_derivations: settings.keep_derivations,
+        ..GcOptions::new(action)
+    };
+    let results = store.collect_garbage(&options, &mut |line| eprintln!("{line}"))?;
+    if deletes {
+        println!(
+            "{} store paths deleted, {:.2} MiB freed",
+            results.paths.len(),
+            results.bytes_freed as f64 / (1024.0 * 1024.0)
+        );
+    } else {
+        for path in &results.paths {
+            println!("{path}");
+        }
+    }
+    Ok(())
+}
+
 fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
     let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
     let parse = |p: &Path| {
@@ -365,6 +419,38 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 );
             }
             eprintln!("{} valid paths checked, no problems", report.checked);
+        }
+        StoreCommand::Gc {
+            print_roots: true, ..
+        } => {
+            let mut lines = BTreeSet::new();
+            for (path, holders) in store.find_roots(false)? {
+                for holder in holders {
+                    lines.insert((holder, layout.store_dir.print(&path)));
+                }
+            }
+            for (holder, path) in lines {
+                println!("{holder} -> {path}");
+            }
+        }
+        StoreCommand::Gc {
+            print_live,
+            print_dead,
+            max_freed,
+            ..
+        } => {
+            let action = if print_live {
+                GcAction::ReturnLive
+            } else if print_dead {
+                GcAction::ReturnDead
+            } else {
+                GcAction::DeleteDead
+            };
+            collect(&mut store, action, max_freed)?;
+        }
+        StoreCommand::Delete { paths } => {
+            let paths = paths.iter().map(|p| parse(p)).collect::<Result<_>>()?;
+            collect(&mut store, GcAction::DeleteSpecific(paths), None)?;
         }
         StoreCommand::Closure { paths } => {
             let roots = paths

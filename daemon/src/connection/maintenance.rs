@@ -33,13 +33,15 @@ impl Connection {
         })
     }
 
-    /// CollectGarbage: its arguments are read; hermetic has no collector
-    /// yet, which the client is told (never a dropped connection).
+    /// CollectGarbage: any client may collect garbage; none may ignore
+    /// liveness (B95). The collector's messages go to the client as Nix's
+    /// daemon sends them; the reply is the paths and the bytes freed.
     pub(super) fn collect_garbage(&self, from: &mut impl Read) -> Result<(), Step> {
-        read_u64(from)?; // action
-        self.read_path_set(from)?; // paths to delete
+        use hermetic_store::local::collect::{GcAction, GcOptions};
+        let action = read_u64(from)?;
+        let paths = self.read_path_set(from)?;
         let ignore_liveness = read_bool(from)?;
-        read_u64(from)?; // most bytes to free
+        let max_freed = read_u64(from)?;
         for _ in 0..3 {
             read_u64(from)?; // obsolete
         }
@@ -48,10 +50,32 @@ impl Connection {
                 "you are not allowed to ignore liveness".into(),
             )));
         }
-        Err(Step::Failed(OpError(
-            "hermetic does not collect garbage yet: this store cannot be collected through its daemon"
-                .into(),
-        )))
+        let action = match action {
+            0 => GcAction::ReturnLive,
+            1 => GcAction::ReturnDead,
+            2 => GcAction::DeleteDead,
+            3 => GcAction::DeleteSpecific(paths.into_iter().collect()),
+            other => {
+                return Err(Step::Failed(OpError(format!(
+                    "unknown garbage collector action {other}"
+                ))));
+            }
+        };
+        let options = GcOptions {
+            max_freed,
+            keep_outputs: self.settings.keep_outputs,
+            keep_derivations: self.settings.keep_derivations,
+            ..GcOptions::new(action)
+        };
+        let results = self
+            .store()?
+            .collect_garbage(&options, &mut |line| self.log(line))
+            .map_err(failed)?;
+        self.reply(|w| {
+            crate::wire::write_strings(&mut *w, results.paths.iter().map(String::as_str))?;
+            write_u64(&mut *w, results.bytes_freed)?;
+            write_u64(&mut *w, 0) // obsolete
+        })
     }
 
     /// OptimiseStore: hard-links identical files of every valid path.

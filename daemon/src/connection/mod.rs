@@ -384,10 +384,10 @@ impl Connection {
                 self.substitute(std::slice::from_ref(&path))?;
                 self.reply(|w| write_u64(w, 1))
             }
-            // AddTempRoot: hermetic has no garbage collector yet, so
-            // nothing can remove what it protects.
+            // AddTempRoot: kept for as long as the connection lasts.
             11 => {
-                read_string(from)?;
+                let path = self.parse_path(&read_string(from)?)?;
+                self.store()?.add_temp_root(&path).map_err(failed)?;
                 self.reply(|w| write_u64(w, 1))
             }
             // AddIndirectRoot: a client's link (`result`) to a store path,

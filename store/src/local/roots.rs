@@ -27,11 +27,25 @@ impl LocalStore {
     /// Every root of the store. With `censor`, where runtime and temporary
     /// roots come from is hidden, as Nix hides it from untrusted clients.
     pub fn find_roots(&self, censor: bool) -> Result<Roots, StoreError> {
+        let mut roots = self.find_roots_but_temporary(censor)?;
+        self.find_temp_roots(censor, &mut roots)?;
+        Ok(roots)
+    }
+
+    /// The permanent roots (links and files under `gcroots` and
+    /// `profiles`) and the runtime roots.
+    pub fn find_roots_but_temporary(&self, censor: bool) -> Result<Roots, StoreError> {
         let mut roots = Roots::new();
         let state = &self.layout.state_dir;
         self.find_link_roots(&state.join("gcroots"), &mut roots)?;
         self.find_link_roots(&state.join("profiles"), &mut roots)?;
         self.find_runtime_roots(censor, &mut roots)?;
+        Ok(roots)
+    }
+
+    /// The temporary roots of running processes.
+    pub fn find_temporary_roots(&self, censor: bool) -> Result<Roots, StoreError> {
+        let mut roots = Roots::new();
         self.find_temp_roots(censor, &mut roots)?;
         Ok(roots)
     }
@@ -285,7 +299,8 @@ impl LocalStore {
                     let from = if censor {
                         CENSORED.to_owned()
                     } else {
-                        format!("{{temp:{name}}}")
+                        // A daemon connection's file is `<pid>-<n>`.
+                        format!("{{temp:{}}}", name.split('-').next().unwrap_or(&name))
                     };
                     for root in contents.split('\0').filter(|r| !r.is_empty()) {
                         if let Ok(store_path) = self.layout.store_dir.parse(root) {

@@ -1,0 +1,419 @@
+//! Garbage collection (issue 18): hermetic's collector keeps what roots
+//! hold (with `keep-derivations`), deletes the rest referrers first and
+//! leaves a store both verifiers pass; and Nix 2.8's collector and
+//! hermetic's, on one store, never delete what the other's running builds
+//! use.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use hermetic_tests::builds::{BuildHost, DrvSpec, outputs_of, stderr};
+use hermetic_tests::nix_peer::NixPeer;
+use hermetic_tests::root_or_skip;
+
+/// Nix 2.8 on the stores these tests make: builds as root without build
+/// users, `/bin/sh` from busybox.
+fn nix() -> Option<NixPeer> {
+    NixPeer::or_skip(
+        "gc",
+        "build-users-group =\nsandbox = true\nsandbox-fallback = false\n\
+         extra-sandbox-paths = /bin/sh=/bin/busybox\nsubstituters =\n",
+    )
+}
+
+/// The entries of the host's store directory but `.links`, sorted.
+fn store_entries(host: &BuildHost) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&host.layout().real_store_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != ".links")
+        .collect();
+    names.sort();
+    names
+}
+
+/// Both verifiers pass on the host's store.
+fn assert_verifies(host: &BuildHost, nix: &NixPeer) {
+    let ours = host.run(&["store", "verify", "--check-contents"]);
+    assert!(ours.status.success(), "{}", stderr(&ours));
+    let theirs = nix.verify_store(host.dir.path.join("root"));
+    assert!(theirs.status.success(), "{}", stderr(&theirs));
+}
+
+#[test]
+fn a_collection_keeps_what_roots_hold_and_deletes_the_rest() {
+    if !root_or_skip("a_collection_keeps_what_roots_hold_and_deletes_the_rest") {
+        return;
+    }
+    let Some(nix) = nix() else { return };
+    let host = BuildHost::diverted("gc-basic");
+    host.conf("extra-sandbox-paths = /bin/sh=/bin/busybox");
+    let dep = DrvSpec::new("dep", "echo dep > $out").add_to(&host);
+    let top = DrvSpec::new("top", "echo $dep > $out")
+        .input("dep", &dep, "out", &host)
+        .add_to(&host);
+    let junk = DrvSpec::new("junk", "echo junk > $out").add_to(&host);
+    for drv in [&top, &junk] {
+        let out = host.run(&["build", &host.print(drv)]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (dep_out, top_out, junk_out) = (
+        outputs_of(&host, &dep)["out"].clone(),
+        outputs_of(&host, &top)["out"].clone(),
+        outputs_of(&host, &junk)["out"].clone(),
+    );
+    let gcroots = host.layout().state_dir.join("gcroots");
+    let root = gcroots.join("top");
+    std::os::unix::fs::symlink(host.print(&top_out), &root).unwrap();
+
+    // The root, as `nix-store --gc --print-roots` shows it.
+    let out = host.run(&["store", "gc", "--print-roots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{} -> {}\n", root.display(), host.print(&top_out))
+    );
+    // What the root holds cannot be deleted, in Nix's words.
+    let out = host.run(&["store", "delete", &host.print(&dep_out)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "Cannot delete path '{}' since it is still alive. To find out why, use: nix-store --query --roots",
+            host.print(&dep_out)
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // Live: the root's closure and (keep-derivations) the derivations
+    // that made it; dead: the rest.
+    let printed = |out: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let live = printed(&host.run(&["store", "gc", "--print-live"]));
+    for path in [&top_out, &dep_out, &top, &dep] {
+        assert!(live.contains(&host.print(path)), "{live:?}");
+    }
+    let dead = printed(&host.run(&["store", "gc", "--print-dead"]));
+    for path in [&junk_out, &junk] {
+        assert!(dead.contains(&host.print(path)), "{dead:?}");
+    }
+    assert!(!dead.contains(&host.print(&top_out)), "{dead:?}");
+
+    let out = host.run(&["store", "gc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("deleting '{}'", host.print(&junk_out))),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with(" MiB freed\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let store = host.store();
+    for path in [&top_out, &dep_out, &top, &dep] {
+        assert!(store.is_valid(path).unwrap(), "{}", host.print(path));
+        assert!(host.real(path).exists());
+    }
+    for path in [&junk_out, &junk] {
+        assert!(!store.is_valid(path).unwrap(), "{}", host.print(path));
+        assert!(!host.real(path).exists());
+    }
+    drop(store);
+    assert_verifies(&host, &nix);
+
+    // Without the root everything goes, and nothing is left behind.
+    std::fs::remove_file(&root).unwrap();
+    let out = host.run(&["store", "gc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(store_entries(&host), Vec::<String>::new());
+    assert_verifies(&host, &nix);
+}
+
+/// A chain of `n` derivations, each waiting `pause` seconds, then reading
+/// the one before and referring to it; their paths, first to last.
+fn chain(host: &BuildHost, n: usize, pause: &str) -> Vec<hermetic_store::StorePath> {
+    let script = format!(
+        "sleep {pause}; if [ -n \"$prev\" ]; then cat $prev > $out; fi; echo ${{prev:-first}} >> $out"
+    );
+    let mut links = vec![DrvSpec::new("link-0", &script).add_to(host)];
+    for i in 1..n {
+        let name = format!("link-{i}");
+        let next = DrvSpec::new(&name, &script)
+            .input("prev", &links[i - 1], "out", host)
+            .add_to(host);
+        links.push(next);
+    }
+    links
+}
+
+/// Runs `collect` over and over until `child` ends; its exit status and
+/// how many collections ran.
+fn collect_while(mut child: Child, collect: &mut dyn FnMut()) -> (std::process::Output, usize) {
+    let started = Instant::now();
+    let mut runs = 0;
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the build hung"
+        );
+        collect();
+        runs += 1;
+    }
+    (child.wait_with_output().unwrap(), runs)
+}
+
+#[test]
+fn nixs_collector_deletes_nothing_a_running_hermetic_build_uses() {
+    if !root_or_skip("nixs_collector_deletes_nothing_a_running_hermetic_build_uses") {
+        return;
+    }
+    let Some(nix) = nix() else { return };
+    let host = BuildHost::diverted("gc-nix-vs-hermetic");
+    host.conf("extra-sandbox-paths = /bin/sh=/bin/busybox");
+    // Built already, and rooted by nothing: a chain of three, which the
+    // last link of the build reads only once a slow link beside it is
+    // built. Its derivations are rooted (their outputs are not): what keeps
+    // the chain's outputs alive meanwhile, and each link built, is the
+    // build's own temporary roots.
+    let links = chain(&host, 3, "0");
+    let out = host.run(&["build", &host.print(&links[2])]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let slow = DrvSpec::new("slow", "sleep 1.5; echo slow > $out").add_to(&host);
+    let top = DrvSpec::new("top", "cat $prev $slow > $out")
+        .input("prev", &links[2], "out", &host)
+        .input("slow", &slow, "out", &host)
+        .add_to(&host);
+    let last = &top;
+    let gcroots = host.layout().state_dir.join("gcroots");
+    std::os::unix::fs::symlink(host.print(last), gcroots.join("top")).unwrap();
+    let build = host
+        .command(&["build", &host.print(last)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let root = host.dir.path.join("root");
+    let (out, runs) = collect_while(build, &mut || {
+        let gc = nix
+            .command("nix-store")
+            .arg("--store")
+            .arg(&root)
+            .arg("--gc")
+            .output()
+            .unwrap();
+        assert!(gc.status.success(), "{}", stderr(&gc));
+    });
+    assert!(
+        out.status.success(),
+        "after {runs} collections: {}",
+        stderr(&out)
+    );
+    // The top read the chain and the slow link: none was deleted while in
+    // use. (The build made no root: a collection after it may delete them.)
+    assert!(runs >= 2, "only {runs} collections ran during the build");
+    assert_verifies(&host, &nix);
+}
+
+#[test]
+fn hermetics_collector_deletes_nothing_a_running_nix_build_uses() {
+    if !root_or_skip("hermetics_collector_deletes_nothing_a_running_nix_build_uses") {
+        return;
+    }
+    let Some(nix) = nix() else { return };
+    let host = BuildHost::diverted("gc-hermetic-vs-nix");
+    let expr = host.dir.path.join("chain.nix");
+    std::fs::write(
+        &expr,
+        r#"let link = i: prev: derivation {
+             name = "link-${toString i}"; system = "x86_64-linux"; builder = "/bin/sh";
+             inherit prev;
+             args = ["-c" "sleep 0.3; if [ -e $prev ]; then cat $prev > $out; fi; echo $prev >> $out"]; };
+           go = i: prev: if i == 6 then prev else go (i + 1) (link i prev);
+         in go 0 "first""#,
+    )
+    .unwrap();
+    let root = host.dir.path.join("root");
+    let build = nix
+        .command("nix-build")
+        .arg("--store")
+        .arg(&root)
+        .arg(&expr)
+        .arg("--no-out-link")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, runs) = collect_while(build, &mut || {
+        let gc: std::process::Output = host.run(&["store", "gc"]);
+        assert!(gc.status.success(), "{}", stderr(&gc));
+    });
+    assert!(
+        out.status.success(),
+        "after {runs} collections: {}",
+        stderr(&out)
+    );
+    assert!(runs >= 2, "only {runs} collections ran during the build");
+    assert_verifies(&host, &nix);
+}
+
+/// Adds garbage to the host's store: `chains` chains of ten text paths,
+/// each referring to the one before, and as many directory trees; returns
+/// how many paths it added.
+fn add_garbage(host: &BuildHost, round: usize, chains: usize) -> usize {
+    use std::collections::BTreeSet;
+    let mut store = host.store();
+    let tree = host.dir.path.join(format!("tree-{round}"));
+    let mut added = 0;
+    for chain in 0..chains {
+        let mut previous: BTreeSet<hermetic_store::StorePath> = BTreeSet::new();
+        for link in 0..10 {
+            let text = format!("round {round} chain {chain} link {link} {previous:?}");
+            let path = store
+                .add_text(&format!("g-{chain}-{link}"), text.as_bytes(), &previous)
+                .unwrap();
+            previous = BTreeSet::from([path]);
+            added += 1;
+        }
+        let dir = tree.join(format!("t-{chain}"));
+        std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+        std::fs::write(dir.join("a"), format!("{round} {chain}")).unwrap();
+        std::fs::write(dir.join("sub/deeper/b"), "b".repeat(4096)).unwrap();
+        store.add_path(&dir).unwrap();
+        added += 1;
+    }
+    added
+}
+
+#[test]
+fn a_collector_killed_at_any_instant_leaves_a_store_both_verifiers_pass() {
+    if !root_or_skip("a_collector_killed_at_any_instant_leaves_a_store_both_verifiers_pass") {
+        return;
+    }
+    let Some(nix) = nix() else { return };
+    let host = BuildHost::diverted("gc-kill");
+    // A rooted path with a closure, which every round must leave.
+    let kept = {
+        let mut store = host.store();
+        let base = store
+            .add_text("kept-base", b"base", &Default::default())
+            .unwrap();
+        store
+            .add_text("kept", b"kept", &std::collections::BTreeSet::from([base]))
+            .unwrap()
+    };
+    let gcroots = host.layout().state_dir.join("gcroots");
+    std::os::unix::fs::symlink(host.print(&kept), gcroots.join("kept")).unwrap();
+
+    // How long an uninterrupted collection of one round's garbage takes.
+    add_garbage(&host, 0, 8);
+    let started = Instant::now();
+    let out = host.run(&["store", "gc"]);
+    let whole = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    const ROUNDS: u32 = 40;
+    let mut killed_midway = 0;
+    for round in 1..=ROUNDS {
+        add_garbage(&host, round as usize, 8);
+        let mut gc = host
+            .command(&["store", "gc"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Instants spread over a whole collection, start to end.
+        std::thread::sleep(whole * round / ROUNDS);
+        let _ = gc.kill();
+        let status = gc.wait().unwrap();
+        if !status.success() {
+            killed_midway += 1;
+        }
+        let ours = host.run(&["store", "verify", "--check-contents"]);
+        assert!(ours.status.success(), "round {round}: {}", stderr(&ours));
+        let theirs = nix.verify_store(host.dir.path.join("root"));
+        assert!(
+            theirs.status.success(),
+            "round {round}: {}",
+            stderr(&theirs)
+        );
+        let store = host.store();
+        assert!(store.is_valid(&kept).unwrap(), "round {round}");
+        assert!(host.real(&kept).exists(), "round {round}");
+    }
+    assert!(
+        killed_midway >= ROUNDS / 2,
+        "only {killed_midway} of {ROUNDS} kills came before the collection ended"
+    );
+    // What the killed collections left, the next one deletes.
+    let out = host.run(&["store", "gc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut left = store_entries(&host);
+    left.retain(|n| !n.ends_with("-kept") && !n.ends_with("-kept-base"));
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[test]
+fn a_root_added_while_the_collector_runs_reaches_it_through_its_socket() {
+    if !root_or_skip("a_root_added_while_the_collector_runs_reaches_it_through_its_socket") {
+        return;
+    }
+    let host = BuildHost::diverted("gc-socket");
+    let (wanted, unwanted) = {
+        let mut store = host.store();
+        let none = Default::default();
+        (
+            store.add_text("wanted", b"wanted", &none).unwrap(),
+            store.add_text("unwanted", b"unwanted", &none).unwrap(),
+        )
+    };
+    // The collector stops after reading the roots, until the fifo is
+    // written (Nix's synchronisation point for its tests).
+    let fifo = host.dir.path.join("sync");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let gc = host
+        .command(&["store", "gc"])
+        .env("_NIX_TEST_GC_SYNC", &fifo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the collector waits on the fifo (a writer that does not wait
+    // can open it), it has read the roots.
+    let started = Instant::now();
+    let mut sync = loop {
+        use std::os::unix::fs::OpenOptionsExt;
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        match opened {
+            Ok(file) => break file,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "no collector");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    // The GC lock is held: the root goes to the collector's socket (a
+    // root written to a file now would not be read).
+    let store = host.store();
+    store.add_temp_root(&wanted).unwrap();
+    std::io::Write::write_all(&mut sync, b"go\n").unwrap();
+    drop(sync);
+    let out = gc.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(store.is_valid(&wanted).unwrap());
+    assert!(host.real(&wanted).exists());
+    assert!(!store.is_valid(&unwanted).unwrap());
+    assert!(!host.real(&unwanted).exists());
+    // Once this process lets it go, it is garbage too.
+    drop(store);
+    let out = host.run(&["store", "gc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!host.real(&wanted).exists());
+}
