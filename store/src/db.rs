@@ -281,41 +281,45 @@ impl Db {
     /// derivation outputs go with its row. A path that is not valid is
     /// left as it is.
     pub fn invalidate(&mut self, path: &StorePath) -> Result<(), StoreError> {
-        let printed = self.store.print(path);
+        self.invalidate_all(std::slice::from_ref(path))
+    }
+
+    /// Makes `paths` invalid in this order, all in one transaction, or none
+    /// of them: each must have no valid referrer but itself and the paths
+    /// before it.
+    pub fn invalidate_all(&mut self, paths: &[StorePath]) -> Result<(), StoreError> {
         let store = self.store.clone();
         let file = self.file.clone();
-        let err = |op| {
-            let path = file.clone();
-            move |source| StoreError::Db { op, path, source }
-        };
+        let err = |op| db_err(&file, op);
         let _writing = in_process_writer();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err("begin a transaction"))?;
-        let users: Vec<String> = {
-            let mut stmt = tx
-                .prepare_cached(
-                    "select r.path from ValidPaths p join Refs on Refs.reference = p.id \
-                     join ValidPaths r on Refs.referrer = r.id \
-                     where p.path = ?1 and r.id != p.id order by r.path",
-                )
-                .map_err(err("query referrers"))?;
-            let rows = stmt
-                .query_map([&printed], |r| r.get::<_, String>(0))
-                .map_err(err("query referrers"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(err("query referrers"))?
-        };
-        if !users.is_empty() {
-            let quoted: Vec<String> = users.iter().map(|u| format!("'{u}'")).collect();
-            return Err(StoreError::PathInUse {
-                path: store.print(path),
-                users: quoted.join(", "),
-            });
+        let tx = begin_write(&mut self.conn, &file)?;
+        for path in paths {
+            let printed = store.print(path);
+            let users: Vec<String> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "select r.path from ValidPaths p join Refs on Refs.reference = p.id \
+                         join ValidPaths r on Refs.referrer = r.id \
+                         where p.path = ?1 and r.id != p.id order by r.path",
+                    )
+                    .map_err(err("query referrers"))?;
+                let rows = stmt
+                    .query_map([&printed], |r| r.get::<_, String>(0))
+                    .map_err(err("query referrers"))?;
+                rows.collect::<Result<_, _>>()
+                    .map_err(err("query referrers"))?
+            };
+            if !users.is_empty() {
+                let quoted: Vec<String> = users.iter().map(|u| format!("'{u}'")).collect();
+                return Err(StoreError::PathInUse {
+                    path: printed,
+                    users: quoted.join(", "),
+                });
+            }
+            tx.prepare_cached("delete from ValidPaths where path = ?1")
+                .and_then(|mut s| s.execute([&printed]))
+                .map_err(err("invalidate a path"))?;
         }
-        tx.execute("delete from ValidPaths where path = ?1", [&printed])
-            .map_err(err("invalidate a path"))?;
         tx.commit().map_err(err("commit a transaction"))
     }
 
@@ -431,15 +435,9 @@ impl Db {
     pub fn register_all(&mut self, items: &[Registration]) -> Result<(), StoreError> {
         let store = self.store.clone();
         let file = self.file.clone();
-        let err = |op| {
-            let path = file.clone();
-            move |source| StoreError::Db { op, path, source }
-        };
+        let err = |op| db_err(&file, op);
         let _writing = in_process_writer();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err("begin a transaction"))?;
+        let tx = begin_write(&mut self.conn, &file)?;
         let mut ids = Vec::with_capacity(items.len());
         for Registration { info, .. } in items {
             tx.execute(
@@ -493,6 +491,21 @@ impl Db {
         }
         tx.commit().map_err(err("commit a registration"))
     }
+}
+
+/// Wraps a registry error with its operation and the database file.
+fn db_err(file: &Path, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + use<> {
+    let path = file.to_owned();
+    move |source| StoreError::Db { op, path, source }
+}
+
+/// Begins a transaction that takes the database's write lock at once.
+fn begin_write<'c>(
+    conn: &'c mut Connection,
+    file: &Path,
+) -> Result<rusqlite::Transaction<'c>, StoreError> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_err(file, "begin a transaction"))
 }
 
 /// Held while this process writes to the database. SQLite lets one

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-fn open_lock_file(path: &Path) -> io::Result<File> {
+/// Opens (creating it, mode 0600) a lock file, as Nix opens its locks.
+pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)

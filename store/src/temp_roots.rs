@@ -12,9 +12,8 @@
 //! collector answers `1` once it will not delete it.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -36,14 +35,7 @@ pub fn gc_socket_file(state_dir: &Path) -> PathBuf {
 /// Opens the global GC lock file (creating it), as Nix opens it.
 pub fn open_gc_lock(state_dir: &Path) -> Result<File, StoreError> {
     let file = gc_lock_file(state_dir);
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&file)
-        .map_err(io_err("open the global GC lock", &file))
+    crate::lock::open_lock_file(&file).map_err(io_err("open the global GC lock", &file))
 }
 
 /// One process's (or daemon connection's) temporary roots file, locked for
@@ -78,13 +70,7 @@ impl TempRoots {
                 }
                 _ => {}
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
+            let file = crate::lock::open_lock_file(&path)
                 .map_err(io_err("create the temporary roots file", &path))?;
             let locked = Flock::lock(file, FlockArg::LockExclusive)
                 .map_err(|(_, e)| io_err("lock the temporary roots file", &path)(e.into()))?;

@@ -106,19 +106,25 @@ impl Walk<'_> {
         depth: usize,
     ) -> Result<(), StoreError> {
         loop {
+            // Counting, the entry's type is known first: a directory is not
+            // tried as a file.
+            let mut is_dir = false;
             if let Some(freed) = self.freed {
                 use nix::sys::stat::{SFlag, fstatat};
-                if let Ok(st) = fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-                    && SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR
-                    && matches!(st.st_nlink, 1 | 2)
-                {
-                    freed.set(freed.get() + st.st_size as u64);
+                if let Ok(st) = fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    is_dir =
+                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+                    if !is_dir && matches!(st.st_nlink, 1 | 2) {
+                        freed.set(freed.get() + st.st_size as u64);
+                    }
                 }
             }
-            match unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
-                Ok(()) | Err(Errno::ENOENT) => return Ok(()),
-                Err(Errno::EISDIR) => {}
-                Err(e) => return Err(self.err("remove")(e)),
+            if !is_dir {
+                match unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+                    Err(Errno::EISDIR) => {}
+                    Err(e) => return Err(self.err("remove")(e)),
+                }
             }
             if let Some(top) = top
                 && depth >= MAX_OPEN_DEPTH

@@ -337,13 +337,12 @@ fn malformed_protocol_input_is_refused_and_others_are_served() {
     export.extend(u64s(&[16]));
     let answer = String::from_utf8_lossy(&raw(&daemon, &export)).into_owned();
     assert!(answer.contains("'ExportPath' (16)"), "{answer}");
-    // CollectGarbage: its arguments are read, and the client is told the
-    // daemon has no collector yet (issue 18).
+    // CollectGarbage that would ignore liveness: refused, whoever asks.
     let mut gc = greeting.clone();
-    gc.extend(u64s(&[20, 2, 0, 0, 0, 0, 0, 0]));
+    gc.extend(u64s(&[20, 2, 0, 1, 0, 0, 0, 0]));
     let answer = String::from_utf8_lossy(&raw(&daemon, &gc)).into_owned();
     assert!(
-        answer.contains("hermetic does not collect garbage yet"),
+        answer.contains("you are not allowed to ignore liveness"),
         "{answer}"
     );
     // Many such clients leave the daemon's memory where it was.

@@ -4,7 +4,7 @@
 //! hermetic's, on one store, never delete what the other's running builds
 //! use.
 
-use std::process::{Child, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hermetic_tests::builds::{BuildHost, DrvSpec, outputs_of, stderr};
@@ -126,8 +126,17 @@ fn a_collection_keeps_what_roots_hold_and_deletes_the_rest() {
     drop(store);
     assert_verifies(&host, &nix);
 
-    // Without the root everything goes, and nothing is left behind.
+    // Without the root everything goes, and nothing is left behind; with
+    // --max-freed, the collection stops at the first path that frees more.
     std::fs::remove_file(&root).unwrap();
+    let out = host.run(&["store", "gc", "--max-freed", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("1 store paths deleted, "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr(&out).contains("deleted more than 1 bytes; stopping"));
     let out = host.run(&["store", "gc"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(store_entries(&host), Vec::<String>::new());
@@ -151,9 +160,14 @@ fn chain(host: &BuildHost, n: usize, pause: &str) -> Vec<hermetic_store::StorePa
     links
 }
 
-/// Runs `collect` over and over until `child` ends; its exit status and
-/// how many collections ran.
-fn collect_while(mut child: Child, collect: &mut dyn FnMut()) -> (std::process::Output, usize) {
+/// Runs `build` (its output piped) with `collect` run over and over until
+/// it ends; it must succeed, after at least two collections.
+fn build_survives_collections(build: &mut Command, collect: &mut dyn FnMut()) {
+    let mut child = build
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     let mut runs = 0;
     while child.try_wait().unwrap().is_none() {
@@ -164,7 +178,13 @@ fn collect_while(mut child: Child, collect: &mut dyn FnMut()) -> (std::process::
         collect();
         runs += 1;
     }
-    (child.wait_with_output().unwrap(), runs)
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "after {runs} collections: {}",
+        stderr(&out)
+    );
+    assert!(runs >= 2, "only {runs} collections ran during the build");
 }
 
 #[test]
@@ -188,34 +208,24 @@ fn nixs_collector_deletes_nothing_a_running_hermetic_build_uses() {
         .input("prev", &links[2], "out", &host)
         .input("slow", &slow, "out", &host)
         .add_to(&host);
-    let last = &top;
     let gcroots = host.layout().state_dir.join("gcroots");
-    std::os::unix::fs::symlink(host.print(last), gcroots.join("top")).unwrap();
-    let build = host
-        .command(&["build", &host.print(last)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    std::os::unix::fs::symlink(host.print(&top), gcroots.join("top")).unwrap();
     let root = host.dir.path.join("root");
-    let (out, runs) = collect_while(build, &mut || {
-        let gc = nix
-            .command("nix-store")
-            .arg("--store")
-            .arg(&root)
-            .arg("--gc")
-            .output()
-            .unwrap();
-        assert!(gc.status.success(), "{}", stderr(&gc));
-    });
-    assert!(
-        out.status.success(),
-        "after {runs} collections: {}",
-        stderr(&out)
+    build_survives_collections(
+        &mut host.command(&["build", &host.print(&top)]),
+        &mut || {
+            let gc = nix
+                .command("nix-store")
+                .arg("--store")
+                .arg(&root)
+                .arg("--gc")
+                .output()
+                .unwrap();
+            assert!(gc.status.success(), "{}", stderr(&gc));
+        },
     );
     // The top read the chain and the slow link: none was deleted while in
     // use. (The build made no root: a collection after it may delete them.)
-    assert!(runs >= 2, "only {runs} collections ran during the build");
     assert_verifies(&host, &nix);
 }
 
@@ -238,26 +248,16 @@ fn hermetics_collector_deletes_nothing_a_running_nix_build_uses() {
     )
     .unwrap();
     let root = host.dir.path.join("root");
-    let build = nix
-        .command("nix-build")
+    let mut build = nix.command("nix-build");
+    build
         .arg("--store")
         .arg(&root)
         .arg(&expr)
-        .arg("--no-out-link")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, runs) = collect_while(build, &mut || {
-        let gc: std::process::Output = host.run(&["store", "gc"]);
+        .arg("--no-out-link");
+    build_survives_collections(&mut build, &mut || {
+        let gc = host.run(&["store", "gc"]);
         assert!(gc.status.success(), "{}", stderr(&gc));
     });
-    assert!(
-        out.status.success(),
-        "after {runs} collections: {}",
-        stderr(&out)
-    );
-    assert!(runs >= 2, "only {runs} collections ran during the build");
     assert_verifies(&host, &nix);
 }
 

@@ -85,12 +85,22 @@ pub struct GcResults {
     pub bytes_freed: u64,
 }
 
-/// What the roots server and the collector share: the hash parts of the
-/// temporary roots, and the hash part of the path being deleted.
+/// What the roots server and the collector share (hash parts of paths).
 #[derive(Default)]
 struct Shared {
+    /// The temporary roots.
     temp_roots: HashSet<String>,
-    deleting: Option<String>,
+    /// The path the walk is at (Nix's `pending`).
+    walking: Option<String>,
+    /// Paths claimed for deletion whose files are not all gone yet.
+    removing: HashSet<String>,
+}
+
+impl Shared {
+    /// Whether a process rooting `hash` must wait before it goes on.
+    fn busy(&self, hash: &str) -> bool {
+        self.walking.as_deref() == Some(hash) || self.removing.contains(hash)
+    }
 }
 
 type SharedState = Arc<(Mutex<Shared>, Condvar)>;
@@ -189,7 +199,7 @@ fn serve_client(stream: UnixStream, shared: &SharedState, store_dir: &LocalStore
                 let hash = path.hash_part().to_owned();
                 let mut state = lock_shared(shared);
                 state.temp_roots.insert(hash.clone());
-                while state.deleting.as_deref() == Some(hash.as_str()) {
+                while state.busy(&hash) {
                     state = shared.1.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
             }
@@ -213,8 +223,115 @@ struct Collection<'a> {
     alive: BTreeSet<StorePath>,
     dead: BTreeSet<StorePath>,
     referrers: HashMap<StorePath, BTreeSet<StorePath>>,
+    /// Dead paths claimed, to be unregistered together, in order.
+    unregistering: Vec<StorePath>,
+    remover: Remover,
     results: GcResults,
     say: &'a mut dyn FnMut(&str),
+}
+
+/// How many paths are unregistered in one transaction.
+const UNREGISTER_BATCH: usize = 128;
+
+/// How many threads remove files at once when no `max-freed` is set:
+/// on a disk that discards freed blocks each unlink waits for the device,
+/// and the waits of several overlap.
+const REMOVERS: usize = 8;
+
+/// Removes entries of the store directory (already unregistered, or never
+/// registered): on threads, or in the caller's when `max-freed` must be
+/// checked after each. A removed path's hash part leaves
+/// [`Shared::removing`].
+struct Remover {
+    work: Option<std::sync::mpsc::Sender<(PathBuf, Option<String>)>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    freed: Arc<std::sync::atomic::AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    shared: SharedState,
+}
+
+impl Remover {
+    fn new(threads: usize, shared: SharedState) -> Remover {
+        let freed: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut remover = Remover {
+            work: None,
+            threads: Vec::new(),
+            freed,
+            errors,
+            shared,
+        };
+        if threads > 0 {
+            let (work, queue) = std::sync::mpsc::channel::<(PathBuf, Option<String>)>();
+            let queue = Arc::new(Mutex::new(queue));
+            for _ in 0..threads {
+                let queue = queue.clone();
+                let (freed, errors, shared) = (
+                    remover.freed.clone(),
+                    remover.errors.clone(),
+                    remover.shared.clone(),
+                );
+                remover.threads.push(std::thread::spawn(move || {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((real, hash)) = next else { return };
+                        remove_one(&real, hash, &freed, &errors, &shared);
+                    }
+                }));
+            }
+            remover.work = Some(work);
+        }
+        remover
+    }
+
+    /// Removes `real`; `hash` (a claimed path's) is let go once it is gone.
+    fn remove(&self, real: PathBuf, hash: Option<String>) {
+        match &self.work {
+            Some(work) => {
+                if let Err(std::sync::mpsc::SendError((real, hash))) = work.send((real, hash)) {
+                    remove_one(&real, hash, &self.freed, &self.errors, &self.shared);
+                }
+            }
+            None => remove_one(&real, hash, &self.freed, &self.errors, &self.shared),
+        }
+    }
+
+    /// The bytes freed so far.
+    fn freed(&self) -> u64 {
+        self.freed.load(Ordering::SeqCst)
+    }
+
+    /// Waits for every removal; the errors they met.
+    fn finish(&mut self) -> Vec<String> {
+        self.work = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        std::mem::take(&mut *self.errors.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn remove_one(
+    real: &std::path::Path,
+    hash: Option<String>,
+    freed: &std::sync::atomic::AtomicU64,
+    errors: &Mutex<Vec<String>>,
+    shared: &SharedState,
+) {
+    match remove_tree_counting(real) {
+        Ok(bytes) => {
+            freed.fetch_add(bytes, Ordering::SeqCst);
+        }
+        Err(e) => errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(crate::error_chain(&e)),
+    }
+    if let Some(hash) = hash {
+        lock_shared(shared).removing.remove(&hash);
+        // A process waiting to root this path may go on (and make it anew).
+        shared.1.notify_all();
+    }
 }
 
 impl LocalStore {
@@ -270,18 +387,36 @@ impl LocalStore {
                 .insert(path.hash_part().to_owned());
             roots.insert(path);
         }
+        // With a limit, each removal is counted before the next starts.
+        let removers = if options.max_freed == u64::MAX {
+            REMOVERS
+        } else {
+            0
+        };
         let mut collection = Collection {
             store: self,
             options,
+            remover: Remover::new(removers, shared.clone()),
             shared,
             roots,
             alive: BTreeSet::new(),
             dead: BTreeSet::new(),
             referrers: HashMap::new(),
+            unregistering: Vec::new(),
             results: GcResults::default(),
             say,
         };
-        collection.run()?;
+        let run = collection.run();
+        // Whatever happened, the removals started are waited for.
+        let _ = collection.unregister_pending();
+        for error in collection.remover.finish() {
+            (collection.say)(&format!("error: {error}"));
+        }
+        collection.results.bytes_freed = collection.remover.freed();
+        run?;
+        if collection.options.action.deletes() {
+            collection.delete_unused_links()?;
+        }
         Ok(collection.results)
     }
 }
@@ -320,7 +455,7 @@ impl Collection<'_> {
                     }
                     let stopped = match StorePath::from_base_name(&name) {
                         Ok(path) => self.visit(&path).is_err(),
-                        Err(_) => self.delete_entry(&name).is_err(),
+                        Err(_) => self.delete_entry(&name, None).is_err(),
                     };
                     if stopped {
                         break;
@@ -334,7 +469,7 @@ impl Collection<'_> {
         match self.options.action {
             GcAction::ReturnLive => self.results.paths = printed(&self.alive),
             GcAction::ReturnDead => self.results.paths = printed(&self.dead),
-            _ => self.delete_unused_links()?,
+            _ => {}
         }
         Ok(())
     }
@@ -344,10 +479,8 @@ impl Collection<'_> {
     /// referrers first). `Err` when enough was freed.
     fn visit(&mut self, start: &StorePath) -> Result<(), LimitReached> {
         let result = self.visit_inner(start);
-        let mut state = lock_shared(&self.shared);
-        state.deleting = None;
+        lock_shared(&self.shared).walking = None;
         self.shared.1.notify_all();
-        drop(state);
         match result {
             Ok(result) => result,
             Err(e) => {
@@ -382,15 +515,9 @@ impl Collection<'_> {
             {
                 return Ok(Ok(()));
             }
-            {
-                let hash = path.hash_part().to_owned();
-                let mut state = lock_shared(&self.shared);
-                if state.temp_roots.contains(&hash) {
-                    drop(state);
-                    self.mark_alive(&path, start)?;
-                    return Ok(Ok(()));
-                }
-                state.deleting = Some(hash);
+            if !self.claim_for_walk(&path) {
+                self.mark_alive(&path, start)?;
+                return Ok(Ok(()));
             }
             if self.store.is_valid(&path)? {
                 let referrers = match self.referrers.get(&path) {
@@ -426,34 +553,97 @@ impl Collection<'_> {
             if self.dead.contains(&path) {
                 continue;
             }
-            if self.options.action.deletes() {
-                // A root a process sent meanwhile: it and what it refers
-                // to (the rest of the order) stay.
-                let hash = path.hash_part().to_owned();
-                let mut state = lock_shared(&self.shared);
-                if state.temp_roots.contains(&hash) {
-                    drop(state);
-                    self.mark_alive(&path, start)?;
-                    return Ok(Ok(()));
-                }
-                state.deleting = Some(hash);
-                drop(state);
+            // A root a process sent meanwhile: it and what it refers to
+            // (the rest of the order) stay.
+            if self.options.action.deletes() && !self.claim_for_removal(&path) {
+                self.mark_alive(&path, start)?;
+                return Ok(Ok(()));
             }
             self.dead.insert(path.clone());
             if self.options.action.deletes() {
-                self.store.db.invalidate(&path)?;
-                let deleted = self.delete_entry(&path.to_string());
                 self.referrers.remove(&path);
-                // A process waiting to root this path may go on (and make
-                // it anew).
-                lock_shared(&self.shared).deleting = None;
-                self.shared.1.notify_all();
-                if deleted.is_err() {
-                    return Ok(Err(LimitReached));
+                self.unregistering.push(path);
+                if self.unregistering.len() >= UNREGISTER_BATCH
+                    || self.options.max_freed != u64::MAX
+                {
+                    self.unregister_pending()?;
+                    if self.limit_reached() {
+                        return Ok(Err(LimitReached));
+                    }
                 }
             }
         }
         Ok(Ok(()))
+    }
+
+    /// Unregisters the dead paths claimed so far, in one transaction (one
+    /// at a time if that fails: a path another registered one now refers
+    /// to stays), then hands each to the remover.
+    fn unregister_pending(&mut self) -> Result<(), StoreError> {
+        if self.unregistering.is_empty() {
+            return Ok(());
+        }
+        let paths = std::mem::take(&mut self.unregistering);
+        let unregistered: Vec<StorePath> = match self.store.db.invalidate_all(&paths) {
+            Ok(()) => paths,
+            Err(_) => {
+                let mut done = Vec::new();
+                for path in paths {
+                    match self.store.db.invalidate(&path) {
+                        Ok(()) => done.push(path),
+                        Err(e) => {
+                            (self.say)(&format!("error: {}", crate::error_chain(&e)));
+                            lock_shared(&self.shared).removing.remove(path.hash_part());
+                            self.shared.1.notify_all();
+                        }
+                    }
+                }
+                done
+            }
+        };
+        for path in unregistered {
+            let hash = path.hash_part().to_owned();
+            let _ = self.delete_entry(&path.to_string(), Some(hash));
+        }
+        Ok(())
+    }
+
+    /// Whether more than `max-freed` bytes are freed (told once).
+    fn limit_reached(&mut self) -> bool {
+        let reached = self.remover.freed() > self.options.max_freed;
+        if reached {
+            (self.say)(&format!(
+                "deleted more than {} bytes; stopping",
+                self.options.max_freed
+            ));
+        }
+        reached
+    }
+
+    /// Whether the walk may go through `path`: false when a temporary root
+    /// names its hash part; else a process rooting it meanwhile waits until
+    /// the walk has moved on.
+    fn claim_for_walk(&self, path: &StorePath) -> bool {
+        let hash = path.hash_part();
+        let mut state = lock_shared(&self.shared);
+        if state.temp_roots.contains(hash) {
+            return false;
+        }
+        state.walking = Some(hash.to_owned());
+        true
+    }
+
+    /// Whether `path` may be deleted: false when a temporary root names
+    /// its hash part; else a process rooting it meanwhile waits until its
+    /// files are gone.
+    fn claim_for_removal(&self, path: &StorePath) -> bool {
+        let hash = path.hash_part();
+        let mut state = lock_shared(&self.shared);
+        if state.temp_roots.contains(hash) {
+            return false;
+        }
+        state.removing.insert(hash.to_owned());
+        true
     }
 
     /// A root's closure is alive (with its outputs under `keep-outputs`,
@@ -523,23 +713,16 @@ impl Collection<'_> {
     }
 
     /// Deletes the store directory's entry `name` (a store path already
-    /// unregistered, or something that is not one). `Err` once more than
-    /// `max-freed` bytes are freed.
-    fn delete_entry(&mut self, name: &str) -> Result<(), LimitReached> {
+    /// unregistered, whose hash part was claimed, or something that is not
+    /// a store path). `Err` once more than `max-freed` bytes are freed.
+    fn delete_entry(&mut self, name: &str, claimed: Option<String>) -> Result<(), LimitReached> {
         let layout = &self.store.layout;
         let printed = format!("{}/{name}", layout.store_dir.as_str());
         (self.say)(&format!("deleting '{printed}'"));
-        let real = layout.real_store_dir.join(name);
-        match remove_tree_counting(&real) {
-            Ok(freed) => self.results.bytes_freed += freed,
-            Err(e) => (self.say)(&format!("error: {}", crate::error_chain(&e))),
-        }
+        self.remover
+            .remove(layout.real_store_dir.join(name), claimed);
         self.results.paths.insert(printed);
-        if self.results.bytes_freed > self.options.max_freed {
-            (self.say)(&format!(
-                "deleted more than {} bytes; stopping",
-                self.options.max_freed
-            ));
+        if self.limit_reached() {
             return Err(LimitReached);
         }
         Ok(())
