@@ -478,6 +478,12 @@ declare_settings! {
     keep_outputs: bool = "keep-outputs" | "gc-keep-outputs", default false, Trusted;
     /// The garbage collector keeps a live output's derivation.
     keep_derivations: bool = "keep-derivations" | "gc-keep-derivations", default true, Trusted;
+    /// Free bytes under which builds collect garbage beside them (0: never).
+    min_free: u64 = "min-free", default 0, Trusted;
+    /// The free bytes such a collection stops at.
+    max_free: u64 = "max-free", default u64::MAX, Trusted;
+    /// Seconds between looks at the free space while builds run.
+    min_free_check_interval: u64 = "min-free-check-interval", default 5, Trusted;
     /// Profiles keep the derivations of their environments' paths.
     keep_env_derivations: bool = "keep-env-derivations" | "env-keep-derivations",
         default false, Trusted;

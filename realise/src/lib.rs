@@ -8,6 +8,7 @@
 //! [`schedule`] builds many derivations in dependency order; [`goal`] one.
 
 pub mod attrs;
+pub mod auto_gc;
 pub mod builtins;
 pub mod checks;
 pub mod env;

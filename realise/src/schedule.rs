@@ -12,6 +12,7 @@ use hermetic_config::settings::Settings;
 use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::auto_gc::AutoGc;
 use crate::error::BuildError;
 use crate::goal::{BuildFailure, FailureKind, Goal};
 use crate::log::SharedLog;
@@ -412,8 +413,16 @@ pub fn build_all(
     let max_jobs = settings.max_jobs.max(1);
     let (tx, rx) =
         mpsc::channel::<(StorePath, Result<BTreeMap<String, StorePath>, BuildFailure>)>();
+    let auto_gc = AutoGc::new(settings);
     std::thread::scope(|scope| {
+        // Nix's auto-GC: looked at on each turn, and while builds run.
+        let collect_if_low = || {
+            if let Some(job) = auto_gc.as_ref().and_then(|gc| gc.check(layout, settings)) {
+                scope.spawn(move || job.run(layout, &|text| progress(Progress::Message(text))));
+            }
+        };
         loop {
+            collect_if_low();
             // Fail what depends on a failure; start what is ready.
             let waiting: Vec<StorePath> = nodes
                 .iter()
@@ -524,7 +533,19 @@ pub fn build_all(
             if running == 0 {
                 continue;
             }
-            let Ok((path, result)) = rx.recv() else { break };
+            let received = match &auto_gc {
+                Some(gc) => loop {
+                    match rx.recv_timeout(gc.interval()) {
+                        Ok(received) => break Some(received),
+                        Err(mpsc::RecvTimeoutError::Timeout) => collect_if_low(),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+                    }
+                },
+                None => rx.recv().ok(),
+            };
+            let Some((path, result)) = received else {
+                break;
+            };
             running -= 1;
             postponed.clear();
             progress(Progress::Finished {

@@ -3,8 +3,8 @@
 //! into a fresh store of its own, side by side in one run. Prints the
 //! times and the ratio; decides nothing. Run with `scripts/bench` as root.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use hermetic_tests::{TempDir, workspace_binary};
 
@@ -46,19 +46,8 @@ fn main() {
     )
     .unwrap();
     let run = |command: &mut Command| -> (Duration, String) {
-        let started = Instant::now();
-        let out = command
-            .env("NIX_CONF_DIR", &conf)
-            .env_remove("NIX_REMOTE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let elapsed = started.elapsed();
-        assert!(
-            out.status.success(),
-            "{command:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let command = command.env("NIX_CONF_DIR", &conf).env_remove("NIX_REMOTE");
+        let (elapsed, out) = hermetic_tests::timed_success(command);
         (elapsed, String::from_utf8(out.stdout).unwrap())
     };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());

@@ -15,20 +15,7 @@ const PATHS: usize = 10_000;
 
 /// Runs `command` to success; how long it took.
 fn timed(command: &mut Command) -> Duration {
-    let started = Instant::now();
-    let out = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let elapsed = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    elapsed
+    hermetic_tests::timed_success(command.stdout(Stdio::null())).0
 }
 
 /// A store under `root` holding `PATHS` unrooted paths.

@@ -7,7 +7,7 @@
 //! (uncompressed, over HTTP) for both. Prints the times, the peaks and
 //! the ratios; decides nothing. Run with `scripts/bench` as root.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hermetic_tests::http_server::HttpServer;
@@ -52,20 +52,8 @@ fn wide_closure() {
     )
     .unwrap();
     let timed = |command: &mut Command| -> Duration {
-        let started = Instant::now();
-        let out: Output = command
-            .env("NIX_CONF_DIR", &conf)
-            .env_remove("NIX_REMOTE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let elapsed = started.elapsed();
-        assert!(
-            out.status.success(),
-            "{command:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        elapsed
+        let command = command.env("NIX_CONF_DIR", &conf).env_remove("NIX_REMOTE");
+        hermetic_tests::timed_success(command).0
     };
     let mut times = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {

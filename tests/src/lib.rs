@@ -470,3 +470,22 @@ pub fn with_settings<'a>(settings: &[(&'a str, &'a str)], args: &[&'a str]) -> V
 pub fn is_hermetic_scratch(name: &str) -> bool {
     name.starts_with(".hermetic") || name.ends_with(hermetic_store::pending::STAGING_SUFFIX)
 }
+
+/// Runs `command` (stdin closed) to success, as the benchmarks time
+/// their commands: how long it took, and its output.
+pub fn timed_success(
+    command: &mut std::process::Command,
+) -> (std::time::Duration, std::process::Output) {
+    let started = std::time::Instant::now();
+    let out = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (elapsed, out)
+}

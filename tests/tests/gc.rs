@@ -417,3 +417,62 @@ fn a_root_added_while_the_collector_runs_reaches_it_through_its_socket() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!host.real(&wanted).exists());
 }
+
+#[test]
+fn builds_collect_garbage_beside_them_when_space_runs_low() {
+    if !root_or_skip("builds_collect_garbage_beside_them_when_space_runs_low") {
+        return;
+    }
+    let Some(nix) = nix() else { return };
+    let host = BuildHost::diverted("gc-auto");
+    host.conf(
+        "extra-sandbox-paths = /bin/sh=/bin/busybox\n\
+         min-free = 1000\nmax-free = 2000\nmin-free-check-interval = 1",
+    );
+    // Three garbage paths of 1000 bytes, and a built input nothing roots,
+    // which the build reads after the collection.
+    let garbage: Vec<hermetic_store::StorePath> = {
+        let mut store = host.store();
+        (0..3)
+            .map(|i| {
+                let text = format!("{i}").repeat(1000);
+                store
+                    .add_text(
+                        &format!("garbage-{i}"),
+                        text.as_bytes(),
+                        &Default::default(),
+                    )
+                    .unwrap()
+            })
+            .collect()
+    };
+    let input = chain(&host, 1, "0").remove(0);
+    let out = host.run(&["build", &host.print(&input)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let top = DrvSpec::new("top", "sleep 4; cat $prev > $out")
+        .input("prev", &input, "out", &host)
+        .add_to(&host);
+    // Nix's test hook: the free space is what this file says.
+    let free = host.dir.path.join("free");
+    std::fs::write(&free, "1100").unwrap();
+    let build = host
+        .command(&["build", &host.print(&top)])
+        .env("_NIX_TEST_FREE_SPACE_FILE", &free)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(&free, "100").unwrap();
+    let out = build.wait_with_output().unwrap();
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("running auto-GC to free 1900 bytes"),
+        "{said}"
+    );
+    // 2000 bytes freed is more than 1900: two of the three went.
+    let left = garbage.iter().filter(|g| host.real(g).exists()).count();
+    assert_eq!(left, 1, "{said}");
+    assert_verifies(&host, &nix);
+}
