@@ -24,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::error::{StoreError, io_err};
 use crate::local::LocalStore;
 use crate::lock::lock_file;
-use crate::path::StorePath;
+use crate::path::{StoreDir, StorePath};
 use crate::temp_roots::{gc_lock_file, gc_socket_file};
 use crate::tree::remove_tree_counting;
 
@@ -122,7 +122,7 @@ impl RootsServer {
     fn start(
         socket: PathBuf,
         shared: SharedState,
-        store: LocalStoreDir,
+        store_dir: StoreDir,
     ) -> Result<Self, StoreError> {
         if let Some(dir) = socket.parent() {
             fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
@@ -149,8 +149,8 @@ impl RootsServer {
                     if let Ok(copy) = stream.try_clone() {
                         clients.lock().unwrap_or_else(|e| e.into_inner()).push(copy);
                     }
-                    let (shared, store) = (shared.clone(), store.clone());
-                    std::thread::spawn(move || serve_client(stream, &shared, &store));
+                    let (shared, store_dir) = (shared.clone(), store_dir.clone());
+                    std::thread::spawn(move || serve_client(stream, &shared, &store_dir));
                 }
             })
         };
@@ -183,12 +183,9 @@ impl Drop for RootsServer {
     }
 }
 
-/// The store directory, to read the paths clients send.
-type LocalStoreDir = crate::path::StoreDir;
-
 /// Takes one client's roots, a line each, answering `1` for each once the
 /// collector will not delete it (waiting while it is being deleted).
-fn serve_client(stream: UnixStream, shared: &SharedState, store_dir: &LocalStoreDir) {
+fn serve_client(stream: UnixStream, shared: &SharedState, store_dir: &StoreDir) {
     let Ok(mut answer) = stream.try_clone() else {
         return;
     };
