@@ -44,6 +44,7 @@ pub struct TempRoots {
     file: Flock<File>,
     path: PathBuf,
     gc_lock: File,
+    gc_lock_path: PathBuf,
     socket_path: PathBuf,
     collector: Option<UnixStream>,
     store_dir: StoreDir,
@@ -88,6 +89,7 @@ impl TempRoots {
             file,
             path,
             gc_lock: open_gc_lock(state_dir)?,
+            gc_lock_path: gc_lock_file(state_dir),
             socket_path: gc_socket_file(state_dir),
             collector: None,
             store_dir: store_dir.clone(),
@@ -112,7 +114,7 @@ impl TempRoots {
             let lock = self
                 .gc_lock
                 .try_clone()
-                .map_err(io_err("open the global GC lock", &self.socket_path))?;
+                .map_err(io_err("open the global GC lock", &self.gc_lock_path))?;
             match Flock::lock(lock, FlockArg::LockSharedNonblock) {
                 Ok(_shared) => {
                     self.append(&printed)?;
@@ -127,7 +129,7 @@ impl TempRoots {
                     // It ended meanwhile: the lock may be free now.
                 }
                 Err((_, e)) => {
-                    return Err(io_err("lock the global GC lock", &self.socket_path)(
+                    return Err(io_err("lock the global GC lock", &self.gc_lock_path)(
                         e.into(),
                     ));
                 }
