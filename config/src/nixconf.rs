@@ -110,7 +110,6 @@ pub const IGNORED_NIX_SETTINGS: &[&str] = &[
     "flake-registry",
     "fsync-metadata",
     "fsync-store-paths",
-    "gc-reserved-space",
     "http-connections",
     "http2",
     "http3",

@@ -484,6 +484,9 @@ declare_settings! {
     max_free: u64 = "max-free", default u64::MAX, Trusted;
     /// Seconds between looks at the free space while builds run.
     min_free_check_interval: u64 = "min-free-check-interval", default 5, Trusted;
+    /// Bytes kept in `<state>/db/reserved` and given back when garbage is
+    /// collected, so that the store's database works on a full disk.
+    gc_reserved_space: u64 = "gc-reserved-space", default 8 * 1024 * 1024, Trusted;
     /// Profiles keep the derivations of their environments' paths.
     keep_env_derivations: bool = "keep-env-derivations" | "env-keep-derivations",
         default false, Trusted;

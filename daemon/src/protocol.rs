@@ -175,6 +175,7 @@ pub fn op_name(op: u64) -> &'static str {
         44 => "AddMultipleToStore",
         45 => "AddBuildLog",
         46 => "BuildPathsWithResults",
+        47 => "AddPermRoot",
         _ => "unknown",
     }
 }

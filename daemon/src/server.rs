@@ -40,7 +40,9 @@ pub enum ServerError {
 /// Serves clients on the socket at `socket` until SIGTERM or SIGINT.
 pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(), ServerError> {
     // Opening the store cleans what a killed daemon left half-done.
-    drop(LocalStore::open(layout.clone()).map_err(ServerError::Store)?);
+    LocalStore::open(layout.clone())
+        .map_err(ServerError::Store)?
+        .reserve_space(settings.gc_reserved_space);
     let listen_err = |source| ServerError::Listen {
         path: socket.display().to_string(),
         source,

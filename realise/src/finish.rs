@@ -11,7 +11,7 @@ use hermetic_config::settings::Settings;
 use hermetic_store::canonical::canonicalise;
 use hermetic_store::local::copy_through_nar;
 use hermetic_store::pending::{Pending, remove_any};
-use hermetic_store::{Derivation, DerivationOutput, LocalStore, PathInfo, StorePath};
+use hermetic_store::{Derivation, DerivationOutput, LocalStore, PathInfo, StoreLayout, StorePath};
 
 use crate::attrs::Attrs;
 use crate::error::{BuildError, HashMismatch, io_err};
@@ -271,35 +271,44 @@ impl Finishing<'_> {
 }
 
 /// After a failure: with `keep-failed`, the staging directory (build
-/// directory, scratch space, outputs) moves aside in the store directory
-/// and is reported (B82); otherwise everything goes.
+/// directory, scratch space, outputs) moves to the store's kept directory
+/// (outside the store directory, so that no collector deletes it) and is
+/// reported (B82); otherwise everything goes.
 pub fn keep_failed(
     settings: &Settings,
-    real_store_dir: &Path,
+    layout: &StoreLayout,
     pending: Pending,
     name: &str,
     warn: &mut dyn FnMut(String),
 ) {
-    if settings.keep_failed {
-        let staging = pending.staging().to_owned();
-        let id: String = staging
-            .file_name()
-            .map(|n| n.to_string_lossy().chars().take(8).collect())
-            .unwrap_or_default();
-        let kept = real_store_dir.join(format!(".hermetic-kept-{name}-{id}"));
-        if fs::rename(&staging, &kept).is_ok() {
-            // As Nix does: the kept build directory is open to everyone (its
-            // files as the builder left them), so that the user who asked
-            // for it can look, through the daemon too.
-            let _ = open_to_everyone(&kept, "build");
-            warn(format!(
-                "note: keeping build directory '{}'",
-                kept.join("build").display()
-            ));
+    if !settings.keep_failed {
+        if let Err(e) = pending.finish() {
+            warn(format!("warning: {}", crate::error_chain(&e)));
         }
+        return;
     }
-    if let Err(e) = pending.finish() {
-        warn(format!("warning: {}", crate::error_chain(&e)));
+    let id: String = pending
+        .staging()
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(8).collect())
+        .unwrap_or_default();
+    let kept_dir = hermetic_store::pending::kept_dir(&layout.state_dir);
+    let (kept, error) = pending.keep_aside(&kept_dir, &format!("{name}-{id}"));
+    if let Some(e) = error {
+        warn(format!(
+            "warning: {}; a garbage collection may delete it",
+            crate::error_chain(&e)
+        ));
+    }
+    if kept.is_dir() {
+        // As Nix does: the kept build directory is open to everyone (its
+        // files as the builder left them), so that the user who asked for
+        // it can look, through the daemon too.
+        let _ = open_to_everyone(&kept, "build");
+        warn(format!(
+            "note: keeping build directory '{}'",
+            kept.join("build").display()
+        ));
     }
 }
 

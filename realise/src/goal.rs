@@ -289,7 +289,7 @@ impl Goal<'_> {
         let outcome = ended.outcome;
 
         let mut failed = |error: BuildError, kind: FailureKind, pending| -> BuildFailure {
-            keep_failed(settings, &layout.real_store_dir, pending, &drv.name, warn);
+            keep_failed(settings, &layout, pending, &drv.name, warn);
             fail(kind, error)
         };
         if outcome.cancelled {
@@ -348,7 +348,7 @@ impl Goal<'_> {
         let items = match finishing.process_outputs(store, &mut pending) {
             Ok(items) => items,
             Err(failure) => {
-                keep_failed(settings, &layout.real_store_dir, pending, &drv.name, warn);
+                keep_failed(settings, &layout, pending, &drv.name, warn);
                 return Err(failure);
             }
         };

@@ -136,6 +136,15 @@ pub enum StoreError {
         "Cannot delete path '{0}' since it is still alive. To find out why, use: nix-store --query --roots"
     )]
     StillAlive(String),
+    /// A permanent root asked for inside the store directory (Nix's text).
+    #[error(
+        "creating a garbage collector root ({0}) in the Nix store is forbidden (are you running nix-build inside the store?)"
+    )]
+    RootInStore(PathBuf),
+    /// A permanent root whose place holds something that is not a link
+    /// into the store (Nix's text).
+    #[error("cannot create symlink '{0}'; already exists")]
+    RootInTheWay(PathBuf),
 }
 
 /// Wraps an `io::Error` with its operation and path.

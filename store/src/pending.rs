@@ -11,7 +11,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +25,13 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The directory of pending records under a state directory.
 pub fn records_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("hermetic/pending")
+}
+
+/// Where staging directories asked to be kept (`keep-failed`,
+/// `sandbox-run --keep`) are moved: outside the store directory, where no
+/// garbage collector looks, and on the store's filesystem as a rule.
+pub fn kept_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("hermetic/kept")
 }
 
 /// An installation in progress, with its staging directory in the store.
@@ -130,6 +137,33 @@ impl Pending {
         self.targets = targets.to_vec();
         let record = self.record.clone();
         self.write_record(&record)
+    }
+
+    /// Ends the installation keeping its staging directory: moved to
+    /// `<kept>/<name>` (made 0755 if missing, see [`kept_dir`]), where no
+    /// collector deletes it. A staging directory that cannot be moved there
+    /// (another filesystem) stays where it is, and the error says why; the
+    /// record is finished either way. Returns where it is now.
+    pub fn keep_aside(mut self, kept: &Path, name: &str) -> (PathBuf, Option<StoreError>) {
+        let moved = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(kept)
+            .map_err(io_err("create directory", kept))
+            .and_then(|()| {
+                let to = kept.join(name);
+                fs::rename(&self.staging, &to)
+                    .map(|()| to.clone())
+                    .map_err(io_err("move the kept directory to", &to))
+            });
+        let (at, error) = match moved {
+            Ok(to) => (to, None),
+            Err(e) => (self.staging.clone(), Some(e)),
+        };
+        let finished =
+            fs::remove_file(&self.record).map_err(io_err("remove pending record", &self.record));
+        self.lock = None;
+        (at, error.or(finished.err()))
     }
 
     /// Ends the installation: the path is registered (or was found valid).

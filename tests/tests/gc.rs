@@ -476,3 +476,369 @@ fn builds_collect_garbage_beside_them_when_space_runs_low() {
     assert_eq!(left, 1, "{said}");
     assert_verifies(&host, &nix);
 }
+
+#[test]
+fn the_daemon_makes_permanent_roots_and_collects_old_generations() {
+    if !root_or_skip("the_daemon_makes_permanent_roots_and_collects_old_generations") {
+        return;
+    }
+    use hermetic_tests::daemon::{Daemon, RawClient, output_text};
+    let Some(nix) = NixPeer::or_skip("gc", "substituters =\n") else {
+        return;
+    };
+    let mut daemon = Daemon::start("gc-daemon", "");
+    let url = daemon.url();
+    let expr = |text: &str| {
+        format!(
+            "derivation {{ name = \"gen\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
+             args = [\"-c\" \"echo {text} > $out\"]; }}"
+        )
+    };
+    let build = |name: &str, text: &str| {
+        let out = daemon.nix_build_as(&nix, "root", name, &expr(text));
+        assert!(out.status.success(), "{}", output_text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let (first, second, loose) = (build("g1", "one"), build("g2", "two"), build("g3", "three"));
+    // Nix's reserve for a full disk (`gc-reserved-space`, 8 MiB), made
+    // when the daemon starts and given back by a collection.
+    let reserved = daemon.root().join("nix/var/nix/db/reserved");
+    assert_eq!(std::fs::metadata(&reserved).unwrap().len(), 8 << 20);
+
+    // AddPermRoot (what `mounted-ssh-ng://` stores send): the daemon makes
+    // the link and its indirect root; the collector keeps what it holds.
+    let root = daemon.dir.path.join("roots/made-by-the-daemon");
+    let mut raw = RawClient::connect(&daemon);
+    raw.u64(47);
+    raw.string(&loose);
+    raw.string(root.to_str().unwrap());
+    raw.work().unwrap();
+    assert_eq!(raw.read_string(), root.display().to_string());
+    assert_eq!(std::fs::read_link(&root).unwrap().to_str(), Some(&*loose));
+    let roots = nix.run("nix-store", &["--store", &url, "--gc", "--print-roots"]);
+    assert!(
+        roots.contains(&format!("{} -> {loose}", root.display())),
+        "{roots}"
+    );
+    // Not in the store, and not over a file that is not a root, in Nix's
+    // words; the connection goes on after each refusal.
+    let in_store = daemon.real(&loose).with_file_name("a-root");
+    let in_the_way = daemon.dir.path.join("a.nix");
+    for (place, said) in [
+        (
+            in_store.clone(),
+            "in the Nix store is forbidden (are you running nix-build inside the store?)",
+        ),
+        (in_the_way.clone(), "'; already exists"),
+    ] {
+        raw.u64(47);
+        raw.string(&loose);
+        raw.string(place.to_str().unwrap());
+        let refused = raw.work().unwrap_err();
+        assert!(refused.contains(said), "{refused}");
+    }
+    assert!(!in_store.exists());
+    assert_eq!(
+        std::fs::read(&in_the_way).unwrap(),
+        std::fs::read(daemon.file()).unwrap()
+    );
+    raw.u64(1); // IsValidPath, still in step
+    raw.string(&loose);
+    raw.work().unwrap();
+    assert_eq!(raw.read_u64(), 1);
+
+    // A profile with two generations, made by Nix's client through the
+    // daemon; `nix-collect-garbage -d` removes the old generation and the
+    // daemon's collector deletes what only it held.
+    let state_dir = daemon.root().join("nix/var/nix");
+    let profile = state_dir.join("profiles/test-profile");
+    let client = |program: &str, args: &[&str]| {
+        let out = nix
+            .command(program)
+            .args(args)
+            .env("NIX_REMOTE", &url)
+            .env("NIX_STATE_DIR", &state_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        output_text(&out)
+    };
+    for path in [&first, &second] {
+        client("nix-env", &["-p", profile.to_str().unwrap(), "--set", path]);
+    }
+    let generations = client(
+        "nix-env",
+        &["-p", profile.to_str().unwrap(), "--list-generations"],
+    );
+    assert_eq!(generations.lines().count(), 2, "{generations}");
+    let said = client("nix-collect-garbage", &["-d"]);
+    assert!(!reserved.exists());
+    assert!(said.contains(&format!("deleting '{first}'")), "{said}");
+    assert!(!std::path::Path::new(&daemon.real(&first)).exists());
+    for kept in [&second, &loose] {
+        assert!(daemon.real(kept).exists(), "{kept}: {said}");
+    }
+    let generations = client(
+        "nix-env",
+        &["-p", profile.to_str().unwrap(), "--list-generations"],
+    );
+    assert_eq!(generations.lines().count(), 1, "{generations}");
+    let verify = nix.verify_store(daemon.root());
+    assert!(verify.status.success(), "{}", output_text(&verify));
+
+    // A failed build kept with `keep-failed` lies outside the store
+    // directory: neither collector, the daemon's or Nix's own, deletes it.
+    let fails = daemon.write_expr(
+        "fails",
+        r#"derivation { name = "fails"; system = "x86_64-linux"; builder = "/bin/sh";
+             args = ["-c" "echo left-for-you > $NIX_BUILD_TOP/note; exit 1"]; }"#,
+    );
+    let out = nix
+        .command("nix-build")
+        .args([
+            "--store",
+            &url,
+            fails.to_str().unwrap(),
+            "--no-out-link",
+            "--keep-failed",
+        ])
+        .output()
+        .unwrap();
+    let said = output_text(&out);
+    let kept = said
+        .split("note: keeping build directory '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_else(|| panic!("no kept directory named: {said}"))
+        .to_owned();
+    client("nix-collect-garbage", &[]);
+    let root_dir = daemon.root();
+    nix.run(
+        "nix-store",
+        &["--store", root_dir.to_str().unwrap(), "--gc"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{kept}/note")).unwrap(),
+        "left-for-you\n"
+    );
+
+    // An untrusted client may not make permanent roots (Nix's text).
+    daemon.restart_with("trusted-users = nobody");
+    let mut raw = RawClient::connect(&daemon);
+    raw.u64(47);
+    raw.string(&second);
+    raw.string(daemon.dir.path.join("roots/untrusted").to_str().unwrap());
+    let refused = raw.work().unwrap_err();
+    assert!(
+        refused.contains("you are not privileged to create perm roots"),
+        "{refused}"
+    );
+    assert!(!daemon.dir.path.join("roots/untrusted").exists());
+}
+
+#[test]
+fn collectors_leave_sandbox_runs_scratch_and_kept_directories_alone() {
+    if !root_or_skip("collectors_leave_sandbox_runs_scratch_and_kept_directories_alone") {
+        return;
+    }
+    let Some(nix) = nix() else { return };
+    let host = BuildHost::diverted("gc-sandbox-run");
+    host.conf("extra-sandbox-paths = /bin/sh=/bin/busybox");
+    let drv = DrvSpec::new("made", "echo made > $out").add_to(&host);
+    let out = host.run(&["build", &host.print(&drv)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let real_store = host.layout().real_store_dir.clone();
+    let root = host.dir.path.join("root");
+    let collect_with_both = || {
+        let ours = host.run(&["store", "gc"]);
+        assert!(ours.status.success(), "{}", stderr(&ours));
+        nix.run("nix-store", &["--store", root.to_str().unwrap(), "--gc"]);
+    };
+    let sandbox_run = |args: &[&str]| {
+        let mut command = Command::new(hermetic_tests::sandbox_run());
+        command
+            .arg("--store")
+            .arg(&real_store)
+            .args(hermetic_tests::build_user_args())
+            .args(args);
+        command
+    };
+
+    // A running sandbox's build directory, written before both collectors
+    // run and read after.
+    let running = sandbox_run(&[
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo still-here > /build/file; sleep 3; cat /build/file",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    let written = || {
+        walkdir_files(&real_store)
+            .iter()
+            .any(|f| f.ends_with("build/file"))
+    };
+    while !written() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no build/file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    collect_with_both();
+    let done = running.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "still-here\n");
+    // Nothing is left in the store directory.
+    assert_eq!(store_entries(&host), Vec::<String>::new());
+
+    // A kept scratch directory is outside the store directory, and stays.
+    let kept = sandbox_run(&["--keep", "--", "/bin/sh", "-c", "echo kept > /build/file"])
+        .output()
+        .unwrap();
+    assert!(kept.status.success(), "{}", stderr(&kept));
+    let said = stderr(&kept);
+    let dir = said
+        .lines()
+        .find_map(|l| l.strip_prefix("note: keeping build directory '"))
+        .map(|rest| rest.trim_end_matches('\''))
+        .unwrap_or_else(|| panic!("no note in: {said}"))
+        .to_owned();
+    assert!(!dir.starts_with(real_store.to_str().unwrap()), "{dir}");
+    collect_with_both();
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&dir).join("file")).unwrap(),
+        "kept\n"
+    );
+    assert_eq!(store_entries(&host), Vec::<String>::new());
+}
+
+/// Every file under `dir`, at any depth (symlinks not followed).
+fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => found.extend(walkdir_files(&path)),
+            Ok(_) => found.push(path),
+            Err(_) => {}
+        }
+    }
+    found
+}
+
+#[test]
+fn additions_through_the_daemon_collect_garbage_first_when_space_runs_low() {
+    if !root_or_skip("additions_through_the_daemon_collect_garbage_first_when_space_runs_low") {
+        return;
+    }
+    use hermetic_tests::daemon::{Daemon, output_text};
+    let Some(nix) = NixPeer::or_skip("gc", "substituters =\n") else {
+        return;
+    };
+    // Nix's test hook: the free space is what this file says.
+    let dir = hermetic_tests::TempDir::new("gc-auto-add");
+    let free = dir.path.join("free");
+    std::fs::write(&free, "5000").unwrap();
+    let hook = format!("_NIX_TEST_FREE_SPACE_FILE={}", free.display());
+    let daemon = Daemon::start_under(
+        "gc-auto-add",
+        "min-free = 1000\nmax-free = 2000\nmin-free-check-interval = 1",
+        &["env", &hook],
+    );
+    let url = daemon.url();
+    let add = |name: &str, byte: char| {
+        let file = dir.path.join(name);
+        std::fs::write(&file, byte.to_string().repeat(1000)).unwrap();
+        let out = nix
+            .command("nix-store")
+            .args(["--store", &url, "--add"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            output_text(&out),
+        )
+    };
+    // Enough space: nothing is collected.
+    let garbage: Vec<String> = ["g1", "g2", "g3"]
+        .iter()
+        .zip(['1', '2', '3'])
+        .map(|(name, byte)| {
+            let (path, said) = add(name, byte);
+            assert!(!said.contains("auto-GC"), "{said}");
+            path
+        })
+        .collect();
+    // Too little: the next addition collects 1900 bytes first (two of
+    // the three garbage files of 1000 bytes), then adds its path.
+    std::fs::write(&free, "100").unwrap();
+    let (added, said) = add("new", 'n');
+    assert!(
+        said.contains("running auto-GC to free 1900 bytes"),
+        "{said}"
+    );
+    let left = garbage.iter().filter(|g| daemon.real(g).exists()).count();
+    assert_eq!(left, 1, "{said}");
+    assert!(daemon.real(&added).exists());
+    let verify = nix.verify_store(daemon.root());
+    assert!(verify.status.success(), "{}", output_text(&verify));
+}
+
+#[test]
+fn twenty_running_builds_lose_nothing_to_either_collector() {
+    if !root_or_skip("twenty_running_builds_lose_nothing_to_either_collector") {
+        return;
+    }
+    let Some(nix) = nix() else { return };
+    let host = BuildHost::diverted("gc-twenty");
+    // Twenty builds at once need twenty build users: allocated ones.
+    host.conf(
+        "extra-sandbox-paths = /bin/sh=/bin/busybox\n\
+         experimental-features = auto-allocate-uids cgroups\n\
+         auto-allocate-uids = true\nuse-cgroups = true",
+    );
+    // An input built already and rooted by nothing, which every one of the
+    // twenty reads after collections have run beside it.
+    let links = chain(&host, 2, "0");
+    let out = host.run(&["build", &host.print(&links[1])]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = (0..20).map(|i| format!("par{i}")).collect();
+    let mut top = DrvSpec::new("top", "cat $par0 > $out");
+    for (i, name) in names.iter().enumerate() {
+        let par = DrvSpec::new(
+            &format!("par-{i}"),
+            &format!("sleep 2; cat $prev > $out; echo {i} >> $out"),
+        )
+        .input("prev", &links[1], "out", &host)
+        .add_to(&host);
+        top = top.input(name, &par, "out", &host);
+    }
+    let top = top.add_to(&host);
+    let root = host.dir.path.join("root");
+    let mut turn = 0;
+    build_survives_collections(
+        &mut host.command(&["build", "-j", "20", &host.print(&top)]),
+        &mut || {
+            turn += 1;
+            let gc = if turn % 2 == 0 {
+                host.run(&["store", "gc"])
+            } else {
+                nix.command("nix-store")
+                    .arg("--store")
+                    .arg(&root)
+                    .arg("--gc")
+                    .output()
+                    .unwrap()
+            };
+            assert!(gc.status.success(), "{}", stderr(&gc));
+        },
+    );
+    assert_verifies(&host, &nix);
+}

@@ -573,6 +573,7 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     let mut targets = Vec::new();
     {
         let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
+        store.reserve_space(settings.gc_reserved_space);
         for file in &args.drvs {
             match layout.parse_user_path(file) {
                 Ok(path) if store.is_valid(&path)? => targets.push(path),

@@ -42,7 +42,9 @@ struct Cli {
 
     /// The real store directory, shown as /nix/store inside (default: /nix/store). The
     /// sandbox's scratch directory is made in it, as a build's is, so without this option
-    /// sandbox-run writes (and afterwards removes) a `.hermetic-*` directory in /nix/store.
+    /// sandbox-run writes (and afterwards removes) a `.hermetic-*` directory in /nix/store; in
+    /// a Nix store's (`…/nix/store` beside `…/nix/var/nix/db`) it is inside a staging
+    /// directory a temporary root keeps every garbage collector from deleting.
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
 
@@ -137,7 +139,8 @@ struct Cli {
     #[arg(long, value_name = "N")]
     cores: Option<usize>,
 
-    /// Keep the scratch directory (build directory, /tmp, store writes) and say where.
+    /// Keep the scratch directory (build directory, /tmp, store writes) and say where (in a
+    /// Nix store, under `<state>/hermetic/kept/`, out of garbage collectors' way).
     #[arg(long)]
     keep: bool,
 
@@ -436,6 +439,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         None => hermetic_realise::spec::run_policy(&settings),
     };
+    let mut spec = spec;
+    let held = hold_scratch_in_store(&mut spec, cli.print_plan)?;
     let job = Job::start(spec, &policy, &label, &mut |notice| eprintln!("{notice}"))?;
     let sandbox = job.prepare()?;
     if cli.print_plan {
@@ -463,19 +468,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
     drop(stdout);
     report_usage(&ended, &policy);
     let outcome = ended.outcome;
+    // A held scratch directory is let go, or moved aside when kept.
+    let moved_to = held.and_then(|held| held.end(outcome.kept.is_some()));
+    let moved = |path: &Path| match &moved_to {
+        Some((from, to)) => path
+            .strip_prefix(from)
+            .map_or_else(|_| path.to_path_buf(), |rest| to.join(rest)),
+        None => path.to_path_buf(),
+    };
     if let Some(kept) = &outcome.kept {
         eprintln!(
             "note: keeping build directory '{}'",
-            sandbox.build_dir_on_host().display()
+            moved(sandbox.build_dir_on_host()).display()
         );
         if let Some(store) = &kept.store {
             eprintln!(
                 "note: the sandbox's writes to the store directory are in '{}'",
-                store.display()
+                moved(store).display()
             );
         }
         if let Some(tmp) = &kept.tmp {
-            eprintln!("note: the sandbox's /tmp is '{}'", tmp.display());
+            eprintln!("note: the sandbox's /tmp is '{}'", moved(tmp).display());
         }
     }
     if let Some(timed_out) = outcome.timed_out {
@@ -493,6 +506,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::from((128 + signal) as u8));
     }
     Ok(ExitCode::from(outcome.status.code().clamp(0, 255) as u8))
+}
+
+/// A directory in a Nix store's store directory that sandbox-run's scratch
+/// directory is made in, held by a temporary root for as long as
+/// sandbox-run runs, so that no garbage collector (Nix's deletes whatever
+/// in the store directory is neither a valid path nor a root) removes the
+/// scratch of a running sandbox.
+struct HeldScratch {
+    /// The store, open for as long as its temporary root must last.
+    _store: hermetic_store::LocalStore,
+    pending: hermetic_store::pending::Pending,
+}
+
+impl HeldScratch {
+    /// Lets the directory go: removed, or with `kept` moved to the store's
+    /// kept directory; then where it was and where it is now.
+    fn end(self, kept: bool) -> Option<(PathBuf, PathBuf)> {
+        let staging = self.pending.staging().to_owned();
+        if !kept {
+            if let Err(e) = self.pending.finish() {
+                eprintln!("warning: {e:#}");
+            }
+            return None;
+        }
+        let state_dir = staging.parent()?.parent()?.join("var/nix");
+        let id: String = staging
+            .file_name()
+            .map(|n| n.to_string_lossy().chars().take(8).collect())
+            .unwrap_or_default();
+        let (at, error) = self.pending.keep_aside(
+            &hermetic_store::pending::kept_dir(&state_dir),
+            &format!("sandbox-run-{id}"),
+        );
+        if let Some(e) = error {
+            eprintln!("warning: {e:#}; a garbage collection may delete it");
+        }
+        Some((staging, at))
+    }
+}
+
+/// When the sandbox's scratch directory would go in the store directory
+/// of a Nix store (`…/nix/store` beside `…/nix/var/nix/db`, writable), a
+/// held directory there becomes its parent; see [`HeldScratch`].
+fn hold_scratch_in_store(spec: &mut SandboxSpec, plan_only: bool) -> Result<Option<HeldScratch>> {
+    let real_store_dir = spec.real_store_dir().to_path_buf();
+    if plan_only
+        || spec.scratch_parent.is_some()
+        || !real_store_dir.ends_with("nix/store")
+        || nix::unistd::access(&real_store_dir, nix::unistd::AccessFlags::W_OK).is_err()
+    {
+        return Ok(None);
+    }
+    let root = real_store_dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
+    let layout = hermetic_store::StoreLayout::under_root(root);
+    if !layout.db_dir().join("db.sqlite").exists() {
+        return Ok(None);
+    }
+    let store = hermetic_store::LocalStore::open(layout)
+        .with_context(|| format!("opening the store in '{}'", real_store_dir.display()))?;
+    let pending = store.begin()?;
+    std::fs::create_dir(pending.staging())
+        .with_context(|| format!("creating '{}'", pending.staging().display()))?;
+    spec.scratch_parent = Some(pending.staging().to_owned());
+    Ok(Some(HeldScratch {
+        _store: store,
+        pending,
+    }))
 }
 
 fn libc_sigterm() -> i32 {

@@ -79,6 +79,7 @@ impl Connection {
             return Err(refused);
         }
         let keys = self.signature_keys(dont_check);
+        self.collect_if_space_is_low();
         let mut store = self.store()?;
         let imported = store.import_nar(info, &mut framed, keys.as_deref());
         framed.drain()?;
@@ -108,6 +109,7 @@ impl Connection {
                 // The next path follows its NAR in the same stream: the
                 // NAR is the size its metadata says.
                 let mut nar = (&mut framed).take(info.nar_size);
+                self.collect_if_space_is_low();
                 store
                     .import_nar(info, &mut nar, keys.as_deref())
                     .map_err(failed)?;
@@ -121,12 +123,28 @@ impl Connection {
         Ok(())
     }
 
+    /// Nix's auto-GC before a path is added: when the store's free space
+    /// is below `min-free` (looked at every `min-free-check-interval`
+    /// seconds), garbage is collected first, and the client is told.
+    fn collect_if_space_is_low(&self) {
+        let auto_gc = self
+            .auto_gc
+            .get_or_init(|| hermetic_realise::auto_gc::AutoGc::new(&self.settings));
+        if let Some(job) = auto_gc
+            .as_ref()
+            .and_then(|gc| gc.check(&self.layout, &self.settings))
+        {
+            job.run(&self.layout, &|line| self.log(&line));
+        }
+    }
+
     pub(super) fn add_text(
         &self,
         name: &str,
         text: &[u8],
         refs: &BTreeSet<StorePath>,
     ) -> Result<StorePath, Step> {
+        self.collect_if_space_is_low();
         let mut store = self.store()?;
         if name.ends_with(".drv") {
             // A derivation: checked, and its outputs registered, as Nix does.
@@ -171,6 +189,7 @@ impl Connection {
                 self.add_text(&name, &text, &refs)
             }
             "fixed:r:sha256" if refs.is_empty() => {
+                self.collect_if_space_is_low();
                 let mut store = self.store()?;
                 let added = store.add_nar_stream(&name, &mut framed);
                 // Whatever the outcome, the rest of the frames is read so

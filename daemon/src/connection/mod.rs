@@ -74,6 +74,8 @@ pub struct Connection {
     to: ClientWriter,
     /// The store, once an operation needed it.
     open_store: std::cell::RefCell<Option<LocalStore>>,
+    /// Nix's auto-GC before additions (`min-free`), once one came.
+    auto_gc: std::cell::OnceCell<Option<hermetic_realise::auto_gc::AutoGc>>,
 }
 
 fn lock(to: &ClientWriter) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
@@ -199,6 +201,7 @@ pub fn serve(
         hangup,
         stop: lifecycle.stop.as_ref().and_then(|fd| fd.try_clone().ok()),
         open_store: std::cell::RefCell::new(None),
+        auto_gc: std::cell::OnceCell::new(),
         version,
         to,
     };
@@ -405,6 +408,31 @@ impl Connection {
             }
             // SyncWithGC
             13 => self.reply(|w| write_u64(w, 1)),
+            // AddPermRoot: a link at a path the client names to a store
+            // path, made by the daemon (for `mounted-ssh-ng://` stores);
+            // trusted clients only, as in Nix.
+            47 => {
+                let path = self.parse_path(&read_string(from)?)?;
+                let gc_root = std::path::PathBuf::from(read_string(from)?);
+                if !self.trusted {
+                    return Err(Step::Failed(OpError(
+                        "you are not privileged to create perm roots\n\nhint: you can just do this \
+                         client-side without special privileges, and probably want to do that instead."
+                            .into(),
+                    )));
+                }
+                if !gc_root.is_absolute() {
+                    return Err(Step::Failed(OpError(format!(
+                        "the root '{}' is not an absolute path",
+                        gc_root.display()
+                    ))));
+                }
+                let made = self
+                    .store()?
+                    .add_perm_root(&path, &gc_root)
+                    .map_err(failed)?;
+                self.reply(|w| write_string(w, &made.display().to_string()))
+            }
             // SetOptions
             19 => self.set_options(from),
             // QueryPathInfo

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -332,6 +332,44 @@ fn remove_one(
 }
 
 impl LocalStore {
+    /// Nix's reserve for a full disk: `<db>/reserved`, `bytes` long (the
+    /// `gc-reserved-space` setting), made when it is missing or of another
+    /// size. A collection that deletes removes it first, so that the
+    /// database can still be written when the disk is full. Failing to make
+    /// it is not an error (Nix ignores it too).
+    pub fn reserve_space(&self, bytes: u64) {
+        let file = self.layout.db_dir().join("reserved");
+        if fs::metadata(&file).is_ok_and(|meta| meta.len() == bytes) {
+            return;
+        }
+        let made = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&file)
+            .and_then(|mut reserve| {
+                reserve.set_len(0)?;
+                if bytes == 0
+                    || nix::fcntl::posix_fallocate(&reserve, 0, bytes as libc::off_t).is_ok()
+                {
+                    return Ok(());
+                }
+                // A filesystem without fallocate: blocks written out.
+                let zeros = vec![0u8; 64 * 1024];
+                let mut left = bytes;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    reserve.write_all(&zeros[..n])?;
+                    left -= n as u64;
+                }
+                Ok(())
+            });
+        if let Err(e) = made {
+            tracing::debug!("cannot reserve {bytes} bytes in '{}': {e}", file.display());
+        }
+    }
+
     /// Collects garbage as `options` say, telling `say` what it does in
     /// Nix's words (`finding garbage collector roots...`, `deleting
     /// '…'`, …).

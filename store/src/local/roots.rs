@@ -68,6 +68,42 @@ impl LocalStore {
         })
     }
 
+    /// Makes `gc_root` (an absolute path outside the store) a symlink to
+    /// `path` and an indirect root, as Nix's `addPermRoot` does for
+    /// `--add-root` and profiles: `path` is a temporary root first, and a
+    /// file in the way that is not a link into the store is left alone.
+    /// Returns the root's path, `.` and `..` taken out.
+    pub fn add_perm_root(&self, path: &StorePath, gc_root: &Path) -> Result<PathBuf, StoreError> {
+        let gc_root = lexically_normal(gc_root);
+        if self.in_store(&gc_root) {
+            return Err(StoreError::RootInStore(gc_root));
+        }
+        self.add_temp_root(path)?;
+        if let Ok(meta) = fs::symlink_metadata(&gc_root) {
+            let into_store = meta.file_type().is_symlink()
+                && fs::read_link(&gc_root).is_ok_and(|target| self.in_store(&target));
+            if !into_store {
+                return Err(StoreError::RootInTheWay(gc_root));
+            }
+        }
+        if let Some(parent) = gc_root.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        }
+        let temp = PathBuf::from(format!(
+            "{}.tmp-{}",
+            gc_root.display(),
+            crate::pending::unique_id()
+        ));
+        let target = self.layout.store_dir.print(path);
+        std::os::unix::fs::symlink(&target, &temp).map_err(io_err("create the root", &temp))?;
+        fs::rename(&temp, &gc_root).map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            io_err("rename the root into place", &gc_root)(e)
+        })?;
+        self.add_indirect_root(&gc_root)?;
+        Ok(gc_root)
+    }
+
     /// The valid store path `target` lies in, if any.
     fn root_target(&self, target: &Path) -> Result<Option<StorePath>, StoreError> {
         match self.layout.parse_user_path(target) {
@@ -328,4 +364,21 @@ fn unreadable(e: &std::io::Error) -> bool {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `path` with `.` and `..` taken out without looking at the filesystem
+/// (Nix's `canonPath`).
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut normal = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::Normal(name) => normal.push(name),
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    normal
 }
