@@ -1,16 +1,23 @@
 //! What the binaries share.
 
+pub mod build_targets;
+pub mod doctor_config;
+
 /// Logs to stderr: debug lines with `--debug`, else the level in
-/// `HERMETIC_LOG` (default `warn`).
-pub fn init_logging(debug: bool) {
+/// `HERMETIC_LOG`, else `default_level` (`warn` for commands, `info` for
+/// the daemon, whose log says what it does). Colour only on a terminal.
+pub fn init_logging(debug: bool, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = if debug {
         "debug".to_owned()
     } else {
-        std::env::var("HERMETIC_LOG").unwrap_or_else(|_| "warn".to_owned())
+        std::env::var("HERMETIC_LOG").unwrap_or_else(|_| default_level.to_owned())
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
         .without_time()
         .init();
 }

@@ -23,6 +23,8 @@ pub struct Peer {
     pub group: String,
     /// Its supplementary groups' names (those that have one).
     pub groups: Vec<String>,
+    /// Its process id, when known (`SO_PEERCRED`).
+    pub pid: Option<i32>,
 }
 
 impl Peer {
@@ -32,17 +34,23 @@ impl Peer {
     pub fn of_socket(fd: &impl std::os::fd::AsFd) -> std::io::Result<Peer> {
         let creds = nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::PeerCredentials)?;
         let gids = hermetic_sys::peer_groups(fd.as_fd())?;
-        Ok(Self::of_ids(creds.uid(), creds.gid(), gids))
+        Ok(Peer {
+            pid: Some(creds.pid()),
+            ..Self::of_ids(creds.uid(), creds.gid(), gids)
+        })
     }
 
     /// This process, as the client of `--stdio`: its own ids and groups.
     pub fn of_process() -> std::io::Result<Peer> {
         let gids = nix::unistd::getgroups()?;
-        Ok(Self::of_ids(
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-            gids.into_iter().map(|g| g.as_raw()).collect(),
-        ))
+        Ok(Peer {
+            pid: Some(std::process::id() as i32),
+            ..Self::of_ids(
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+                gids.into_iter().map(|g| g.as_raw()).collect(),
+            )
+        })
     }
 
     /// The peer with these ids, named from the user database.
@@ -65,6 +73,7 @@ impl Peer {
             user,
             group,
             groups,
+            pid: None,
         }
     }
 
@@ -273,6 +282,7 @@ mod tests {
             user: user.into(),
             group: group.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            pid: None,
         }
     }
 

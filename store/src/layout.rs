@@ -19,6 +19,28 @@ pub struct StoreLayout {
     pub log_dir: PathBuf,
 }
 
+/// A `--store` URI hermetic cannot open.
+#[derive(Debug)]
+pub struct StoreUriError {
+    /// The URI.
+    pub uri: String,
+    /// Why, when more can be said than Nix's words.
+    pub why: String,
+}
+
+impl std::fmt::Display for StoreUriError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Nix's words, then why.
+        write!(f, "don't know how to open Nix store '{}'", self.uri)?;
+        if !self.why.is_empty() {
+            write!(f, ": {}", self.why)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreUriError {}
+
 impl StoreLayout {
     /// The system store: `NIX_STORE_DIR` or `/nix/store`, state in
     /// `NIX_STATE_DIR` or `/nix/var/nix`, logs in `NIX_LOG_DIR` or
@@ -37,6 +59,67 @@ impl StoreLayout {
             store_dir,
             state_dir,
             log_dir,
+        }
+    }
+
+    /// The local store a Nix store URI names, as `--store` takes it:
+    /// `auto`, `local` (the system store), `local?root=DIR` or a path
+    /// (`DIR` as a root, relative ones from the working directory). Any
+    /// other URI is refused, never taken for a directory name: `daemon`
+    /// and `unix://…` with what to do instead, the rest in Nix's words.
+    pub fn from_store_uri(uri: &str) -> Result<Self, StoreUriError> {
+        let refuse = |why: String| StoreUriError {
+            uri: uri.to_owned(),
+            why,
+        };
+        let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let mut root = None;
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            match param.split_once('=') {
+                Some(("root", dir)) if !dir.is_empty() => root = Some(PathBuf::from(dir)),
+                _ => {
+                    return Err(refuse(format!(
+                        "hermetic knows no store setting '{param}' (it takes only 'root=DIR')"
+                    )));
+                }
+            }
+        }
+        let as_root = |dir: &Path| -> Result<Self, StoreUriError> {
+            let dir = if dir.is_absolute() {
+                dir.to_path_buf()
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| refuse(format!("cannot find the working directory: {e}")))?
+                    .join(dir)
+            };
+            Ok(Self::under_root(&dir))
+        };
+        match base {
+            "" | "auto" | "local" => match root {
+                Some(dir) => as_root(&dir),
+                None => Ok(Self::system()),
+            },
+            "daemon" => Err(refuse(
+                "hermetic works on a store directly and does not talk to a daemon; \
+                 run hermetic as the store's owner (or through 'sudo'), or use Nix's \
+                 client against 'hermetic daemon'"
+                    .into(),
+            )),
+            _ if base.starts_with("unix://") => Err(refuse(
+                "hermetic works on a store directly and does not talk to a daemon's socket; \
+                 use Nix's client against 'hermetic daemon'"
+                    .into(),
+            )),
+            _ if base.starts_with('/') || base.starts_with("./") || base.starts_with("../") => {
+                if root.is_some() {
+                    return Err(refuse("a path and 'root=' both name the root".into()));
+                }
+                as_root(Path::new(base))
+            }
+            _ => Err(StoreUriError {
+                uri: uri.to_owned(),
+                why: String::new(),
+            }),
         }
     }
 
@@ -71,6 +154,41 @@ impl StoreLayout {
                 .store_dir
                 .parse_within(&Path::new(self.store_dir.as_str()).join(rest)),
             _ => self.store_dir.parse_within(path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_uris_name_local_stores_and_nothing_else() {
+        let root = |uri: &str| StoreLayout::from_store_uri(uri).unwrap().state_dir;
+        assert_eq!(root("local?root=/x"), PathBuf::from("/x/nix/var/nix"));
+        assert_eq!(root("/y"), PathBuf::from("/y/nix/var/nix"));
+        assert_eq!(root("?root=/z"), PathBuf::from("/z/nix/var/nix"));
+        assert_eq!(
+            StoreLayout::from_store_uri("local").unwrap(),
+            StoreLayout::system()
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(root("./rel"), cwd.join("rel/nix/var/nix"));
+        for (uri, said) in [
+            (
+                "daemon",
+                "don't know how to open Nix store 'daemon': hermetic works on a store directly",
+            ),
+            ("unix:///run/s", "does not talk to a daemon's socket"),
+            (
+                "s3://bucket",
+                "don't know how to open Nix store 's3://bucket'",
+            ),
+            ("somedir", "don't know how to open Nix store 'somedir'"),
+            ("local?root=/x&foo=1", "knows no store setting 'foo=1'"),
+        ] {
+            let refused = StoreLayout::from_store_uri(uri).unwrap_err().to_string();
+            assert!(refused.contains(said), "{uri}: {refused}");
         }
     }
 }

@@ -75,7 +75,12 @@ pub fn remove_tree_counting(path: &Path) -> Result<u64, StoreError> {
 /// holding `path` is trusted; a `path` that is not a directory is left as
 /// it is.
 pub fn seal_tree(path: &Path, max_depth: usize) -> Result<(), StoreError> {
-    let top = match open_dir(nix::fcntl::AT_FDCWD, path.as_os_str(), true) {
+    let opened = match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => open_dir(nix::fcntl::AT_FDCWD, parent.as_os_str(), false)
+            .and_then(|parent| open_subdir(&parent, name)),
+        _ => open_dir(nix::fcntl::AT_FDCWD, path.as_os_str(), true),
+    };
+    let top = match opened {
         Ok(fd) => fd,
         Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => return Ok(()),
         Err(e) => return Err(io_err("open directory", path)(e.into())),
@@ -131,7 +136,7 @@ impl Walk<'_> {
             {
                 return self.move_to_top(dir, name, top);
             }
-            let sub = match open_dir(dir.as_fd(), name, true) {
+            let sub = match open_subdir(dir, name) {
                 Ok(sub) => sub,
                 // Swapped for something else since: unlink that instead.
                 Err(Errno::ELOOP | Errno::ENOTDIR) => continue,
@@ -200,7 +205,7 @@ impl Walk<'_> {
             return Ok(());
         }
         for name in self.names(dir)? {
-            match open_dir(dir.as_fd(), &name, true) {
+            match open_subdir(dir, &name) {
                 Ok(sub) => self.seal(&sub, depth + 1, max_depth)?,
                 // Not a directory (a symlink is never followed), or gone.
                 Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => {}
@@ -226,6 +231,32 @@ impl Walk<'_> {
         }
         Ok(names)
     }
+}
+
+/// Opens the directory `name` of `dir`, never following a symlink; one
+/// closed to its owner (a builder's `chmod 0`, overlayfs's `work/work`),
+/// when that is this process, is opened to it first, as a walk by root
+/// would get through it anyway.
+fn open_subdir(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    match open_dir(dir.as_fd(), name, true) {
+        Err(Errno::EACCES) if open_to_owner(dir, name).is_ok() => open_dir(dir.as_fd(), name, true),
+        opened => opened,
+    }
+}
+
+/// Makes the directory `name` of `dir` mode 0700, never following a
+/// symlink put in its place: through an `O_PATH` descriptor of it (which
+/// `fchmod` refuses, so by its `/proc/self/fd` name).
+fn open_to_owner(dir: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let held = openat(dir, name, flags, Mode::empty())?;
+    let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        by_fd.as_str(),
+        Mode::S_IRWXU,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
 }
 
 /// Opens a directory, never following a symlink in its last component when

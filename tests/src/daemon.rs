@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use hermetic_store::{Hash, PathInfo, StoreDir, StorePath};
@@ -74,7 +74,7 @@ impl Daemon {
             .args(["daemon", "--socket"])
             .arg(self.socket())
             .env("NIX_CONF_DIR", self.dir.path.join("conf"))
-            .stderr(Stdio::null())
+            .stderr(self.log_file())
             .spawn()
             .unwrap();
         let started = Instant::now();
@@ -86,6 +86,20 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.child = Some(child);
+    }
+
+    /// What the daemon writes to stderr (its log), appended to across
+    /// restarts: `daemon.log` in its directory.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path.join("daemon.log"))
+            .unwrap()
     }
 
     /// The root its store is under (`root/nix/store`).

@@ -185,29 +185,43 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// copy in a world-readable directory under the system temporary directory
 /// (a clone in root's home directory, say).
 pub fn sandbox_run_for_test_user() -> PathBuf {
+    for_test_user("sandbox-run")
+}
+
+/// `hermetic` where the ordinary test user can execute it (see
+/// [`sandbox_run_for_test_user`]).
+pub fn hermetic_for_test_user() -> PathBuf {
+    for_test_user("hermetic")
+}
+
+fn for_test_user(name: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    COPY.get_or_init(|| {
-        let binary = sandbox_run();
-        let reachable = binary
-            .ancestors()
-            .skip(1)
-            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
-        if reachable {
-            return binary;
-        }
+    static COPIES: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut copies = COPIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, copy)) = copies.iter().find(|(n, _)| n == name) {
+        return copy.clone();
+    }
+    let binary = workspace_binary(name);
+    let reachable = binary
+        .ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    let copy = if reachable {
+        binary
+    } else {
         let dir = std::env::temp_dir().join("hermetic-tests-bin");
         std::fs::create_dir_all(&dir).unwrap();
         set_mode(&dir, 0o755);
         // One copy, replaced atomically on each run.
-        let partial = dir.join(format!(".sandbox-run-{}", std::process::id()));
+        let partial = dir.join(format!(".{name}-{}", std::process::id()));
         std::fs::copy(&binary, &partial).unwrap();
         set_mode(&partial, 0o755);
-        let copy = dir.join("sandbox-run");
+        let copy = dir.join(name);
         std::fs::rename(&partial, &copy).unwrap();
         copy
-    })
-    .clone()
+    };
+    copies.push((name.to_owned(), copy.clone()));
+    copy
 }
 
 /// Whether the test user exists; prints why a test is skipped if not.

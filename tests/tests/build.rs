@@ -601,3 +601,144 @@ fn a_sandbox_build_dir_holding_the_store_is_refused_with_nix_text() {
     );
     assert!(!err.contains("error: derivation '"), "{err}");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_list_quietly_and_the_builds_finish() {
+    if !root_or_skip("a_closed_stdout_ends_the_list_quietly_and_the_builds_finish") {
+        return;
+    }
+    let host = BuildHost::diverted("build-closed-pipe");
+    let drvs: Vec<_> = (0..3)
+        .map(|i| DrvSpec::new(&format!("piped-{i}"), "sleep 0.5; echo $out > $out").add_to(&host))
+        .collect();
+    let printed: Vec<String> = drvs.iter().map(|d| host.print(d)).collect();
+    let mut args = vec!["build", "-j", "1"];
+    args.extend(printed.iter().map(String::as_str));
+    // `hermetic build … | head -0`: the reader is gone before the first
+    // output path is printed.
+    let mut child = host
+        .command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
+    let store = host.store();
+    for drv in &drvs {
+        let output = &outputs_of(&host, drv)["out"];
+        assert!(store.is_valid(output).unwrap(), "{}", host.print(output));
+    }
+}
+
+#[test]
+fn build_takes_outputs_paths_and_out_links_as_nix_users_type_them() {
+    if !root_or_skip("build_takes_outputs_paths_and_out_links_as_nix_users_type_them") {
+        return;
+    }
+    let host = BuildHost::diverted("build-targets");
+    let multi = DrvSpec::new("multi", "echo out > $out; echo dev > $dev")
+        .attr("outputs", "out dev")
+        .add_outputs(&["out", "dev"], &host);
+    let single = DrvSpec::new("single", "echo single > $out").add_to(&host);
+    let links = hermetic_tests::TempDir::new("build-targets-links");
+    let link = links.path.join("result");
+    let run = |args: &[&str]| {
+        let out = host.run(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+
+    // Only the outputs named are printed, and linked as nix-build links.
+    let (code, printed, said) = run(&[
+        "build",
+        "-o",
+        link.to_str().unwrap(),
+        &format!("{}^dev", host.print(&multi)),
+        &host.print(&single),
+    ]);
+    assert_eq!(code, Some(0), "{said}");
+    let outputs = outputs_of(&host, &multi);
+    let single_out = &outputs_of(&host, &single)["out"];
+    assert_eq!(
+        printed,
+        format!(
+            "{}\n{}\n",
+            host.print(&outputs["dev"]),
+            host.print(single_out)
+        )
+    );
+    let target = |name: &str| {
+        std::fs::read_link(links.path.join(name))
+            .map(|t| t.display().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(target("result-dev"), host.print(&outputs["dev"]));
+    assert_eq!(target("result-2"), host.print(single_out));
+    assert!(!links.path.join("result").exists());
+    // The links are roots: what they name survives a collection.
+    let (code, _, said) = run(&["store", "gc"]);
+    assert_eq!(code, Some(0), "{said}");
+    let store = host.store();
+    assert!(store.is_valid(&outputs["dev"]).unwrap());
+    assert!(store.is_valid(single_out).unwrap());
+    assert!(
+        !store.is_valid(&outputs["out"]).unwrap(),
+        "not linked: collected"
+    );
+    drop(store);
+
+    // `!` as `^`; an output path is made valid (here: it is), a missing
+    // output or an unknown path refused in Nix's words.
+    let (code, printed, said) = run(&["build", &format!("{}!out", host.print(&multi))]);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(printed, format!("{}\n", host.print(&outputs["out"])));
+    let (code, printed, _) = run(&["build", &host.print(single_out)]);
+    assert_eq!(
+        (code, printed),
+        (Some(0), format!("{}\n", host.print(single_out)))
+    );
+    let (code, _, said) = run(&["build", &format!("{}^lib", host.print(&multi))]);
+    assert_eq!(code, Some(1));
+    assert!(
+        said.contains(&format!(
+            "derivation '{}' does not have wanted outputs 'lib'",
+            host.print(&multi)
+        )),
+        "{said}"
+    );
+    let missing = "/nix/store/00000000000000000000000000000000-missing";
+    let (code, _, said) = run(&["build", missing]);
+    assert_eq!(code, Some(1));
+    assert!(
+        said.contains(&format!(
+            "path '{missing}' is required, but there is no substituter that can build it"
+        )),
+        "{said}"
+    );
+    // A store URI that is not a local store is refused, and no directory
+    // is made for it.
+    for uri in ["daemon", "ssh://host", "weird"] {
+        let out = std::process::Command::new(hermetic_tests::hermetic())
+            .args(["--store", uri, "build", &host.print(&multi)])
+            .current_dir(&links.path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains(&format!("don't know how to open Nix store '{uri}'")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&links.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}

@@ -541,7 +541,15 @@ fn shell_wires_the_terminal_through() {
 
 #[test]
 fn doctor_reports_this_host() {
-    let output = Command::new(sandbox_run()).arg("doctor").output().unwrap();
+    // Its own configuration, not whatever the host's nix.conf says.
+    let conf = hermetic_tests::TempDir::new("doctor-conf");
+    std::fs::write(conf.path.join("nix.conf"), "").unwrap();
+    let output = Command::new(sandbox_run())
+        .arg("doctor")
+        .env("NIX_CONF_DIR", &conf.path)
+        .env_remove("NIX_CONFIG")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.starts_with("hermetic doctor: kernel "), "{stdout}");
     for check in [
@@ -560,5 +568,51 @@ fn doctor_reports_this_host() {
     assert!(
         stdout.contains("verdict: sandboxes can be made here"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn doctor_fails_a_configuration_builds_cannot_run_with() {
+    if !root_or_skip("doctor_fails_a_configuration_builds_cannot_run_with") {
+        return;
+    }
+    let conf = hermetic_tests::TempDir::new("doctor-broken-conf");
+    let store = hermetic_tests::TempDir::new("doctor-store");
+    hermetic_tests::set_mode(&store.path, 0o777);
+    let doctor = |text: &str| {
+        std::fs::write(conf.path.join("nix.conf"), text).unwrap();
+        let out = Command::new(sandbox_run())
+            .arg("doctor")
+            .env("NIX_CONF_DIR", &conf.path)
+            .env("NIX_STORE_DIR", &store.path)
+            .env_remove("NIX_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, said) =
+        doctor("build-users-group = no-such-group\npasta-path = /nonexistent/pasta\n");
+    assert_eq!(code, Some(1), "{said}");
+    for line in [
+        "FAIL  build users: the group 'no-such-group' specified in 'build-users-group' does not exist",
+        "FAIL  pasta: '/nonexistent/pasta' (pasta-path) cannot be run",
+        "is mode 0777: anyone may remove or replace store paths",
+    ] {
+        assert!(said.contains(line), "no '{line}' in: {said}");
+    }
+    let (code, said) = doctor("sandbox = true = yes\n");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("FAIL  nix.conf: "), "{said}");
+    // Repaired: the doctor passes.
+    hermetic_tests::set_mode(&store.path, 0o1775);
+    let (code, said) =
+        doctor("experimental-features = auto-allocate-uids\nauto-allocate-uids = true\n");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("ok    build users: auto-allocated: 128 slots"),
+        "{said}"
     );
 }

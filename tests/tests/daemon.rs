@@ -1067,3 +1067,62 @@ fn a_failed_build_is_told_once() {
     }
     assert!(said.contains("error: build of '"), "{said}");
 }
+
+#[test]
+fn the_daemon_logs_connections_refusals_and_builds() {
+    if !test_user_or_skip("the_daemon_logs_connections_refusals_and_builds") {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let daemon = Daemon::start("daemon-log", "allowed-users = root");
+    let built = nix
+        .command("nix-build")
+        .args([
+            "--store",
+            &daemon.url(),
+            &daemon.file(),
+            "-A",
+            "a",
+            "--no-out-link",
+        ])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    let drv = nix.run(
+        "nix-instantiate",
+        &["--store", &daemon.url(), &daemon.file(), "-A", "a"],
+    );
+    let refused = as_user(
+        &nix,
+        TEST_USER,
+        "nix-store",
+        &["--store", &daemon.url(), "-q", "--hash", drv.trim()],
+    );
+    assert!(!refused.status.success());
+    // The log is written as the client is served: wait for its last line.
+    let started = Instant::now();
+    while !daemon.log().contains("refused connection") {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = daemon.log();
+    // One line per connection (Nix's words), per build started and ended,
+    // per refusal; no colour off a terminal.
+    let line = |pattern: &str| log.lines().any(|l| l.contains(pattern));
+    assert!(line("accepted connection from pid "), "{log}");
+    assert!(line(", user root (trusted)"), "{log}");
+    let printed = drv.trim();
+    assert!(line(&format!("building '{printed}' for pid ")), "{log}");
+    assert!(line(&format!("built '{printed}' for pid ")), "{log}");
+    assert!(
+        line(&format!(
+            "user {TEST_USER}: user '{TEST_USER}' is not allowed to connect to the Nix daemon"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log}");
+}

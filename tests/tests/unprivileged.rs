@@ -269,3 +269,110 @@ fn doctor_fails_where_no_sandbox_can_be_made() {
         "{stdout}"
     );
 }
+
+#[test]
+fn an_ordinary_user_builds_every_kind_of_output_in_a_store_it_owns() {
+    if !test_user_or_skip("an_ordinary_user_builds_every_kind_of_output_in_a_store_it_owns") {
+        return;
+    }
+    let (root, _) = user_store();
+    let user = test_user();
+    let conf = root.path.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("nix.conf"),
+        "sandbox = true\nextra-sandbox-paths = /bin/sh=/bin/busybox\n",
+    )
+    .unwrap();
+    let hermetic = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
+            .arg("--init-groups")
+            .arg("--reset-env")
+            .arg("env")
+            .arg(format!("NIX_CONF_DIR={}", conf.display()))
+            .arg(hermetic_tests::hermetic_for_test_user())
+            .arg("--store")
+            .arg(&root.path)
+            .args(args)
+            .current_dir(&root.path)
+            .output()
+            .unwrap()
+    };
+    let write = |name: &str, json: String| {
+        let file = root.path.join(name);
+        std::fs::write(&file, json).unwrap();
+        file.display().to_string()
+    };
+    let drv = |name: &str, script: &str, inputs: &str, outputs: &str| {
+        format!(
+            r#"{{"name":"{name}","system":"x86_64-linux","builder":"/bin/sh","args":["-c","{script}"],
+               "env":{{}},"inputSrcs":[{inputs}],"inputDrvs":{{}},"outputs":{{{outputs}}}}}"#
+        )
+    };
+    // An input first, so that the rest are built with inputs (the store
+    // directory through an overlay).
+    let file = write(
+        "input.json",
+        drv(
+            "input",
+            "mkdir -p $out/sub; echo in > $out/sub/f",
+            "",
+            r#""out":{}"#,
+        ),
+    );
+    let out = hermetic(&["build", &file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let input = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let outputs = r#""out":{},"dev":{}"#;
+    for (name, script) in [
+        ("file", "echo f > $out; echo d > $dev"),
+        ("dir", "mkdir -p $out/a/b; echo x > $out/a/b/f; mkdir $dev"),
+        ("symlink", "ln -s /nowhere $out; ln -s $out $dev"),
+        // Closed to everyone, the owner too: Nix's canonicalisation opens
+        // them; so must hermetic's.
+        (
+            "closed",
+            "mkdir -p $out/a/b; echo x > $out/a/b/f; chmod 0 $out/a/b $out/a; mkdir $dev; chmod 0 $dev",
+        ),
+        (
+            "read-only",
+            "mkdir -p $out/a; echo x > $out/a/f; chmod -R a-w $out; echo > $dev; chmod 0 $dev",
+        ),
+    ] {
+        let script = format!("cat {input}/sub/f > /dev/null; {script}");
+        let file = write(
+            &format!("{name}.json"),
+            drv(name, &script, &format!("\"{input}\""), outputs),
+        );
+        let out = hermetic(&["build", &file]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            2,
+            "{name}"
+        );
+    }
+    let verify = hermetic(&["store", "verify", "--check-contents"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // Nothing was left in the store directory but store paths.
+    let stray: Vec<_> = std::fs::read_dir(root.path.join("nix/store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n != ".links" || n.ends_with("-hermetic-stage"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}

@@ -218,6 +218,49 @@ fn try_acquire(
     Ok(None)
 }
 
+/// Whether builds could get build users as `config` says, without taking
+/// any: what they would be, or why none can be had (the errors a build
+/// would meet). For `doctor`.
+pub fn describe(config: &PoolConfig) -> Result<String, PoolError> {
+    if config.auto_allocate_uids {
+        let slots = config.id_count / RANGE_SIZE;
+        if slots == 0 {
+            return Err(PoolError::TooFewIds(config.id_count));
+        }
+        return Ok(format!(
+            "auto-allocated: {slots} slots of uids from {}",
+            config.start_id
+        ));
+    }
+    if config.build_users_group.is_empty() {
+        return Err(PoolError::NoBuildUsers);
+    }
+    let group = group(&config.build_users_group)?;
+    if group.mem.is_empty() {
+        return Err(PoolError::NoMembers(group.name));
+    }
+    for member in &group.mem {
+        let user = match User::from_name(member) {
+            Ok(Some(user)) => user,
+            _ => {
+                return Err(PoolError::NoUser {
+                    user: member.clone(),
+                    group: group.name.clone(),
+                });
+            }
+        };
+        if user.uid == nix::unistd::getuid() || user.uid == nix::unistd::geteuid() {
+            return Err(PoolError::SelfMember(group.name.clone()));
+        }
+    }
+    Ok(format!(
+        "group '{}': {} build users ({})",
+        group.name,
+        group.mem.len(),
+        group.mem.join(", ")
+    ))
+}
+
 fn group(name: &str) -> Result<Group, PoolError> {
     match Group::from_name(name) {
         Ok(Some(group)) => Ok(group),

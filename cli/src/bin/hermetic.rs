@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use hermetic_cli::build_targets::{Wanted, split_outputs};
 use hermetic_store::binary_cache::{BinaryCache, CacheError};
 use hermetic_store::cache_writer::CacheWriter;
 use hermetic_store::derivation::json;
@@ -20,13 +21,14 @@ use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
 #[derive(Parser)]
 #[command(name = "hermetic", version)]
 struct Cli {
-    /// A store under another root, as Nix's `--store DIR` (`local?root=DIR`):
-    /// paths in DIR/nix/store, shown as /nix/store; state in DIR/nix/var/nix.
-    /// Without it: /nix/store, state in $NIX_STATE_DIR or /nix/var/nix.
-    /// Build-user locks and cgroup records are host-wide, in $NIX_STATE_DIR
-    /// or /nix/var/nix whatever the store, as Nix keeps its user pool.
-    #[arg(long, global = true, value_name = "DIR")]
-    store: Option<PathBuf>,
+    /// The store, as a Nix store URI: `local` (the default: /nix/store,
+    /// state in $NIX_STATE_DIR or /nix/var/nix), `local?root=DIR` or a path
+    /// DIR (paths in DIR/nix/store, shown as /nix/store; state in
+    /// DIR/nix/var/nix). Any other URI is refused. Build-user locks and
+    /// cgroup records are host-wide, in $NIX_STATE_DIR or /nix/var/nix
+    /// whatever the store, as Nix keeps its user pool.
+    #[arg(long, global = true, value_name = "URI")]
+    store: Option<String>,
     /// Log debug lines to stderr.
     #[arg(long, global = true)]
     debug: bool,
@@ -93,9 +95,21 @@ struct BuildArgs {
     /// A setting, as in nix.conf (repeatable), after nix.conf and NIX_CONFIG.
     #[arg(long = "option", num_args = 2, value_names = ["NAME", "VALUE"])]
     options: Vec<String>,
-    /// The derivations.
-    #[arg(required = true)]
-    drvs: Vec<PathBuf>,
+    /// Make a link to each output wanted, a garbage collector root, as
+    /// `nix-build -o` names them (`result`, `result-dev`, `result-2`, …).
+    #[arg(long = "out-link", short = 'o', value_name = "LINK")]
+    out_link: Option<PathBuf>,
+    /// Do not show the builders' output (`nix-build -Q`).
+    #[arg(long = "no-build-output", short = 'Q')]
+    no_build_output: bool,
+    /// Say more (`-v`: what hermetic does; `-vv`: debug lines).
+    #[arg(long, short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// The derivations (`.drv` in the store or a file, or their JSON), each
+    /// with the outputs wanted (`DRV^out,dev`, `DRV!out`; default all), or
+    /// store paths to make valid.
+    #[arg(required = true, value_name = "DRV")]
+    drvs: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -205,11 +219,36 @@ enum DerivationCommand {
     },
 }
 
+/// `println!` that hands a write error (a closed pipe) to the caller
+/// instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
+
+/// Whether `error` comes from writing to a closed pipe (`… | head`): the
+/// reader has all it wanted, so hermetic stops quietly.
+fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hermetic_cli::init_logging(cli.debug);
+    let default_level = match &cli.command {
+        Command::Daemon { .. } => "info",
+        Command::Build(args) if args.verbose >= 2 => "debug",
+        Command::Build(args) if args.verbose == 1 => "info",
+        _ => "warn",
+    };
+    hermetic_cli::init_logging(cli.debug, default_level);
     match run(cli) {
         Ok(code) => code,
+        Err(error) if is_closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -217,15 +256,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn layout(cli: &Cli) -> StoreLayout {
-    match &cli.store {
-        Some(root) => StoreLayout::under_root(root),
-        None => StoreLayout::system(),
-    }
-}
-
 fn run(cli: Cli) -> Result<ExitCode> {
-    let layout = layout(&cli);
+    let layout = match &cli.store {
+        Some(uri) => StoreLayout::from_store_uri(uri)?,
+        None => StoreLayout::system(),
+    };
     match cli.command {
         Command::Builtin {
             name,
@@ -253,7 +288,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Store(StoreCommand::Hash { path }) => {
             let (hash, _) = hermetic_store::local::nar_hash_of(&path)?;
-            println!("{hash}");
+            outln!("{hash}");
         }
         Command::Store(command) => store_command(layout, command)?,
         Command::Derivation(DerivationCommand::Show { paths }) => {
@@ -261,7 +296,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .iter()
                 .map(|p| read_drv_file(&layout, p))
                 .collect::<Result<Vec<_>>>()?;
-            println!("{}", json::print(&layout.store_dir, &drvs));
+            outln!("{}", json::print(&layout.store_dir, &drvs));
         }
         Command::Build(args) => return build(layout, args),
         Command::Daemon {
@@ -270,7 +305,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nix_version,
         } => {
             if nix_version {
-                println!("{}", hermetic_daemon::protocol::DAEMON_VERSION);
+                outln!("{}", hermetic_daemon::protocol::DAEMON_VERSION);
                 return Ok(ExitCode::SUCCESS);
             }
             let mut settings = hermetic_config::settings::Settings::for_caller();
@@ -288,7 +323,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut store = LocalStore::open(layout.clone())?;
             for (_, drv) in drvs {
                 let path = store.add_derivation(&drv)?;
-                println!("{}", layout.store_dir.print(&path));
+                outln!("{}", layout.store_dir.print(&path));
             }
         }
     }
@@ -310,14 +345,14 @@ fn collect(store: &mut LocalStore, action: GcAction, max_freed: Option<u64>) -> 
     };
     let results = store.collect_garbage(&options, &mut |line| eprintln!("{line}"))?;
     if deletes {
-        println!(
+        outln!(
             "{} store paths deleted, {:.2} MiB freed",
             results.paths.len(),
             results.bytes_freed as f64 / (1024.0 * 1024.0)
         );
     } else {
         for path in &results.paths {
-            println!("{path}");
+            outln!("{path}");
         }
     }
     Ok(())
@@ -336,7 +371,7 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 let added = store
                     .add_path(&path)
                     .with_context(|| format!("cannot add '{}' to the store", path.display()))?;
-                println!("{}", layout.store_dir.print(&added));
+                outln!("{}", layout.store_dir.print(&added));
             }
         }
         StoreCommand::Copy { from, to, paths } => {
@@ -395,10 +430,10 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 .map(|p| Ok(store.query_info(&parse(p)?)?))
                 .collect::<Result<Vec<_>>>()?;
             if json {
-                println!("{}", path_info_json(&layout, &infos));
+                outln!("{}", path_info_json(&layout, &infos));
             } else {
                 for info in infos {
-                    print_info(&layout, &info);
+                    print_info(&layout, &info)?;
                 }
             }
         }
@@ -430,7 +465,7 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 }
             }
             for (holder, path) in lines {
-                println!("{holder} -> {path}");
+                outln!("{holder} -> {path}");
             }
         }
         StoreCommand::Gc {
@@ -458,7 +493,7 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 .map(|p| parse(p))
                 .collect::<Result<Vec<StorePath>>>()?;
             for path in store.closure(&roots)? {
-                println!("{}", layout.store_dir.print(&path));
+                outln!("{}", layout.store_dir.print(&path));
             }
         }
         StoreCommand::Dump { .. } | StoreCommand::Hash { .. } => {
@@ -468,18 +503,19 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
     Ok(())
 }
 
-fn print_info(layout: &StoreLayout, info: &hermetic_store::PathInfo) {
+fn print_info(layout: &StoreLayout, info: &hermetic_store::PathInfo) -> std::io::Result<()> {
     let print = |p: &StorePath| layout.store_dir.print(p);
-    println!("path:       {}", print(&info.path));
-    println!("nar-hash:   {}", info.nar_hash);
-    println!("nar-size:   {}", info.nar_size);
+    outln!("path:       {}", print(&info.path));
+    outln!("nar-hash:   {}", info.nar_hash);
+    outln!("nar-size:   {}", info.nar_size);
     let refs: Vec<String> = info.references.iter().map(print).collect();
-    println!("references: {}", refs.join(" "));
-    println!(
+    outln!("references: {}", refs.join(" "));
+    outln!(
         "deriver:    {}",
         info.deriver.as_ref().map(print).unwrap_or_default()
     );
-    println!("ca:         {}", info.ca.as_deref().unwrap_or_default());
+    outln!("ca:         {}", info.ca.as_deref().unwrap_or_default());
+    Ok(())
 }
 
 fn path_info_json(layout: &StoreLayout, infos: &[hermetic_store::PathInfo]) -> String {
@@ -570,46 +606,61 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     let mut settings = hermetic_config::settings::Settings::for_caller();
     hermetic_config::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
 
-    let mut targets = Vec::new();
-    {
+    let targets = {
         let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
         store.reserve_space(settings.gc_reserved_space);
-        for file in &args.drvs {
-            match layout.parse_user_path(file) {
-                Ok(path) if store.is_valid(&path)? => targets.push(path),
-                _ => {
-                    for (_, drv) in read_any_drv(&layout, file)? {
-                        let path = store.add_derivation(&drv).with_context(|| {
-                            format!("cannot add '{}' to the store", file.display())
-                        })?;
-                        targets.push(path);
-                    }
-                }
-            }
-        }
-    }
+        build_targets(&layout, &mut store, &args.drvs)?
+    };
+    let drvs: Vec<StorePath> = targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Build { drv, .. } => Some(drv.clone()),
+            Target::Path(_) => None,
+        })
+        .collect();
+    let paths: Vec<StorePath> = targets
+        .iter()
+        .filter_map(|t| match t {
+            Target::Path(path) => Some(path.clone()),
+            Target::Build { .. } => None,
+        })
+        .collect();
 
     // SIGINT, SIGTERM and SIGHUP end every running build cleanly: blocked
     // here (threads inherit the mask) and seen through a signalfd that every
     // build's supervisor polls.
     let cancel = hermetic_cli::interrupts_as_fd()?;
+    let progress = |progress: hermetic_realise::schedule::Progress| {
+        if let Some(line) = progress.text(&layout.store_dir) {
+            eprintln!("{line}");
+        }
+    };
+    // Store paths that are not derivations are fetched, as Nix's
+    // `ensurePath` does, or refused in its words.
+    hermetic_realise::substitute::substitute_paths(
+        &layout,
+        &settings,
+        &paths,
+        Some(cancel.as_fd()),
+        &progress,
+    )
+    .map_err(|e| anyhow::anyhow!(hermetic_realise::error_chain(&e)))?;
 
-    let log: hermetic_realise::log::SharedLog =
-        std::sync::Arc::new(std::sync::Mutex::new(std::io::stderr()));
+    let log: hermetic_realise::log::SharedLog = if args.no_build_output {
+        std::sync::Arc::new(std::sync::Mutex::new(std::io::sink()))
+    } else {
+        std::sync::Arc::new(std::sync::Mutex::new(std::io::stderr()))
+    };
     let summary = hermetic_realise::schedule::build_all(
         &layout,
         &settings,
-        &targets,
+        &drvs,
         args.check,
         Some(cancel.as_fd()),
         log,
-        &|progress| {
-            if let Some(line) = progress.text(&layout.store_dir) {
-                eprintln!("{line}");
-            }
-        },
+        &progress,
     )?;
-    let report = summary.failure_report(&targets, &layout.store_dir, &|_, failure| {
+    let report = summary.failure_report(&drvs, &layout.store_dir, &|_, failure| {
         hermetic_realise::error_chain(&failure.error)
     });
     for line in &report.lines {
@@ -618,13 +669,116 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     if let Some(error) = &report.error {
         eprintln!("error: {error}");
     }
-    let mut stdout = std::io::stdout().lock();
+    // Each target's outputs wanted, with the output's name, in order.
+    let mut wanted: Vec<Vec<(String, StorePath)>> = Vec::new();
     for target in &targets {
-        if let Some(outputs) = summary.outputs.get(target) {
-            for path in outputs.values() {
-                writeln!(stdout, "{}", layout.store_dir.print(path))?;
+        match target {
+            Target::Path(path) => wanted.push(vec![("out".to_owned(), path.clone())]),
+            Target::Build { drv, wanted: which } => {
+                let Some(outputs) = summary.outputs.get(drv) else {
+                    continue;
+                };
+                wanted.push(
+                    outputs
+                        .iter()
+                        .filter(|(name, _)| which.includes(name))
+                        .map(|(name, path)| (name.clone(), path.clone()))
+                        .collect(),
+                );
             }
         }
     }
-    Ok(ExitCode::from(summary.exit_code()))
+    if let Some(out_link) = &args.out_link {
+        let cwd = std::env::current_dir().context("cannot find the working directory")?;
+        let store = LocalStore::open(layout.clone()).context("cannot open the store")?;
+        for (counter, outputs) in wanted.iter().enumerate() {
+            for (name, path) in outputs {
+                let link = hermetic_cli::build_targets::link_path(&cwd, out_link, counter, name);
+                store.add_perm_root(path, &link)?;
+            }
+        }
+    }
+    // A closed pipe (`| head -1`) ends the list quietly; the builds are
+    // done by now, and the exit status is still theirs.
+    let mut stdout = std::io::stdout().lock();
+    let printed = wanted
+        .iter()
+        .flatten()
+        .try_for_each(|(_, path)| writeln!(stdout, "{}", layout.store_dir.print(path)));
+    match printed {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::from(summary.exit_code())),
+    }
+}
+
+/// What one argument of `hermetic build` asks for.
+enum Target {
+    /// A derivation's outputs.
+    Build {
+        /// The derivation, in the store.
+        drv: StorePath,
+        /// The outputs to print and link.
+        wanted: Wanted,
+    },
+    /// A store path to make valid.
+    Path(StorePath),
+}
+
+/// Reads the arguments of `hermetic build`: derivations (added to the
+/// store when they are files) with the outputs wanted, which each must
+/// have (Nix's text), and store paths that are not derivations.
+fn build_targets(
+    layout: &StoreLayout,
+    store: &mut LocalStore,
+    args: &[String],
+) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for arg in args {
+        let (file, wanted, suffixed) = split_outputs(arg);
+        let file = Path::new(file);
+        let mut drvs = Vec::new();
+        match layout.parse_user_path(file) {
+            Ok(path) if !path.is_derivation() => {
+                if suffixed {
+                    bail!(
+                        "'{}' is not a derivation, so it has no outputs to choose",
+                        file.display()
+                    );
+                }
+                targets.push(Target::Path(path));
+                continue;
+            }
+            Ok(path) if store.is_valid(&path)? => drvs.push(path),
+            _ => {
+                for (_, drv) in read_any_drv(layout, file)? {
+                    let path = store
+                        .add_derivation(&drv)
+                        .with_context(|| format!("cannot add '{}' to the store", file.display()))?;
+                    drvs.push(path);
+                }
+            }
+        }
+        for drv in drvs {
+            if let Wanted::Names(names) = &wanted {
+                let has = store.read_derivation(&drv)?;
+                let missing: Vec<String> = names
+                    .iter()
+                    .filter(|name| !has.outputs.contains_key(*name))
+                    .map(|name| format!("'{name}'"))
+                    .collect();
+                if !missing.is_empty() {
+                    bail!(
+                        "derivation '{}' does not have wanted outputs {}",
+                        layout.store_dir.print(&drv),
+                        missing.join(", ")
+                    );
+                }
+            }
+            targets.push(Target::Build {
+                drv,
+                wanted: wanted.clone(),
+            });
+        }
+    }
+    Ok(targets)
 }

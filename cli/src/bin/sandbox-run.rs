@@ -209,7 +209,7 @@ fn parse_build_user(text: &str) -> Result<BuildUser, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    hermetic_cli::init_logging(cli.debug);
+    hermetic_cli::init_logging(cli.debug, "warn");
     let result = match cli.subcommand {
         Some(Subcommands::Doctor) => doctor(),
         None => run(cli),
@@ -233,7 +233,8 @@ fn main() -> ExitCode {
 }
 
 fn doctor() -> Result<ExitCode> {
-    let report = hermetic_runtime::doctor::examine();
+    let mut report = hermetic_runtime::doctor::examine();
+    report.checks.extend(hermetic_cli::doctor_config::examine());
     print!("{report}");
     Ok(if report.sandbox_possible() {
         ExitCode::SUCCESS

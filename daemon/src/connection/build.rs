@@ -197,6 +197,7 @@ impl Connection {
         check: bool,
     ) -> Result<(hermetic_realise::schedule::Summary, Arc<BuildReporter>), Step> {
         let reporter = self.reporter();
+        let (store_dir, client) = (&self.layout.store_dir, self.client.as_str());
         let summary = self.while_watching_hangup(|cancel| {
             hermetic_realise::schedule::build_all(
                 &self.layout,
@@ -205,7 +206,10 @@ impl Connection {
                 check,
                 cancel,
                 reporter.log(),
-                &|progress| reporter.progress(progress),
+                &|progress| {
+                    log_build(store_dir, client, &progress);
+                    reporter.progress(progress)
+                },
             )
         });
         reporter.finish();
@@ -297,5 +301,20 @@ pub(super) fn result_status(kind: hermetic_realise::goal::FailureKind) -> u64 {
         FailureKind::NotDeterministic => 12,
         FailureKind::DependencyFailed => 10,
         FailureKind::Misc => 9,
+    }
+}
+
+/// Says in the daemon's log that a build started or ended, and for whom.
+fn log_build(store_dir: &hermetic_store::StoreDir, client: &str, progress: &Progress) {
+    match progress {
+        Progress::Started { drv, .. } => {
+            tracing::info!("building '{}' for {client}", store_dir.print(drv))
+        }
+        Progress::Finished { drv, ok } => tracing::info!(
+            "{} '{}' for {client}",
+            if *ok { "built" } else { "failed to build" },
+            store_dir.print(drv)
+        ),
+        _ => {}
     }
 }

@@ -74,8 +74,16 @@ pub struct Connection {
     to: ClientWriter,
     /// The store, once an operation needed it.
     open_store: std::cell::RefCell<Option<LocalStore>>,
+    /// Who the client is, as the daemon's log names it.
+    client: String,
     /// Nix's auto-GC before additions (`min-free`), once one came.
     auto_gc: std::cell::OnceCell<Option<hermetic_realise::auto_gc::AutoGc>>,
+}
+
+/// A peer's pid as the daemon's log shows it (`?` when unknown).
+fn peer_pid(peer: &Peer) -> String {
+    peer.pid
+        .map_or_else(|| "?".to_owned(), |pid| pid.to_string())
 }
 
 fn lock(to: &ClientWriter) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
@@ -173,7 +181,11 @@ pub fn serve(
     let trusted = match admitted {
         Ok(trusted) => trusted,
         Err(refused) => {
-            tracing::info!(user = %peer.user, "{refused}");
+            tracing::warn!(
+                "refused connection from pid {}, user {}: {refused}",
+                peer_pid(&peer),
+                peer.user
+            );
             let mut w = lock(&to);
             send_error(&mut *w, &refused)?;
             return Ok(());
@@ -193,7 +205,13 @@ pub fn serve(
         send_last(&mut *w)?;
         w.flush()?;
     }
-    tracing::debug!(user = %peer.user, uid = peer.uid, trusted, "client connected");
+    // Nix's words.
+    tracing::info!(
+        "accepted connection from pid {}, user {}{}",
+        peer_pid(&peer),
+        peer.user,
+        if trusted { " (trusted)" } else { "" }
+    );
     let mut connection = Connection {
         layout,
         settings,
@@ -202,6 +220,7 @@ pub fn serve(
         stop: lifecycle.stop.as_ref().and_then(|fd| fd.try_clone().ok()),
         open_store: std::cell::RefCell::new(None),
         auto_gc: std::cell::OnceCell::new(),
+        client: format!("pid {}, user {}", peer_pid(&peer), peer.user),
         version,
         to,
     };
