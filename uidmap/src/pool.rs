@@ -183,27 +183,11 @@ fn try_acquire(
         }
         return Ok(None);
     }
-    if config.build_users_group.is_empty() {
-        return Err(PoolError::NoBuildUsers);
-    }
-    let group = group(&config.build_users_group)?;
-    if group.mem.is_empty() {
-        return Err(PoolError::NoMembers(group.name));
-    }
+    let group = users_group(config)?;
+    // Each member is checked as it is reached, as Nix does.
     for member in &group.mem {
-        let user = match User::from_name(member) {
-            Ok(Some(user)) => user,
-            _ => {
-                return Err(PoolError::NoUser {
-                    user: member.clone(),
-                    group: group.name.clone(),
-                });
-            }
-        };
+        let user = member_account(&group, member)?;
         let uid = user.uid.as_raw();
-        if uid == nix::unistd::getuid().as_raw() || uid == nix::unistd::geteuid().as_raw() {
-            return Err(PoolError::SelfMember(group.name.clone()));
-        }
         let path = config.state_dir.join("userpool").join(uid.to_string());
         if let Some(lock) = try_lock(&path)? {
             return Ok(Some(BuildUserLease {
@@ -232,26 +216,9 @@ pub fn describe(config: &PoolConfig) -> Result<String, PoolError> {
             config.start_id
         ));
     }
-    if config.build_users_group.is_empty() {
-        return Err(PoolError::NoBuildUsers);
-    }
-    let group = group(&config.build_users_group)?;
-    if group.mem.is_empty() {
-        return Err(PoolError::NoMembers(group.name));
-    }
+    let group = users_group(config)?;
     for member in &group.mem {
-        let user = match User::from_name(member) {
-            Ok(Some(user)) => user,
-            _ => {
-                return Err(PoolError::NoUser {
-                    user: member.clone(),
-                    group: group.name.clone(),
-                });
-            }
-        };
-        if user.uid == nix::unistd::getuid() || user.uid == nix::unistd::geteuid() {
-            return Err(PoolError::SelfMember(group.name.clone()));
-        }
+        member_account(&group, member)?;
     }
     Ok(format!(
         "group '{}': {} build users ({})",
@@ -259,6 +226,37 @@ pub fn describe(config: &PoolConfig) -> Result<String, PoolError> {
         group.mem.len(),
         group.mem.join(", ")
     ))
+}
+
+/// The build users group, which must exist and have members.
+fn users_group(config: &PoolConfig) -> Result<Group, PoolError> {
+    if config.build_users_group.is_empty() {
+        return Err(PoolError::NoBuildUsers);
+    }
+    let group = group(&config.build_users_group)?;
+    if group.mem.is_empty() {
+        return Err(PoolError::NoMembers(group.name));
+    }
+    Ok(group)
+}
+
+/// The account of `member` of the build users group: it must have one,
+/// and not be this process's own user.
+fn member_account(group: &Group, member: &str) -> Result<User, PoolError> {
+    let user = match User::from_name(member) {
+        Ok(Some(user)) => user,
+        _ => {
+            return Err(PoolError::NoUser {
+                user: member.to_owned(),
+                group: group.name.clone(),
+            });
+        }
+    };
+    let uid = user.uid.as_raw();
+    if uid == nix::unistd::getuid().as_raw() || uid == nix::unistd::geteuid().as_raw() {
+        return Err(PoolError::SelfMember(group.name.clone()));
+    }
+    Ok(user)
 }
 
 fn group(name: &str) -> Result<Group, PoolError> {
