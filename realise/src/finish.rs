@@ -287,13 +287,8 @@ pub fn keep_failed(
         }
         return;
     }
-    let id: String = pending
-        .staging()
-        .file_name()
-        .map(|n| n.to_string_lossy().chars().take(8).collect())
-        .unwrap_or_default();
     let kept_dir = hermetic_store::pending::kept_dir(&layout.state_dir);
-    let (kept, error) = pending.keep_aside(&kept_dir, &format!("{name}-{id}"));
+    let (kept, error) = pending.keep_aside(&kept_dir, name);
     if let Some(e) = error {
         warn(format!(
             "warning: {}; a garbage collection may delete it",

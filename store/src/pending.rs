@@ -140,11 +140,14 @@ impl Pending {
     }
 
     /// Ends the installation keeping its staging directory: moved to
-    /// `<kept>/<name>` (made 0755 if missing, see [`kept_dir`]), where no
+    /// `<kept>/<label>-<id>` (the id: the staging name's first 8
+    /// characters; `kept` made 0755 if missing, see [`kept_dir`]), where no
     /// collector deletes it. A staging directory that cannot be moved there
     /// (another filesystem) stays where it is, and the error says why; the
     /// record is finished either way. Returns where it is now.
-    pub fn keep_aside(mut self, kept: &Path, name: &str) -> (PathBuf, Option<StoreError>) {
+    pub fn keep_aside(mut self, kept: &Path, label: &str) -> (PathBuf, Option<StoreError>) {
+        let id: String = file_name(&self.staging).chars().take(8).collect();
+        let name = format!("{label}-{id}");
         let moved = fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)

@@ -516,7 +516,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// scratch of a running sandbox.
 struct HeldScratch {
     /// The store, open for as long as its temporary root must last.
-    _store: hermetic_store::LocalStore,
+    store: hermetic_store::LocalStore,
     pending: hermetic_store::pending::Pending,
 }
 
@@ -531,15 +531,8 @@ impl HeldScratch {
             }
             return None;
         }
-        let state_dir = staging.parent()?.parent()?.join("var/nix");
-        let id: String = staging
-            .file_name()
-            .map(|n| n.to_string_lossy().chars().take(8).collect())
-            .unwrap_or_default();
-        let (at, error) = self.pending.keep_aside(
-            &hermetic_store::pending::kept_dir(&state_dir),
-            &format!("sandbox-run-{id}"),
-        );
+        let kept_dir = hermetic_store::pending::kept_dir(&self.store.layout().state_dir);
+        let (at, error) = self.pending.keep_aside(&kept_dir, "sandbox-run");
         if let Some(e) = error {
             eprintln!("warning: {e:#}; a garbage collection may delete it");
         }
@@ -573,10 +566,7 @@ fn hold_scratch_in_store(spec: &mut SandboxSpec, plan_only: bool) -> Result<Opti
     std::fs::create_dir(pending.staging())
         .with_context(|| format!("creating '{}'", pending.staging().display()))?;
     spec.scratch_parent = Some(pending.staging().to_owned());
-    Ok(Some(HeldScratch {
-        _store: store,
-        pending,
-    }))
+    Ok(Some(HeldScratch { store, pending }))
 }
 
 fn libc_sigterm() -> i32 {
