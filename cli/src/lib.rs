@@ -2,6 +2,7 @@
 
 pub mod build_targets;
 pub mod doctor_config;
+pub mod status_line;
 
 /// Logs to stderr: debug lines with `--debug`, else the level in
 /// `HERMETIC_LOG`, else `default_level` (`warn` for commands, `info` for

@@ -22,6 +22,7 @@ pub mod goal;
 pub mod hooks;
 pub mod inputs;
 pub mod log;
+pub mod log_tail;
 pub mod outputs;
 pub mod refscan;
 pub mod schedule;

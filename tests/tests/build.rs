@@ -433,8 +433,9 @@ fn references_are_found_and_checked() {
         assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
         (drv, stderr(&out))
     };
+    // Printed as Nix prints an error: its second line under its text.
     let expected =
-        format!("output 'out' is not allowed to refer to the following paths:\n  {dep_out}");
+        format!("output 'out' is not allowed to refer to the following paths:\n         {dep_out}");
     let (_, err) = forbidden("disallowed", "disallowedReferences", &dep_out);
     assert!(err.contains(&expected), "{err}");
     let (_, err) = forbidden("allowed-none", "allowedReferences", "");
@@ -741,4 +742,65 @@ fn build_takes_outputs_paths_and_out_links_as_nix_users_type_them() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
+}
+
+#[test]
+fn a_terminal_gets_a_status_line_and_a_quiet_failure_its_last_lines() {
+    if !root_or_skip("a_terminal_gets_a_status_line_and_a_quiet_failure_its_last_lines") {
+        return;
+    }
+    let host = BuildHost::diverted("build-terminal");
+    let ok = DrvSpec::new("on-a-tty", "echo said-on-a-tty; echo > $out").add_to(&host);
+    // Through a terminal (`script` gives the command a pty): the builder's
+    // line scrolls above a status line that counts the builds.
+    let command = host.command(&["build", &host.print(&ok)]);
+    let mut line = format!("{}", command.get_program().to_string_lossy());
+    for arg in command.get_args() {
+        line.push(' ');
+        line.push_str(&arg.to_string_lossy());
+    }
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => script.env(name, value),
+            None => script.env_remove(name),
+        };
+    }
+    let out = script.output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    for part in [
+        "\r\x1b[K[0/1/1 built] building on-a-tty",
+        "\r\x1b[Kon-a-tty> said-on-a-tty",
+        "\r\x1b[K[1/0/1 built]",
+    ] {
+        assert!(shown.contains(part), "no {part:?} in {shown:?}");
+    }
+    // Off a terminal no escape sequence is written.
+    let plain = host.run(&["build", "--check", &host.print(&ok)]);
+    assert!(!stderr(&plain).contains('\u{1b}'), "{}", stderr(&plain));
+
+    // With -Q the builder's output is not shown: a failure ends with its
+    // last lines and the command that shows the whole log, as Nix's does.
+    let failing = DrvSpec::new(
+        "quiet-failure",
+        "for i in $(seq 1 12); do echo line-$i; done; exit 3",
+    )
+    .add_to(&host);
+    let out = host.run(&["build", "-Q", &host.print(&failing)]);
+    assert_eq!(out.status.code(), Some(100));
+    let said = stderr(&out);
+    assert!(!said.contains("quiet-failure> "), "{said}");
+    let drv = host.print(&failing);
+    let expected = format!(
+        "error: builder for '{drv}' failed with exit code 3;\n       last 10 log lines:\n       > line-3\n"
+    );
+    assert!(said.contains(&expected), "{said}");
+    assert!(
+        said.contains(&format!(
+            "       > line-12\n       For full logs, run 'nix log {drv}'."
+        )),
+        "{said}"
+    );
 }

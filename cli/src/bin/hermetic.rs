@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hermetic_cli::build_targets::{Wanted, split_outputs};
+use hermetic_cli::status_line::{AboveStatus, StatusLine};
+use hermetic_realise::log_tail::{LogTails, TailsOnly};
 use hermetic_store::binary_cache::{BinaryCache, CacheError};
 use hermetic_store::cache_writer::CacheWriter;
 use hermetic_store::derivation::json;
@@ -630,8 +632,20 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     // here (threads inherit the mask) and seen through a signalfd that every
     // build's supervisor polls.
     let cancel = hermetic_cli::interrupts_as_fd()?;
+    // On a terminal, one status line (built / running / to do) below the
+    // output; elsewhere a plain line per event.
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let status = std::sync::Arc::new(std::sync::Mutex::new(StatusLine::new(
+        std::io::stderr(),
+        layout.store_dir.clone(),
+    )));
     let progress = |progress: hermetic_realise::schedule::Progress| {
-        if let Some(line) = progress.text(&layout.store_dir) {
+        if on_terminal {
+            status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .progress(&progress);
+        } else if let Some(line) = progress.text(&layout.store_dir) {
             eprintln!("{line}");
         }
     };
@@ -646,8 +660,13 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     )
     .map_err(|e| anyhow::anyhow!(hermetic_realise::error_chain(&e)))?;
 
+    // With -Q the builders' output is not shown; a failure's error then
+    // ends with its last lines, as Nix's does.
+    let tails = std::sync::Arc::new(std::sync::Mutex::new(LogTails::new(settings.log_lines)));
     let log: hermetic_realise::log::SharedLog = if args.no_build_output {
-        std::sync::Arc::new(std::sync::Mutex::new(std::io::sink()))
+        std::sync::Arc::new(std::sync::Mutex::new(TailsOnly(tails.clone())))
+    } else if on_terminal {
+        std::sync::Arc::new(std::sync::Mutex::new(AboveStatus(status.clone())))
     } else {
         std::sync::Arc::new(std::sync::Mutex::new(std::io::stderr()))
     };
@@ -660,14 +679,18 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
         log,
         &progress,
     )?;
-    let report = summary.failure_report(&drvs, &layout.store_dir, &|_, failure| {
-        hermetic_realise::error_chain(&failure.error)
+    let report = summary.failure_report(&drvs, &layout.store_dir, &|drv, failure| {
+        let tails = tails.lock().unwrap_or_else(|e| e.into_inner());
+        tails.describe(&layout.store_dir, drv, failure)
     });
+    status.lock().unwrap_or_else(|e| e.into_inner()).finish();
+    // As Nix prints an error: its lines after the first under its text.
+    let indented = |text: &str| text.replace('\n', "\n       ");
     for line in &report.lines {
-        eprintln!("{line}");
+        eprintln!("{}", indented(line));
     }
     if let Some(error) = &report.error {
-        eprintln!("error: {error}");
+        eprintln!("error: {}", indented(error));
     }
     // Each target's outputs wanted, with the output's name, in order.
     let mut wanted: Vec<Vec<(String, StorePath)>> = Vec::new();

@@ -7,11 +7,12 @@
 //! ends a failed builder's error with them, as a client that shows a
 //! progress bar printed none of them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hermetic_realise::goal::BuildFailure;
+use hermetic_realise::log_tail::LogTails;
 use hermetic_realise::schedule::Progress;
 use hermetic_store::substituters::FetchEvent;
 use hermetic_store::{StoreDir, StorePath};
@@ -34,7 +35,6 @@ pub(super) struct BuildReporter {
     /// Whether the client reads activities (protocol 1.20 and later).
     structured: bool,
     store_dir: StoreDir,
-    log_lines: usize,
     /// The operation's `actBuilds` activity.
     builds_id: u64,
     state: Mutex<State>,
@@ -47,7 +47,7 @@ struct State {
     /// The running fetches' activities.
     copying: HashMap<StorePath, u64>,
     /// Each build's last lines.
-    tails: HashMap<StorePath, VecDeque<String>>,
+    tails: LogTails,
     done: u64,
     expected: u64,
     failed: u64,
@@ -67,9 +67,11 @@ impl BuildReporter {
             to,
             structured: crate::protocol::minor(version) >= 20,
             store_dir,
-            log_lines,
             builds_id: next_id(),
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                tails: LogTails::new(log_lines),
+                ..State::default()
+            }),
         };
         if reporter.structured {
             let mut w = lock(&reporter.to);
@@ -169,13 +171,7 @@ impl BuildReporter {
     fn line(&self, drv: &StorePath, prefix: &str, line: &[u8]) -> std::io::Result<()> {
         let text = String::from_utf8_lossy(line);
         let mut state = self.state();
-        if self.log_lines > 0 {
-            let tail = state.tails.entry(drv.clone()).or_default();
-            if tail.len() == self.log_lines {
-                tail.pop_front();
-            }
-            tail.push_back(text.to_string());
-        }
+        state.tails.push(drv, &text);
         let id = state.running.get(drv).copied();
         drop(state);
         let mut w = lock(&self.to);
@@ -190,29 +186,7 @@ impl BuildReporter {
     /// The error of `drv`'s failure as Nix's daemon says it: a builder that
     /// failed gets its last log lines after it.
     pub(super) fn describe(&self, drv: &StorePath, failure: &BuildFailure) -> String {
-        use hermetic_realise::BuildError;
-        let message = hermetic_store::error_chain(&failure.error);
-        let builder_failed = matches!(
-            failure.error,
-            BuildError::BuilderFailed { .. } | BuildError::BuilderKilled { .. }
-        );
-        let state = self.state();
-        match state.tails.get(drv) {
-            Some(tail) if builder_failed && !tail.is_empty() => {
-                let mut text = format!("{message};\nlast {} log lines:\n", tail.len());
-                for line in tail {
-                    text.push_str("> ");
-                    text.push_str(line);
-                    text.push('\n');
-                }
-                text.push_str(&format!(
-                    "For full logs, run 'nix log {}'.",
-                    self.store_dir.print(drv)
-                ));
-                text
-            }
-            _ => message,
-        }
+        self.state().tails.describe(&self.store_dir, drv, failure)
     }
 
     /// Ends the activities still open, once: the operation's builds are
