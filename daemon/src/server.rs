@@ -47,15 +47,32 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
         path: socket.display().to_string(),
         source,
     };
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(listen_err)?;
-    }
-    match std::fs::remove_file(socket) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(listen_err(e)),
-        _ => {}
-    }
-    let listener = hermetic_store::unix_socket::bind(socket).map_err(listen_err)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(listen_err)?;
+    // A socket the service manager made and passed (`hermetic-daemon.socket`,
+    // as `nix-daemon.socket`) is used as it is; otherwise the daemon makes
+    // its own.
+    let activated = hermetic_sys::take_listen_fds().into_iter().next();
+    let owns_socket = activated.is_none();
+    let listener = match activated {
+        Some(fd) => {
+            let listener = std::os::unix::net::UnixListener::from(fd);
+            listener.local_addr().map_err(listen_err)?;
+            tracing::info!("using the socket the service manager passed");
+            listener
+        }
+        None => {
+            if let Some(dir) = socket.parent() {
+                std::fs::create_dir_all(dir).map_err(listen_err)?;
+            }
+            match std::fs::remove_file(socket) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(listen_err(e)),
+                _ => {}
+            }
+            let listener = hermetic_store::unix_socket::bind(socket).map_err(listen_err)?;
+            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666))
+                .map_err(listen_err)?;
+            listener
+        }
+    };
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
         signals.add(signal);
@@ -184,7 +201,10 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
             }
         }
         drop(listener);
-        let _ = std::fs::remove_file(socket);
+        // The service manager's socket outlives the daemon.
+        if owns_socket {
+            let _ = std::fs::remove_file(socket);
+        }
         // Running builds are cancelled (cleanly: each removes what it
         // made), and every client is hung up on once its operation ends.
         let _ = nix::unistd::write(&stop_w, b"x");

@@ -509,3 +509,35 @@ pub fn peer_groups(fd: BorrowedFd<'_>) -> Result<Vec<u32>, Errno> {
         }
     }
 }
+
+/// The sockets a service manager passed this process (systemd's socket
+/// activation: `LISTEN_PID` names this process, `LISTEN_FDS` how many
+/// descriptors follow from 3), each made close-on-exec; empty when none
+/// were passed. The variables are read once: a second call finds none.
+pub fn take_listen_fds() -> Vec<OwnedFd> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.trim().parse::<RawFd>().ok())
+        .unwrap_or(0);
+    if !for_us || count <= 0 || TAKEN.swap(true, Ordering::SeqCst) {
+        return Vec::new();
+    }
+    (3..3 + count)
+        .filter(|&fd| {
+            // SAFETY: F_SETFD on a number that may or may not be open; a
+            // closed one fails with EBADF and is skipped.
+            let set = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            set == 0
+        })
+        // SAFETY: the service manager handed these descriptors to this
+        // process, which opened nothing at these numbers before (they are
+        // taken once, at start), so nothing else owns them.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect()
+}

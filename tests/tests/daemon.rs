@@ -1126,3 +1126,103 @@ fn the_daemon_logs_connections_refusals_and_builds() {
     );
     assert!(!log.contains('\u{1b}'), "{log}");
 }
+
+#[test]
+fn the_socket_a_service_manager_passes_is_served() {
+    if !root_or_skip("the_socket_a_service_manager_passes_is_served")
+        || !hermetic_tests::probes::host_tool_or_skip(
+            "the_socket_a_service_manager_passes_is_served",
+            "systemd-socket-activate",
+        )
+    {
+        return;
+    }
+    let Some(nix) = client_conf() else { return };
+    let dir = TempDir::new("daemon-activated");
+    std::fs::create_dir_all(dir.path.join("conf")).unwrap();
+    std::fs::write(
+        dir.path.join("conf/nix.conf"),
+        "sandbox = true\nbuild-users-group = nixbld\n",
+    )
+    .unwrap();
+    let socket = dir.path.join("activated.sock");
+    let own = dir.path.join("own.sock");
+    let root = dir.path.join("root");
+    // systemd's socket activation, as `hermetic-daemon.socket` would start
+    // the daemon: the socket is the service manager's, passed as fd 3.
+    let mut manager = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(hermetic())
+        .arg("--store")
+        .arg(&root)
+        .args(["daemon", "--socket"])
+        .arg(&own)
+        .env("NIX_CONF_DIR", dir.path.join("conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !socket.exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let file = dir.path.join("added");
+    std::fs::write(&file, "through an activated socket\n").unwrap();
+    let url = format!("unix://{}?root={}", socket.display(), root.display());
+    let added = nix.run(
+        "nix-store",
+        &["--store", &url, "--add", file.to_str().unwrap()],
+    );
+    let real = root.join(added.trim().trim_start_matches('/'));
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        "through an activated socket\n"
+    );
+    // The daemon made no socket of its own.
+    assert!(!own.exists());
+    let _ = manager.kill();
+    let out = manager.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("using the socket the service manager passed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_systemd_units_load_without_a_word_and_conflict_with_nix_daemons() {
+    let test = "the_systemd_units_load_without_a_word_and_conflict_with_nix_daemons";
+    if !hermetic_tests::probes::host_tool_or_skip(test, "systemd-analyze") {
+        return;
+    }
+    let dir = TempDir::new("daemon-units");
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon");
+    let mut paths = Vec::new();
+    for name in ["hermetic-daemon.socket", "hermetic-daemon.service"] {
+        let text = std::fs::read_to_string(units.join(name)).unwrap();
+        assert!(
+            text.contains("Conflicts=nix-daemon.service nix-daemon.socket")
+                || text.contains("Conflicts=nix-daemon.socket nix-daemon.service"),
+            "{name}: {text}"
+        );
+        // `verify` checks that ExecStart's program exists: the one built.
+        let text = text.replace("/usr/local/bin/hermetic", &hermetic().display().to_string());
+        let path = dir.path.join(name);
+        std::fs::write(&path, text).unwrap();
+        paths.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .env("SYSTEMD_LOG_LEVEL", "notice")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "systemd-analyze said something"
+    );
+}
