@@ -88,6 +88,27 @@ pub struct Goal<'a> {
     pub locks: Option<Vec<hermetic_store::lock::PathLock>>,
 }
 
+/// Instead of building: a command run in exactly the sandbox the build
+/// would get (its inputs, sandbox paths, environment, build user, network,
+/// filter and build directory), for a person to look; nothing is
+/// registered (`sandbox-run --drv`).
+pub struct Enter<'a> {
+    /// The command, or the derivation's builder when empty.
+    pub command: Vec<String>,
+    /// Wire the caller's terminal through (`--shell`).
+    pub terminal: bool,
+    /// Where its output goes.
+    pub output: &'a mut dyn std::io::Write,
+}
+
+/// How a goal ended.
+enum Done {
+    /// Built (or checked): the outputs.
+    Outputs(BTreeMap<String, StorePath>),
+    /// Entered: how the command ended.
+    Entered(hermetic_runtime::Outcome),
+}
+
 impl Goal<'_> {
     /// Builds (or checks) the derivation and returns its outputs.
     pub fn run(
@@ -95,6 +116,33 @@ impl Goal<'_> {
         store: &mut LocalStore,
         warn: &mut dyn FnMut(String),
     ) -> Result<BTreeMap<String, StorePath>, BuildFailure> {
+        match self.run_or_enter(store, None, warn)? {
+            Done::Outputs(outputs) => Ok(outputs),
+            Done::Entered(_) => unreachable!("a build is entered only when asked"),
+        }
+    }
+
+    /// Runs `enter` in the sandbox a build of the derivation would get,
+    /// whether its outputs are valid or not; how it ended. Its inputs must
+    /// be valid; an unsandboxed build cannot be entered.
+    pub fn enter(
+        self,
+        store: &mut LocalStore,
+        enter: Enter<'_>,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<hermetic_runtime::Outcome, BuildFailure> {
+        match self.run_or_enter(store, Some(enter), warn)? {
+            Done::Entered(outcome) => Ok(outcome),
+            Done::Outputs(_) => unreachable!("an entered build registers nothing"),
+        }
+    }
+
+    fn run_or_enter(
+        self,
+        store: &mut LocalStore,
+        enter: Option<Enter<'_>>,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<Done, BuildFailure> {
         let layout = store.layout().clone();
         let store_dir = layout.store_dir.clone();
         let printed = store_dir.print(&self.drv_path);
@@ -117,8 +165,9 @@ impl Goal<'_> {
             };
             outputs.insert(name.clone(), path.clone());
         }
-        if !self.check && store.outputs_valid(drv)? {
-            return Ok(outputs);
+        let entering = enter.is_some();
+        if !entering && !self.check && store.outputs_valid(drv)? {
+            return Ok(Done::Outputs(outputs));
         }
         if self.check && !store.outputs_valid(drv)? {
             return Err(BuildError::CheckWithoutOutputs(printed).into());
@@ -135,6 +184,13 @@ impl Goal<'_> {
             warn,
         )?;
         let sandboxed = mode == Mode::Sandboxed;
+        if entering && !sandboxed {
+            return Err(BuildError::BadAttrs {
+                drv: printed,
+                reason: "its build would run without a sandbox here, and only a sandboxed build can be entered".into(),
+            }
+            .into());
+        }
         if self.check && !sandboxed {
             return Err(BuildError::BadAttrs {
                 drv: printed,
@@ -152,8 +208,8 @@ impl Goal<'_> {
             Some(locks) => locks,
             None => store.lock_paths(&output_paths)?,
         };
-        if !self.check && store.outputs_valid(drv)? {
-            return Ok(outputs);
+        if !entering && !self.check && store.outputs_valid(drv)? {
+            return Ok(Done::Outputs(outputs));
         }
         let mut pending = store.begin()?;
         let staging = pending.staging().to_owned();
@@ -192,6 +248,12 @@ impl Goal<'_> {
             },
             warn,
         )?;
+        // Entered: the command asked for in place of the builder.
+        let mut spec = spec;
+        if let Some((program, args)) = enter.as_ref().and_then(|e| e.command.split_first()) {
+            spec.builder = std::path::PathBuf::from(program);
+            spec.args = args.to_vec();
+        }
         let build_dir = spec
             .build_dir
             .clone()
@@ -263,6 +325,19 @@ impl Goal<'_> {
                 count: 1,
             },
         };
+        if let Some(enter) = enter {
+            let ended = job.run(
+                &sandbox,
+                RunOptions {
+                    terminal: enter.terminal,
+                    cancel: self.cancel,
+                    ..RunOptions::default()
+                },
+                enter.output,
+            )?;
+            pending.finish()?;
+            return Ok(Done::Entered(ended.outcome));
+        }
         let log_file = if settings.keep_build_log {
             match BuildLogFile::create(&layout, &self.drv_path, settings.compress_build_log) {
                 Ok(file) => Some(file),
@@ -367,7 +442,7 @@ impl Goal<'_> {
                     },
                 ));
             }
-            return Ok(outputs);
+            return Ok(Done::Outputs(outputs));
         }
         let items = sign_outputs(settings, &store_dir, items)?;
         store.install_staged(&mut pending, &items)?;
@@ -376,7 +451,7 @@ impl Goal<'_> {
             let paths: Vec<String> = output_paths.iter().map(|p| store_dir.print(p)).collect();
             crate::hooks::post_build(&settings.post_build_hook, &printed, &paths)?;
         }
-        Ok(outputs)
+        Ok(Done::Outputs(outputs))
     }
 }
 

@@ -804,3 +804,81 @@ fn a_terminal_gets_a_status_line_and_a_quiet_failure_its_last_lines() {
         "{said}"
     );
 }
+
+#[test]
+fn sandbox_run_enters_the_sandbox_a_derivations_build_gets() {
+    if !root_or_skip("sandbox_run_enters_the_sandbox_a_derivations_build_gets") {
+        return;
+    }
+    let host = BuildHost::undiverted("build-enter");
+    host.conf("extra-sandbox-paths = /bin/sh=/bin/busybox");
+    let dep = DrvSpec::new("dep", "echo dep-contents > $out").add_to(&host);
+    let out = host.run(&["build", &host.print(&dep)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // What a build sees, recorded by the build itself.
+    let seen = "env | sort; id -u; cat $dep; echo /*";
+    let recorder = DrvSpec::new("recorder", &format!("({seen}) > $out"))
+        .input("dep", &dep, "out", &host)
+        .attr("marker", "from-the-derivation")
+        .add_to(&host);
+    let out = host.run(&["build", &host.print(&recorder)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded = text(&host.real(&outputs_of(&host, &recorder)["out"]));
+
+    let sandbox_run = |args: &[&str]| {
+        let out = std::process::Command::new(hermetic_tests::sandbox_run())
+            .args(args)
+            .env("NIX_CONF_DIR", host.dir.path.join("conf"))
+            .env("NIX_STORE_DIR", host.dir.path.join("store"))
+            .env("NIX_STATE_DIR", host.dir.path.join("state"))
+            .env_remove("NIX_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    let drv = host.print(&recorder);
+    // The same command, entered: the same environment, build user, input
+    // and root directory, byte for byte (the build user may differ: one
+    // of the pool's).
+    let (code, entered, said) = sandbox_run(&["--drv", &drv, "--", "/bin/sh", "-c", seen]);
+    assert_eq!(code, Some(0), "{said}");
+    let without_uid = |text: &str| -> Vec<String> {
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let uid_line = lines.iter().position(|l| l.parse::<u32>().is_ok()).unwrap();
+        assert!(lines[uid_line].parse::<u32>().unwrap() > 0, "{text}");
+        lines
+            .into_iter()
+            .enumerate()
+            .filter(|(n, _)| *n != uid_line)
+            .map(|(_, l)| l)
+            .collect()
+    };
+    assert_eq!(without_uid(&entered), without_uid(&recorded));
+    assert!(entered.contains("marker=from-the-derivation"), "{entered}");
+    assert!(entered.contains("dep-contents"), "{entered}");
+    // The command's status is sandbox-run's; without a command the builder
+    // runs; nothing is registered or left behind.
+    let (code, _, _) = sandbox_run(&["--drv", &drv, "--", "/bin/sh", "-c", "exit 7"]);
+    assert_eq!(code, Some(7));
+    let failing = DrvSpec::new("failing", "echo the-builder-ran; exit 3").add_to(&host);
+    let (code, entered, said) = sandbox_run(&["--drv", &host.print(&failing)]);
+    assert_eq!(code, Some(3), "{said}");
+    assert_eq!(entered, "the-builder-ran\n");
+    let store = host.store();
+    assert!(!store.is_valid(&outputs_of(&host, &failing)["out"]).unwrap());
+    drop(store);
+    let stray: Vec<String> = std::fs::read_dir(host.dir.path.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n != ".links" || n.ends_with("-hermetic-stage"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+    // What is not a derivation in the store is refused, clearly.
+    let (code, _, said) = sandbox_run(&["--drv", "/nonexistent.drv"]);
+    assert_eq!(code, Some(125), "{said}");
+    assert!(said.contains("is not a derivation in the store"), "{said}");
+}

@@ -155,6 +155,21 @@ struct Cli {
     )]
     spec: Option<PathBuf>,
 
+    /// Enter the sandbox a build of this derivation (a `.drv` in the store
+    /// of $NIX_STORE_DIR/$NIX_STATE_DIR, default /nix) would get, reading
+    /// nix.conf as a build does: its inputs (which must be valid), sandbox
+    /// paths, environment, build user, network and filter; runs CMD, a shell
+    /// with --shell, else the builder. Nothing is registered.
+    #[arg(
+        long,
+        value_name = "DRV",
+        conflicts_with_all = ["spec", "print_plan", "store", "inputs", "sandbox_paths", "network",
+                              "env", "system", "build_dir", "sandbox_build_dir", "build_user",
+                              "shm_size", "kvm", "cores", "no_default_sandbox_paths", "no_sandbox",
+                              "block_nested_userns", "no_filter_syscalls", "uid_range", "keep"]
+    )]
+    drv: Option<PathBuf>,
+
     /// Print the spec and the plan (mounts, ids, process) as JSON; run nothing.
     #[arg(long)]
     print_plan: bool,
@@ -212,6 +227,7 @@ fn main() -> ExitCode {
     hermetic_cli::init_logging(cli.debug, "warn");
     let result = match cli.subcommand {
         Some(Subcommands::Doctor) => doctor(),
+        None if cli.drv.is_some() => enter_drv(cli),
         None => run(cli),
     };
     match result {
@@ -492,6 +508,87 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("note: the sandbox's /tmp is '{}'", moved(tmp).display());
         }
     }
+    if let Some(timed_out) = outcome.timed_out {
+        eprintln!("error: '{label}' {timed_out}");
+        return Ok(ExitCode::from(EXIT_TIMED_OUT));
+    }
+    if outcome.cancelled {
+        let signal = cancel
+            .read_signal()
+            .ok()
+            .flatten()
+            .map(|info| info.ssi_signo as i32)
+            .unwrap_or(libc_sigterm());
+        eprintln!("sandbox-run: interrupted by signal {signal}; the sandbox was killed");
+        return Ok(ExitCode::from((128 + signal) as u8));
+    }
+    Ok(ExitCode::from(outcome.status.code().clamp(0, 255) as u8))
+}
+
+/// `--drv`: runs the command, a shell or the builder in the sandbox a
+/// build of the derivation would get (the build's own path through
+/// `Goal::enter`, so nothing can differ), then says how it ended.
+fn enter_drv(cli: Cli) -> Result<ExitCode> {
+    use hermetic_store::{LocalStore, StoreLayout};
+    let file = cli.drv.clone().expect("--drv was given");
+    let options: Vec<(String, String)> = cli
+        .options
+        .chunks(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect();
+    let mut settings = Settings::for_caller();
+    hermetic_config::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
+    if let Some(seconds) = cli.max_silent_time {
+        settings.max_silent_time = seconds;
+    }
+    if let Some(seconds) = cli.timeout {
+        settings.timeout = seconds;
+    }
+    let layout = StoreLayout::system();
+    let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
+    let drv_path = layout
+        .parse_user_path(&file)
+        .ok()
+        .filter(|p| p.is_derivation() && store.is_valid(p).unwrap_or(false))
+        .with_context(|| {
+            format!(
+                "'{}' is not a derivation in the store '{}'; add it first (nix-instantiate, \
+                 or 'hermetic derivation add')",
+                file.display(),
+                layout.store_dir.as_str()
+            )
+        })?;
+    let drv = store.read_derivation(&drv_path)?;
+    let stdin_is_terminal = nix::unistd::isatty(std::io::stdin().as_fd()).unwrap_or(false);
+    let command = if cli.shell && cli.command.is_empty() {
+        vec!["/bin/sh".to_owned()]
+    } else {
+        cli.command.clone()
+    };
+    // A shell gets the terminal; so does the builder or a command when
+    // stdin is one and --shell was given.
+    let terminal = cli.shell && stdin_is_terminal;
+    let cancel = hermetic_cli::interrupts_as_fd()?;
+    let goal = hermetic_realise::goal::Goal {
+        drv_path: drv_path.clone(),
+        drv,
+        check: false,
+        settings: &settings,
+        cancel: Some(cancel.as_fd()),
+        log: std::sync::Arc::new(std::sync::Mutex::new(std::io::stderr())),
+        locks: None,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let enter = hermetic_realise::goal::Enter {
+        command,
+        terminal,
+        output: &mut stdout,
+    };
+    let outcome = goal
+        .enter(&mut store, enter, &mut |line| eprintln!("{line}"))
+        .map_err(|failure| anyhow::anyhow!(hermetic_realise::error_chain(&failure.error)))?;
+    drop(stdout);
+    let label = layout.store_dir.print(&drv_path);
     if let Some(timed_out) = outcome.timed_out {
         eprintln!("error: '{label}' {timed_out}");
         return Ok(ExitCode::from(EXIT_TIMED_OUT));
