@@ -508,21 +508,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("note: the sandbox's /tmp is '{}'", moved(tmp).display());
         }
     }
-    if let Some(timed_out) = outcome.timed_out {
-        eprintln!("error: '{label}' {timed_out}");
-        return Ok(ExitCode::from(EXIT_TIMED_OUT));
-    }
-    if outcome.cancelled {
-        let signal = cancel
-            .read_signal()
-            .ok()
-            .flatten()
-            .map(|info| info.ssi_signo as i32)
-            .unwrap_or(libc_sigterm());
-        eprintln!("sandbox-run: interrupted by signal {signal}; the sandbox was killed");
-        return Ok(ExitCode::from((128 + signal) as u8));
-    }
-    Ok(ExitCode::from(outcome.status.code().clamp(0, 255) as u8))
+    Ok(exit_code(&outcome, &label, &cancel))
 }
 
 /// `--drv`: runs the command, a shell or the builder in the sandbox a
@@ -589,21 +575,7 @@ fn enter_drv(cli: Cli) -> Result<ExitCode> {
         .map_err(|failure| anyhow::anyhow!(hermetic_realise::error_chain(&failure.error)))?;
     drop(stdout);
     let label = layout.store_dir.print(&drv_path);
-    if let Some(timed_out) = outcome.timed_out {
-        eprintln!("error: '{label}' {timed_out}");
-        return Ok(ExitCode::from(EXIT_TIMED_OUT));
-    }
-    if outcome.cancelled {
-        let signal = cancel
-            .read_signal()
-            .ok()
-            .flatten()
-            .map(|info| info.ssi_signo as i32)
-            .unwrap_or(libc_sigterm());
-        eprintln!("sandbox-run: interrupted by signal {signal}; the sandbox was killed");
-        return Ok(ExitCode::from((128 + signal) as u8));
-    }
-    Ok(ExitCode::from(outcome.status.code().clamp(0, 255) as u8))
+    Ok(exit_code(&outcome, &label, &cancel))
 }
 
 /// A directory in a Nix store's store directory that sandbox-run's scratch
@@ -664,6 +636,31 @@ fn hold_scratch_in_store(spec: &mut SandboxSpec, plan_only: bool) -> Result<Opti
         .with_context(|| format!("creating '{}'", pending.staging().display()))?;
     spec.scratch_parent = Some(pending.staging().to_owned());
     Ok(Some(HeldScratch { store, pending }))
+}
+
+/// sandbox-run's exit status for how the sandbox ended: the command's,
+/// 101 for a time limit, 128+N for the signal that interrupted it; what
+/// ended it is said.
+fn exit_code(
+    outcome: &hermetic_runtime::Outcome,
+    label: &str,
+    cancel: &nix::sys::signalfd::SignalFd,
+) -> ExitCode {
+    if let Some(timed_out) = &outcome.timed_out {
+        eprintln!("error: '{label}' {timed_out}");
+        return ExitCode::from(EXIT_TIMED_OUT);
+    }
+    if outcome.cancelled {
+        let signal = cancel
+            .read_signal()
+            .ok()
+            .flatten()
+            .map(|info| info.ssi_signo as i32)
+            .unwrap_or(libc_sigterm());
+        eprintln!("sandbox-run: interrupted by signal {signal}; the sandbox was killed");
+        return ExitCode::from((128 + signal) as u8);
+    }
+    ExitCode::from(outcome.status.code().clamp(0, 255) as u8)
 }
 
 fn libc_sigterm() -> i32 {
