@@ -287,8 +287,7 @@ pub fn keep_failed(
         }
         return;
     }
-    let kept_dir = hermetic_store::pending::kept_dir(&layout.state_dir);
-    let (kept, error) = pending.keep_aside(&kept_dir, name);
+    let (kept, error) = pending.keep_aside(&layout.state_dir, name);
     if let Some(e) = error {
         warn(format!(
             "warning: {}; a garbage collection may delete it",

@@ -30,7 +30,7 @@ pub fn records_dir(state_dir: &Path) -> PathBuf {
 /// Where staging directories asked to be kept (`keep-failed`,
 /// `sandbox-run --keep`) are moved: outside the store directory, where no
 /// garbage collector looks, and on the store's filesystem as a rule.
-pub fn kept_dir(state_dir: &Path) -> PathBuf {
+fn kept_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("hermetic/kept")
 }
 
@@ -140,12 +140,13 @@ impl Pending {
     }
 
     /// Ends the installation keeping its staging directory: moved to
-    /// `<kept>/<label>-<id>` (the id: the staging name's first 8
-    /// characters; `kept` made 0755 if missing, see [`kept_dir`]), where no
+    /// `<state>/hermetic/kept/<label>-<id>` (the id: the staging name's
+    /// first 8 characters; the directory made 0755 if missing), where no
     /// collector deletes it. A staging directory that cannot be moved there
     /// (another filesystem) stays where it is, and the error says why; the
     /// record is finished either way. Returns where it is now.
-    pub fn keep_aside(mut self, kept: &Path, label: &str) -> (PathBuf, Option<StoreError>) {
+    pub fn keep_aside(mut self, state_dir: &Path, label: &str) -> (PathBuf, Option<StoreError>) {
+        let kept = &kept_dir(state_dir);
         let id: String = file_name(&self.staging).chars().take(8).collect();
         let name = format!("{label}-{id}");
         let moved = fs::DirBuilder::new()

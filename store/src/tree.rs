@@ -75,10 +75,14 @@ pub fn remove_tree_counting(path: &Path) -> Result<u64, StoreError> {
 /// holding `path` is trusted; a `path` that is not a directory is left as
 /// it is.
 pub fn seal_tree(path: &Path, max_depth: usize) -> Result<(), StoreError> {
-    let opened = match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => open_dir(nix::fcntl::AT_FDCWD, parent.as_os_str(), false)
-            .and_then(|parent| open_subdir(&parent, name)),
-        _ => open_dir(nix::fcntl::AT_FDCWD, path.as_os_str(), true),
+    // A top closed to its owner is opened to it through its parent.
+    let opened = match open_dir(nix::fcntl::AT_FDCWD, path.as_os_str(), true) {
+        Err(Errno::EACCES) => match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => open_dir(nix::fcntl::AT_FDCWD, parent.as_os_str(), false)
+                .and_then(|parent| open_subdir(&parent, name)),
+            _ => Err(Errno::EACCES),
+        },
+        opened => opened,
     };
     let top = match opened {
         Ok(fd) => fd,

@@ -608,11 +608,9 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     let mut settings = hermetic_config::settings::Settings::for_caller();
     hermetic_config::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
 
-    let targets = {
-        let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
-        store.reserve_space(settings.gc_reserved_space);
-        build_targets(&layout, &mut store, &args.drvs)?
-    };
+    let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
+    store.reserve_space(settings.gc_reserved_space);
+    let targets = build_targets(&layout, &mut store, &args.drvs)?;
     let drvs: Vec<StorePath> = targets
         .iter()
         .filter_map(|t| match t {
@@ -713,7 +711,6 @@ fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     }
     if let Some(out_link) = &args.out_link {
         let cwd = std::env::current_dir().context("cannot find the working directory")?;
-        let store = LocalStore::open(layout.clone()).context("cannot open the store")?;
         for (counter, outputs) in wanted.iter().enumerate() {
             for (name, path) in outputs {
                 let link = hermetic_cli::build_targets::link_path(&cwd, out_link, counter, name);

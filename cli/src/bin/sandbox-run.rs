@@ -441,7 +441,7 @@ fn report_usage(outcome: &JobOutcome, policy: &RunPolicy) {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let (spec, policy_from_file) = spec_from(&cli)?;
+    let (mut spec, policy_from_file) = spec_from(&cli)?;
     let settings = settings_from(&cli)?;
     let label = spec.builder.display().to_string();
     let policy = match policy_from_file {
@@ -456,7 +456,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         None => hermetic_realise::spec::run_policy(&settings),
     };
-    let mut spec = spec;
     let held = hold_scratch_in_store(&mut spec, cli.print_plan)?;
     let job = Job::start(spec, &policy, &label, &mut |notice| eprintln!("{notice}"))?;
     let sandbox = job.prepare()?;
@@ -600,8 +599,9 @@ impl HeldScratch {
             }
             return None;
         }
-        let kept_dir = hermetic_store::pending::kept_dir(&self.store.layout().state_dir);
-        let (at, error) = self.pending.keep_aside(&kept_dir, "sandbox-run");
+        let (at, error) = self
+            .pending
+            .keep_aside(&self.store.layout().state_dir, "sandbox-run");
         if let Some(e) = error {
             eprintln!("warning: {e:#}; a garbage collection may delete it");
         }

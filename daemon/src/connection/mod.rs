@@ -80,10 +80,13 @@ pub struct Connection {
     auto_gc: std::cell::OnceCell<Option<hermetic_realise::auto_gc::AutoGc>>,
 }
 
-/// A peer's pid as the daemon's log shows it (`?` when unknown).
-fn peer_pid(peer: &Peer) -> String {
-    peer.pid
-        .map_or_else(|| "?".to_owned(), |pid| pid.to_string())
+/// A peer as the daemon's log names it: `pid N, user U` (`?` for a pid
+/// not known).
+fn client_label(peer: &Peer) -> String {
+    let pid = peer
+        .pid
+        .map_or_else(|| "?".to_owned(), |pid| pid.to_string());
+    format!("pid {pid}, user {}", peer.user)
 }
 
 fn lock(to: &ClientWriter) -> std::sync::MutexGuard<'_, BufWriter<Box<dyn Write + Send>>> {
@@ -181,11 +184,7 @@ pub fn serve(
     let trusted = match admitted {
         Ok(trusted) => trusted,
         Err(refused) => {
-            tracing::warn!(
-                "refused connection from pid {}, user {}: {refused}",
-                peer_pid(&peer),
-                peer.user
-            );
+            tracing::warn!("refused connection from {}: {refused}", client_label(&peer));
             let mut w = lock(&to);
             send_error(&mut *w, &refused)?;
             return Ok(());
@@ -205,11 +204,10 @@ pub fn serve(
         send_last(&mut *w)?;
         w.flush()?;
     }
+    let client = client_label(&peer);
     // Nix's words.
     tracing::info!(
-        "accepted connection from pid {}, user {}{}",
-        peer_pid(&peer),
-        peer.user,
+        "accepted connection from {client}{}",
         if trusted { " (trusted)" } else { "" }
     );
     let mut connection = Connection {
@@ -220,7 +218,7 @@ pub fn serve(
         stop: lifecycle.stop.as_ref().and_then(|fd| fd.try_clone().ok()),
         open_store: std::cell::RefCell::new(None),
         auto_gc: std::cell::OnceCell::new(),
-        client: format!("pid {}, user {}", peer_pid(&peer), peer.user),
+        client,
         version,
         to,
     };
