@@ -366,9 +366,14 @@ pub fn clear_supplementary_groups() -> Result<(), Errno> {
 
 /// Joins a new anonymous session keyring, so that the process no longer
 /// reaches the keys of the session it was started from (as runc and
-/// flatpak do). A kernel without keys (`ENOSYS`) has nothing to leave.
+/// flatpak do). A kernel without keys (`ENOSYS`) has nothing to leave; nor
+/// has a process whose keyring calls a container's seccomp filter refuses
+/// (systemd-nspawn's and Docker's answer `EPERM`): the filter stays on it
+/// and on everything it starts, the builder included.
 pub fn join_new_session_keyring() -> Result<(), Errno> {
+    const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
     // SAFETY: a null name asks for an anonymous keyring: the kernel reads
     // no memory of ours.
     let ret = unsafe {
@@ -380,6 +385,23 @@ pub fn join_new_session_keyring() -> Result<(), Errno> {
     };
     match Errno::result(ret) {
         Err(Errno::ENOSYS) => Ok(()),
+        Err(Errno::EPERM) => {
+            // Asking for the session keyring's id is never refused with
+            // EPERM by the kernel itself: only a filter says that.
+            // SAFETY: integer arguments only; the kernel reads no memory.
+            let probe = unsafe {
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    KEYCTL_GET_KEYRING_ID,
+                    KEY_SPEC_SESSION_KEYRING,
+                    0 as libc::c_long,
+                )
+            };
+            match Errno::result(probe) {
+                Err(Errno::EPERM) => Ok(()),
+                _ => Err(Errno::EPERM),
+            }
+        }
         other => other.map(drop),
     }
 }
