@@ -14,7 +14,7 @@ use hermetic_tests::{
 /// fresh store, then `args`; returns status, stdout, stderr and the store.
 fn sandbox_run_in_store(args: &[&str]) -> (i32, String, String, TestStore) {
     let store = TestStore::new("cli");
-    let mut all: Vec<String> = vec!["--store".into(), store.dir.display().to_string()];
+    let mut all: Vec<String> = vec!["--store".into(), store.root.path.display().to_string()];
     all.extend(build_user_args());
     all.extend(args.iter().map(|a| a.to_string()));
     let output = Command::new(sandbox_run()).args(&all).output().unwrap();
@@ -140,7 +140,7 @@ fn inputs_and_sandbox_paths_from_the_command_line() {
     std::fs::write(extra.path.join("f"), "extra").unwrap();
     let output = Command::new(sandbox_run())
         .arg("--store")
-        .arg(&store.dir)
+        .arg(&store.root.path)
         .args(build_user_args())
         .arg("--input")
         .arg(&input)
@@ -465,7 +465,7 @@ fn sigterm_kills_the_sandbox_and_cleans_up() {
     let store = TestStore::new("sigterm");
     let mut child = Command::new(sandbox_run())
         .arg("--store")
-        .arg(&store.dir)
+        .arg(&store.root.path)
         .args(build_user_args())
         .args(["--", "/bin/sh", "-c", "echo started; sleep 300"])
         .stdout(Stdio::piped())
@@ -615,4 +615,60 @@ fn doctor_fails_a_configuration_builds_cannot_run_with() {
         said.contains("ok    build users: auto-allocated: 128 slots"),
         "{said}"
     );
+}
+
+/// `--store` means what it means to `hermetic` and Nix (issue 19): a root
+/// or `local?root=DIR`, whose store directory is shown as /nix/store; a
+/// store directory given as a root, a daemon and an unknown URI are
+/// refused with what to give instead, and nothing is made.
+#[test]
+fn store_takes_what_hermetic_and_nix_take() {
+    if !root_or_skip("store_takes_what_hermetic_and_nix_take") {
+        return;
+    }
+    let store = TestStore::new("cli-store-uri");
+    let input = store.add_dir("aaaa-in", "f", "held");
+    let run = |store_arg: &str| {
+        let mut args = vec!["--store".to_string(), store_arg.to_string()];
+        args.extend(build_user_args());
+        args.extend(["--input".into(), input.display().to_string()]);
+        args.extend(["--", "/bin/sh", "-c", "cat /nix/store/aaaa-in/f"].map(String::from));
+        Command::new(sandbox_run()).args(&args).output().unwrap()
+    };
+    let root = store.root.path.display().to_string();
+    for given in [root.clone(), format!("local?root={root}")] {
+        let out = run(&given);
+        assert!(
+            out.status.success(),
+            "{given}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "held", "{given}");
+    }
+    let cwd = TempDir::new("cli-store-cwd");
+    for (given, says) in [
+        (
+            store.dir.display().to_string(),
+            "there is no store directory at",
+        ),
+        (
+            "daemon".to_string(),
+            "don't know how to open Nix store 'daemon'",
+        ),
+        (
+            "local?root=x&y=z".to_string(),
+            "hermetic knows no store setting 'y=z'",
+        ),
+    ] {
+        let out = Command::new(sandbox_run())
+            .current_dir(&cwd.path)
+            .args(["--store", &given, "--", "/bin/true"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{given}: {stderr}");
+        assert!(stderr.contains(says), "{given}: {stderr}");
+        let made: Vec<_> = std::fs::read_dir(&cwd.path).unwrap().flatten().collect();
+        assert!(made.is_empty(), "{given} made {made:?}");
+    }
 }

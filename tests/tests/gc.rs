@@ -658,7 +658,7 @@ fn collectors_leave_sandbox_runs_scratch_and_kept_directories_alone() {
         let mut command = Command::new(hermetic_tests::sandbox_run());
         command
             .arg("--store")
-            .arg(&real_store)
+            .arg(&root)
             .args(hermetic_tests::build_user_args())
             .args(args);
         command

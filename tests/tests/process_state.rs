@@ -153,8 +153,8 @@ fn the_sandbox_dies_with_its_supervisor() {
     // B63: parent-death signal SIGKILL. Kill sandbox-run with SIGKILL (it
     // can clean nothing up) and watch its PID 1 vanish.
     let store = TestStore::new("pdeathsig");
-    let store_dir = store.dir.display().to_string();
-    let mut args = vec!["--store".to_string(), store_dir];
+    let store_root = store.root.path.display().to_string();
+    let mut args = vec!["--store".to_string(), store_root];
     args.extend(build_user_args());
     args.extend([
         "--".into(),

@@ -41,10 +41,10 @@ fn an_ordinary_user_gets_the_same_sandbox() {
     if !test_user_or_skip("an_ordinary_user_gets_the_same_sandbox") {
         return;
     }
-    let (_root, store) = user_store();
+    let (root, store) = user_store();
     let output = sandbox_run_as_test_user(&[
         "--store",
-        &store,
+        &root.path.display().to_string(),
         "--",
         "/bin/sh",
         "-c",
@@ -91,7 +91,7 @@ fn an_ordinary_users_inputs_are_bound_through_the_overlay() {
     if !test_user_or_skip("an_ordinary_users_inputs_are_bound_through_the_overlay") {
         return;
     }
-    let (_root, store) = user_store();
+    let (root, store) = user_store();
     let input = std::path::Path::new(&store).join("aaaa-input");
     std::fs::create_dir(&input).unwrap();
     std::fs::write(input.join("f"), "user input").unwrap();
@@ -99,7 +99,7 @@ fn an_ordinary_users_inputs_are_bound_through_the_overlay() {
     nix::unistd::chown(&input, Some(user.uid), Some(user.gid)).unwrap();
     let output = sandbox_run_as_test_user(&[
         "--store",
-        &store,
+        &root.path.display().to_string(),
         "--keep",
         "--input",
         &input.display().to_string(),

@@ -40,13 +40,14 @@ struct Cli {
     #[command(subcommand)]
     subcommand: Option<Subcommands>,
 
-    /// The real store directory, shown as /nix/store inside (default: /nix/store). The
-    /// sandbox's scratch directory is made in it, as a build's is, so without this option
-    /// sandbox-run writes (and afterwards removes) a `.hermetic-*` directory in /nix/store; in
-    /// a Nix store's (`…/nix/store` beside `…/nix/var/nix/db`) it is inside a staging
-    /// directory a temporary root keeps every garbage collector from deleting.
-    #[arg(long, value_name = "DIR")]
-    store: Option<PathBuf>,
+    /// The store, as `hermetic --store` and Nix's `--store` take it: `local` (the default:
+    /// /nix/store, or $NIX_STORE_DIR), `local?root=DIR` or a path DIR (paths in
+    /// DIR/nix/store, shown as /nix/store inside). The sandbox's scratch directory is made in
+    /// the store directory, as a build's is (and removed afterwards); in a Nix store's (one
+    /// with its registry, `…/nix/var/nix/db`) it is inside a staging directory a temporary
+    /// root keeps every garbage collector from deleting.
+    #[arg(long, value_name = "URI")]
+    store: Option<String>,
 
     /// A store path the sandbox holds at its own path (repeatable).
     #[arg(long = "input", value_name = "PATH")]
@@ -289,6 +290,24 @@ fn read_spec_file(file: &Path) -> Result<(SandboxSpec, Option<RunPolicy>)> {
     Ok((spec, policy))
 }
 
+/// The store `--store` names (one meaning with `hermetic --store`), when
+/// given; its store directory must exist.
+fn store_layout(cli: &Cli) -> Result<Option<hermetic_store::StoreLayout>> {
+    let Some(uri) = &cli.store else {
+        return Ok(None);
+    };
+    let layout = hermetic_store::StoreLayout::from_store_uri(uri)?;
+    if !layout.real_store_dir.is_dir() {
+        bail!(
+            "there is no store directory at '{}': --store takes a store's root (the store \
+             directory is ROOT/nix/store) or a store URI such as 'local?root=DIR', as \
+             'hermetic --store' and 'nix --store' do",
+            layout.real_store_dir.display()
+        );
+    }
+    Ok(Some(layout))
+}
+
 /// The spec the command line describes, and the run policy when `--spec`
 /// gives one.
 fn spec_from(cli: &Cli) -> Result<(SandboxSpec, Option<RunPolicy>)> {
@@ -305,8 +324,9 @@ fn spec_from(cli: &Cli) -> Result<(SandboxSpec, Option<RunPolicy>)> {
         return Ok((spec, policy));
     }
     let mut spec = SandboxSpec::new(builder.unwrap_or_else(|| PathBuf::from("/bin/sh")), args);
-    if let Some(store) = &cli.store {
-        spec.real_store_dir = Some(store.clone());
+    if let Some(layout) = store_layout(cli)? {
+        spec.store_dir = PathBuf::from(layout.store_dir.as_str());
+        spec.real_store_dir = Some(layout.real_store_dir);
     }
     spec.inputs = cli.inputs.clone();
     spec.network = cli.network.unwrap_or_default();
@@ -529,7 +549,7 @@ fn enter_drv(cli: Cli) -> Result<ExitCode> {
     if let Some(seconds) = cli.timeout {
         settings.timeout = seconds;
     }
-    let layout = StoreLayout::system();
+    let layout = store_layout(&cli)?.unwrap_or_else(StoreLayout::system);
     let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
     let drv_path = layout
         .parse_user_path(&file)
