@@ -221,6 +221,13 @@ pub enum BuildError {
     /// A key of `secret-key-files` that cannot be read or is not a key.
     #[error(transparent)]
     SecretKey(#[from] hermetic_store::signature::SecretKeyError),
+    /// `--kept DIR` names no directory a failed build kept.
+    #[error(
+        "'{0}' is not what a failed build kept: it holds no 'build' directory and no one \
+         '.hermetic-*' scratch directory beside it (a build with keep-failed says \
+         'note: keeping build directory '<kept>/build'')"
+    )]
+    NotKept(String),
     /// The derivation's attributes do not parse.
     #[error("derivation '{drv}': {reason}")]
     BadAttrs {

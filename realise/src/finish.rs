@@ -278,7 +278,7 @@ pub fn keep_failed(
     settings: &Settings,
     layout: &StoreLayout,
     pending: Pending,
-    name: &str,
+    drv: &Drv<'_>,
     warn: &mut dyn FnMut(String),
 ) {
     if !settings.keep_failed {
@@ -287,7 +287,7 @@ pub fn keep_failed(
         }
         return;
     }
-    let (kept, error) = pending.keep_aside(&layout.state_dir, name);
+    let (kept, error) = pending.keep_aside(&layout.state_dir, drv.name);
     if let Some(e) = error {
         warn(format!(
             "warning: {}; a garbage collection may delete it",
@@ -303,6 +303,70 @@ pub fn keep_failed(
             "note: keeping build directory '{}'",
             kept.join("build").display()
         ));
+        if KeptSandbox::find(&kept).is_ok() {
+            let store = match layout.store_arg() {
+                Some(root) => format!(" --store {}", shell_word(&root.to_string_lossy())),
+                None => String::new(),
+            };
+            warn(format!(
+                "note: to enter its sandbox as the build left it: sandbox-run{store} --drv {} --kept {} --shell",
+                shell_word(drv.printed),
+                shell_word(&kept.to_string_lossy()),
+            ));
+        }
+    }
+}
+
+/// The derivation whose build failed, for what `keep_failed` says.
+pub struct Drv<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its store path, printed.
+    pub printed: &'a str,
+}
+
+/// A word as a POSIX shell reads it back: as it is when it is plain,
+/// single-quoted otherwise.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// What a failed build kept (`keep-failed`), to run in again: its build
+/// directory and its sandbox's scratch directory (store writes, that is
+/// the partial outputs, and `/tmp`).
+#[derive(Debug, Clone)]
+pub struct KeptSandbox {
+    /// The build directory, `<kept>/build`.
+    pub build_dir: PathBuf,
+    /// The sandbox's scratch directory, `<kept>/.hermetic-*`.
+    pub scratch: PathBuf,
+}
+
+impl KeptSandbox {
+    /// Finds them in `kept`, the directory `keep_failed` named.
+    pub fn find(kept: &Path) -> Result<KeptSandbox, BuildError> {
+        let not_kept = || BuildError::NotKept(kept.display().to_string());
+        let build_dir = kept.join("build");
+        if !fs::symlink_metadata(&build_dir).is_ok_and(|m| m.is_dir()) {
+            return Err(not_kept());
+        }
+        let mut scratches = fs::read_dir(kept)
+            .map_err(|_| not_kept())?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".hermetic-"))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+        match (scratches.next(), scratches.next()) {
+            (Some(scratch), None) => Ok(KeptSandbox {
+                build_dir,
+                scratch: scratch.path(),
+            }),
+            _ => Err(not_kept()),
+        }
     }
 }
 
@@ -317,4 +381,17 @@ fn open_to_everyone(dir: &Path, name: &str) -> nix::Result<()> {
     fchmod(&parent, everyone)?;
     let sub = openat(&parent, name, flags, Mode::empty())?;
     fchmod(&sub, everyone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn shell_words_read_back_as_they_were() {
+        assert_eq!(shell_word("/nix/store/abc-x.drv"), "/nix/store/abc-x.drv");
+        assert_eq!(shell_word("/a b"), "'/a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 }

@@ -99,6 +99,9 @@ pub struct Enter<'a> {
     pub terminal: bool,
     /// Where its output goes.
     pub output: &'a mut dyn std::io::Write,
+    /// A failed build's kept sandbox to enter as the build left it (its
+    /// build directory, `/tmp` and partial outputs) instead of a fresh one.
+    pub kept: Option<crate::finish::KeptSandbox>,
 }
 
 /// How a goal ended.
@@ -254,6 +257,10 @@ impl Goal<'_> {
             spec.builder = std::path::PathBuf::from(program);
             spec.args = args.to_vec();
         }
+        if let Some(kept) = enter.as_ref().and_then(|e| e.kept.as_ref()) {
+            spec.build_dir = Some(kept.build_dir.clone());
+            spec.kept_scratch = Some(kept.scratch.clone());
+        }
         let build_dir = spec
             .build_dir
             .clone()
@@ -280,14 +287,16 @@ impl Goal<'_> {
         }
 
         let policy = crate::spec::run_policy(settings);
+        let spec_kept = spec.kept_scratch.is_some();
         let job = Job::start(spec, &policy, &printed, &mut |notice| {
             warn(notice.to_owned())
         })?;
         let builder = job.spec.build_user;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&build_dir)
-            .map_err(io_err("create directory", &build_dir))?;
+        match fs::DirBuilder::new().mode(0o700).create(&build_dir) {
+            // A kept build directory, entered again.
+            Err(e) if spec_kept && e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            other => other.map_err(io_err("create directory", &build_dir))?,
+        }
         let chown = |path: &Path| -> Result<(), BuildError> {
             if let Some(user) = builder {
                 std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
@@ -363,8 +372,13 @@ impl Goal<'_> {
         let ended = ended?;
         let outcome = ended.outcome;
 
+        let drv_printed = printed.clone();
+        let failed_drv = crate::finish::Drv {
+            name: &drv.name,
+            printed: &drv_printed,
+        };
         let mut failed = |error: BuildError, kind: FailureKind, pending| -> BuildFailure {
-            keep_failed(settings, &layout, pending, &drv.name, warn);
+            keep_failed(settings, &layout, pending, &failed_drv, warn);
             fail(kind, error)
         };
         if outcome.cancelled {
@@ -423,7 +437,7 @@ impl Goal<'_> {
         let items = match finishing.process_outputs(store, &mut pending) {
             Ok(items) => items,
             Err(failure) => {
-                keep_failed(settings, &layout, pending, &drv.name, warn);
+                keep_failed(settings, &layout, pending, &failed_drv, warn);
                 return Err(failure);
             }
         };

@@ -140,7 +140,10 @@ pub(crate) fn layout(
         work: store_entries && overlay_usable(identity, host),
         build: spec.build_dir.is_none(),
     };
-    let scratch = Scratch::choose(scratch_parent, needs);
+    let scratch = match &spec.kept_scratch {
+        Some(kept) => Scratch::reuse(kept, needs),
+        None => Scratch::choose(scratch_parent, needs),
+    };
     // A uid-range build is root inside (B19).
     let (uid, gid) = if spec.uid_range {
         (0, 0)

@@ -129,7 +129,7 @@ impl Sandbox {
         tracing::debug!("made the scratch directory");
         let guard = ScratchGuard {
             scratch: &self.scratch,
-            keep: options.keep,
+            keep: options.keep || self.scratch.reused,
             done: false,
         };
         let window = host_terminal

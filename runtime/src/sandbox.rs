@@ -209,7 +209,10 @@ impl Sandbox {
                 work: false,
                 build: spec.build_dir.is_none(),
             };
-            let scratch = Scratch::choose(&parent, needs);
+            let scratch = match &spec.kept_scratch {
+                Some(kept) => Scratch::reuse(kept, needs),
+                None => Scratch::choose(&parent, needs),
+            };
             let build_dir = spec
                 .build_dir
                 .clone()

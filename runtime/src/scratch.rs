@@ -39,6 +39,10 @@ pub struct Scratch {
     /// The build directory, unless the spec names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<PathBuf>,
+    /// An earlier run's kept scratch directory, run in again: what is there
+    /// stays, and nothing is removed afterwards.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 /// A scratch operation that failed, with the path.
@@ -79,12 +83,22 @@ impl Scratch {
                 break candidate;
             }
         };
+        Scratch::at(dir, needs, false)
+    }
+
+    /// The scratch directory `dir` an earlier run kept, to run in again.
+    pub fn reuse(dir: &Path, needs: ScratchNeeds) -> Scratch {
+        Scratch::at(dir.to_owned(), needs, true)
+    }
+
+    fn at(dir: PathBuf, needs: ScratchNeeds, reused: bool) -> Scratch {
         Scratch {
             store: needs.sandbox.then(|| dir.join("store")),
             work: (needs.sandbox && needs.work).then(|| dir.join("work")),
             tmp: needs.sandbox.then(|| dir.join("tmp")),
             build: needs.build.then(|| dir.join("build")),
             dir,
+            reused,
         }
     }
 
@@ -101,11 +115,10 @@ impl Scratch {
                 source,
             }
         };
-        let mkdir = |path: &Path, mode: u32| {
-            DirBuilder::new()
-                .mode(mode)
-                .create(path)
-                .map_err(fail("creating directory", path))
+        let reused = self.reused;
+        let mkdir = |path: &Path, mode: u32| match DirBuilder::new().mode(mode).create(path) {
+            Err(e) if reused && e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            other => other.map_err(fail("creating directory", path)),
         };
         let chmod = |path: &Path, mode: u32| {
             std::fs::set_permissions(path, Permissions::from_mode(mode))
@@ -140,6 +153,13 @@ impl Scratch {
             mkdir(build, 0o700)?;
             if let Some(user) = build_user {
                 chown_to(build, Some(user.uid), Some(user.gid))?;
+            }
+        }
+        if let (true, Some(user)) = (reused, build_user) {
+            // The earlier run's builder may have been another build user:
+            // what it left becomes this one's.
+            for dir in [&self.store, &self.tmp, &self.build].into_iter().flatten() {
+                give_contents(dir, user).map_err(fail("cannot change ownership in", dir))?;
             }
         }
         Ok(())
@@ -185,6 +205,19 @@ impl Scratch {
             Err(_) => remove_tree(&self.dir),
         }
     }
+}
+
+/// Gives everything below `dir` (not `dir` itself) to `user`, without
+/// following symlinks.
+pub fn give_contents(dir: &Path, user: BuildUser) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        std::os::unix::fs::lchown(&path, Some(user.uid), Some(user.gid))?;
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            give_contents(&path, user)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes `path` and everything below it without following symlinks,

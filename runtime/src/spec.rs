@@ -121,6 +121,12 @@ pub struct SandboxSpec {
     /// into the store (D11), else the system's temporary directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch_parent: Option<PathBuf>,
+    /// A scratch directory an earlier run kept (`--keep`, a build's
+    /// `keep-failed`), to run in again instead of a fresh one: its store
+    /// writes (partial outputs), `/tmp` and build directory as that run
+    /// left them, given to this run's builder. It is kept afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_scratch: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -249,6 +255,7 @@ impl SandboxSpec {
             pasta_path: None,
             etc_files: BTreeMap::new(),
             scratch_parent: None,
+            kept_scratch: None,
         }
     }
 
@@ -300,7 +307,7 @@ impl SandboxSpec {
         normal_directory("store-dir", &self.store_dir)?;
         normal_directory("real-store-dir", self.real_store_dir())?;
         normal_directory("sandbox-build-dir", &self.sandbox_build_dir)?;
-        for dir in [&self.build_dir, &self.scratch_parent]
+        for dir in [&self.build_dir, &self.scratch_parent, &self.kept_scratch]
             .into_iter()
             .flatten()
         {

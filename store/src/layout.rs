@@ -135,6 +135,17 @@ impl StoreLayout {
         }
     }
 
+    /// How `--store` names this store to hermetic and sandbox-run: nothing
+    /// for the system store, its root for one laid out under a root (as
+    /// `from_store_uri` reads it back).
+    pub fn store_arg(&self) -> Option<PathBuf> {
+        if *self == Self::system() {
+            return None;
+        }
+        let root = self.real_store_dir.parent()?.parent()?;
+        (*self == Self::under_root(root)).then(|| root.to_owned())
+    }
+
     /// Where a store path really is.
     pub fn real_path(&self, path: &StorePath) -> PathBuf {
         self.real_store_dir.join(path.base_name())
@@ -190,5 +201,17 @@ mod tests {
             let refused = StoreLayout::from_store_uri(uri).unwrap_err().to_string();
             assert!(refused.contains(said), "{uri}: {refused}");
         }
+    }
+
+    #[test]
+    fn store_arg_names_a_store_as_from_store_uri_reads_it() {
+        assert_eq!(StoreLayout::system().store_arg(), None);
+        let under = StoreLayout::from_store_uri("local?root=/x/y").unwrap();
+        let arg = under.store_arg().unwrap();
+        assert_eq!(arg, PathBuf::from("/x/y"));
+        assert_eq!(
+            StoreLayout::from_store_uri(arg.to_str().unwrap()).unwrap(),
+            under
+        );
     }
 }

@@ -902,3 +902,88 @@ fn sandbox_run_enters_the_sandbox_a_derivations_build_gets() {
     assert_eq!(code, Some(125), "{said}");
     assert!(said.contains("is not a derivation in the store"), "{said}");
 }
+
+/// `hermetic build --keep-failed` prints the one command that enters the
+/// failed build's sandbox again, and that command gives it the kept
+/// `/build`, `/tmp` and partial output as the build left them (issue 19,
+/// point 6); what is done there stays kept.
+#[test]
+fn a_kept_failed_build_is_entered_again_as_it_was_left() {
+    if !root_or_skip("a_kept_failed_build_is_entered_again_as_it_was_left") {
+        return;
+    }
+    let host = BuildHost::diverted("build-reenter");
+    host.conf("extra-sandbox-paths = /bin/sh=/bin/busybox");
+    let failing = DrvSpec::new(
+        "half-done",
+        "echo in-build > marker; echo in-tmp > /tmp/marker; mkdir $out; \
+         echo partial > $out/partial; exit 5",
+    )
+    .add_to(&host);
+    let drv = host.print(&failing);
+    let out = host.run(&["build", "--keep-failed", &drv]);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    let line = said
+        .lines()
+        .find_map(|l| l.strip_prefix("note: to enter its sandbox as the build left it: "))
+        .unwrap_or_else(|| panic!("no command to enter it again: {said}"));
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words[0], "sandbox-run", "{line}");
+    assert_eq!(words.last(), Some(&"--shell"), "{line}");
+    let root = host.dir.path.join("root").display().to_string();
+    assert!(
+        line.contains(&format!("--store {root} --drv {drv} --kept ")),
+        "{line}"
+    );
+    let out_path = host.print(&outputs_of(&host, &failing)["out"]);
+    let enter = |script: &str| {
+        let out = std::process::Command::new(hermetic_tests::sandbox_run())
+            .args(&words[1..words.len() - 1])
+            .args(["--", "/bin/sh", "-c", script])
+            .env("NIX_CONF_DIR", host.dir.path.join("conf"))
+            .env_remove("NIX_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    let (code, seen, said) = enter(&format!(
+        "cat /build/marker /tmp/marker {out_path}/partial; pwd; echo again > /build/second"
+    ));
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(seen, "in-build\nin-tmp\npartial\n/build\n");
+    // Kept again: the next entry sees what this one wrote.
+    let (code, seen, said) = enter("cat /build/second");
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(seen, "again\n");
+    // Nothing was registered; a directory that is not a kept one is refused.
+    assert!(
+        !host
+            .store()
+            .is_valid(&outputs_of(&host, &failing)["out"])
+            .unwrap()
+    );
+    let kept_at = words[words.len() - 2];
+    let out = std::process::Command::new(hermetic_tests::sandbox_run())
+        .args([
+            "--store",
+            &root,
+            "--drv",
+            &drv,
+            "--kept",
+            &format!("{kept_at}/build"),
+        ])
+        .env("NIX_CONF_DIR", host.dir.path.join("conf"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("is not what a failed build kept"),
+        "{}",
+        stderr(&out)
+    );
+}

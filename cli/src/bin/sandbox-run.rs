@@ -157,19 +157,26 @@ struct Cli {
     spec: Option<PathBuf>,
 
     /// Enter the sandbox a build of this derivation (a `.drv` in the store
-    /// of $NIX_STORE_DIR/$NIX_STATE_DIR, default /nix) would get, reading
-    /// nix.conf as a build does: its inputs (which must be valid), sandbox
-    /// paths, environment, build user, network and filter; runs CMD, a shell
-    /// with --shell, else the builder. Nothing is registered.
+    /// --store names, default the system's) would get, reading nix.conf as a
+    /// build does: its inputs (which must be valid), sandbox paths,
+    /// environment, build user, network and filter; runs CMD, a shell with
+    /// --shell, else the builder. Nothing is registered.
     #[arg(
         long,
         value_name = "DRV",
-        conflicts_with_all = ["spec", "print_plan", "store", "inputs", "sandbox_paths", "network",
+        conflicts_with_all = ["spec", "print_plan", "inputs", "sandbox_paths", "network",
                               "env", "system", "build_dir", "sandbox_build_dir", "build_user",
                               "shm_size", "kvm", "cores", "no_default_sandbox_paths", "no_sandbox",
                               "block_nested_userns", "no_filter_syscalls", "uid_range", "keep"]
     )]
     drv: Option<PathBuf>,
+
+    /// With --drv: enter the sandbox a failed build of it kept (keep-failed;
+    /// the directory its 'note: keeping build directory' line names, without
+    /// '/build') as the build left it: its build directory, /tmp and partial
+    /// outputs, given to this run's build user. They stay kept afterwards.
+    #[arg(long, value_name = "DIR", requires = "drv")]
+    kept: Option<PathBuf>,
 
     /// Print the spec and the plan (mounts, ids, process) as JSON; run nothing.
     #[arg(long)]
@@ -564,6 +571,13 @@ fn enter_drv(cli: Cli) -> Result<ExitCode> {
             )
         })?;
     let drv = store.read_derivation(&drv_path)?;
+    let kept = match &cli.kept {
+        Some(dir) => Some(
+            hermetic_realise::finish::KeptSandbox::find(dir)
+                .map_err(|e| anyhow::anyhow!(hermetic_realise::error_chain(&e)))?,
+        ),
+        None => None,
+    };
     let stdin_is_terminal = nix::unistd::isatty(std::io::stdin().as_fd()).unwrap_or(false);
     let command = if cli.shell && cli.command.is_empty() {
         vec!["/bin/sh".to_owned()]
@@ -588,6 +602,7 @@ fn enter_drv(cli: Cli) -> Result<ExitCode> {
         command,
         terminal,
         output: &mut stdout,
+        kept,
     };
     let outcome = goal
         .enter(&mut store, enter, &mut |line| eprintln!("{line}"))
