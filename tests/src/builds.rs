@@ -87,21 +87,30 @@ impl BuildHost {
 
     /// `hermetic ARGS` on this store, with this configuration.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(hermetic());
-        command
-            .env("NIX_CONF_DIR", self.dir.path.join("conf"))
-            .env_remove("NIX_CONFIG");
+        let mut command = self.with_env(hermetic());
         if self.diverted {
-            command
-                .arg("--store")
-                .arg(self.dir.path.join("root"))
-                .env("NIX_STATE_DIR", self.host_state_dir());
-        } else {
-            command
-                .env("NIX_STORE_DIR", self.dir.path.join("store"))
-                .env("NIX_STATE_DIR", self.dir.path.join("state"));
+            command.arg("--store").arg(self.dir.path.join("root"));
         }
         command.args(args);
+        command
+    }
+
+    /// `sandbox-run` with this configuration and host state, and the
+    /// store as the environment names it (an undiverted one); a diverted
+    /// store needs `--store` among its arguments.
+    pub fn sandbox_run(&self) -> Command {
+        self.with_env(crate::sandbox_run())
+    }
+
+    fn with_env(&self, program: PathBuf) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("NIX_CONF_DIR", self.dir.path.join("conf"))
+            .env_remove("NIX_CONFIG")
+            .env("NIX_STATE_DIR", self.host_state_dir());
+        if !self.diverted {
+            command.env("NIX_STORE_DIR", self.dir.path.join("store"));
+        }
         command
     }
 

@@ -846,14 +846,7 @@ fn sandbox_run_enters_the_sandbox_a_derivations_build_gets() {
     let recorded = text(&host.real(&outputs_of(&host, &recorder)["out"]));
 
     let sandbox_run = |args: &[&str]| {
-        let out = std::process::Command::new(hermetic_tests::sandbox_run())
-            .args(args)
-            .env("NIX_CONF_DIR", host.dir.path.join("conf"))
-            .env("NIX_STORE_DIR", host.dir.path.join("store"))
-            .env("NIX_STATE_DIR", host.dir.path.join("state"))
-            .env_remove("NIX_CONFIG")
-            .output()
-            .unwrap();
+        let out = host.sandbox_run().args(args).output().unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -938,11 +931,10 @@ fn a_kept_failed_build_is_entered_again_as_it_was_left() {
     );
     let out_path = host.print(&outputs_of(&host, &failing)["out"]);
     let enter = |script: &str| {
-        let out = std::process::Command::new(hermetic_tests::sandbox_run())
+        let out = host
+            .sandbox_run()
             .args(&words[1..words.len() - 1])
             .args(["--", "/bin/sh", "-c", script])
-            .env("NIX_CONF_DIR", host.dir.path.join("conf"))
-            .env_remove("NIX_CONFIG")
             .output()
             .unwrap();
         (
@@ -968,7 +960,8 @@ fn a_kept_failed_build_is_entered_again_as_it_was_left() {
             .unwrap()
     );
     let kept_at = words[words.len() - 2];
-    let out = std::process::Command::new(hermetic_tests::sandbox_run())
+    let out = host
+        .sandbox_run()
         .args([
             "--store",
             &root,
@@ -977,7 +970,6 @@ fn a_kept_failed_build_is_entered_again_as_it_was_left() {
             "--kept",
             &format!("{kept_at}/build"),
         ])
-        .env("NIX_CONF_DIR", host.dir.path.join("conf"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
