@@ -3,6 +3,7 @@
 pub mod build_targets;
 pub mod doctor_config;
 pub mod status_line;
+pub mod through_daemon;
 
 /// Logs to stderr: debug lines with `--debug`, else the level in
 /// `HERMETIC_LOG`, else `default_level` (`warn` for commands, `info` for

@@ -2,6 +2,7 @@
 //! section 14), speaks the Nix worker protocol that Nix 2.8's client uses,
 //! and hands builds to the build layer. Policy stays below it.
 
+pub mod client;
 pub mod connection;
 pub mod limits;
 pub mod protocol;

@@ -100,14 +100,14 @@ impl StoreLayout {
                 None => Ok(Self::system()),
             },
             "daemon" => Err(refuse(
-                "hermetic works on a store directly and does not talk to a daemon; \
-                 run hermetic as the store's owner (or through 'sudo'), or use Nix's \
-                 client against 'hermetic daemon'"
+                "of hermetic's commands only 'hermetic build' goes through a daemon; \
+                 this one works on a store directly: run it as the store's owner (or \
+                 through 'sudo')"
                     .into(),
             )),
             _ if base.starts_with("unix://") => Err(refuse(
-                "hermetic works on a store directly and does not talk to a daemon's socket; \
-                 use Nix's client against 'hermetic daemon'"
+                "of hermetic's commands only 'hermetic build' goes through a daemon's \
+                 socket; this one works on a store directly"
                     .into(),
             )),
             _ if base.starts_with('/') || base.starts_with("./") || base.starts_with("../") => {
@@ -121,6 +121,31 @@ impl StoreLayout {
                 why: String::new(),
             }),
         }
+    }
+
+    /// The socket of the daemon a `--store` URI names: `daemon` (Nix's
+    /// `NIX_DAEMON_SOCKET_PATH`, else `<state>/daemon-socket/socket` of the
+    /// system's state directory) or `unix://PATH`; `None` for any other.
+    pub fn daemon_socket(uri: &str) -> Option<PathBuf> {
+        let (base, query) = uri.split_once('?').unwrap_or((uri, ""));
+        // `root=` says where the daemon's store is seen from here (Nix's
+        // client reads files through it); hermetic's client reads none.
+        if !query
+            .split('&')
+            .all(|p| p.is_empty() || p.starts_with("root="))
+        {
+            return None;
+        }
+        if base == "daemon" {
+            let from_env = std::env::var_os("NIX_DAEMON_SOCKET_PATH").filter(|p| !p.is_empty());
+            return Some(from_env.map_or_else(
+                || Self::system().state_dir.join("daemon-socket/socket"),
+                PathBuf::from,
+            ));
+        }
+        base.strip_prefix("unix://")
+            .filter(|path| path.starts_with('/'))
+            .map(PathBuf::from)
     }
 
     /// A store under another root, laid out as Nix's `local?root=DIR`:
@@ -188,9 +213,12 @@ mod tests {
         for (uri, said) in [
             (
                 "daemon",
-                "don't know how to open Nix store 'daemon': hermetic works on a store directly",
+                "don't know how to open Nix store 'daemon': of hermetic's commands only 'hermetic build'",
             ),
-            ("unix:///run/s", "does not talk to a daemon's socket"),
+            (
+                "unix:///run/s",
+                "only 'hermetic build' goes through a daemon's socket",
+            ),
             (
                 "s3://bucket",
                 "don't know how to open Nix store 's3://bucket'",
@@ -200,6 +228,22 @@ mod tests {
         ] {
             let refused = StoreLayout::from_store_uri(uri).unwrap_err().to_string();
             assert!(refused.contains(said), "{uri}: {refused}");
+        }
+    }
+
+    #[test]
+    fn daemon_uris_name_sockets() {
+        assert_eq!(
+            StoreLayout::daemon_socket("unix:///run/s"),
+            Some(PathBuf::from("/run/s"))
+        );
+        assert!(StoreLayout::daemon_socket("daemon").is_some());
+        assert_eq!(
+            StoreLayout::daemon_socket("unix:///run/s?root=/r"),
+            Some(PathBuf::from("/run/s"))
+        );
+        for other in ["local", "/x", "unix://rel", "daemon?x=1", "ssh-ng://h"] {
+            assert_eq!(StoreLayout::daemon_socket(other), None, "{other}");
         }
     }
 

@@ -26,7 +26,8 @@ struct Cli {
     /// The store, as a Nix store URI: `local` (the default: /nix/store,
     /// state in $NIX_STATE_DIR or /nix/var/nix), `local?root=DIR` or a path
     /// DIR (paths in DIR/nix/store, shown as /nix/store; state in
-    /// DIR/nix/var/nix). Any other URI is refused. Build-user locks and
+    /// DIR/nix/var/nix); for `build` also `daemon` or `unix://SOCKET`, a
+    /// daemon's store, built through it. Any other URI is refused. Build-user locks and
     /// cgroup records are host-wide, in $NIX_STATE_DIR or /nix/var/nix
     /// whatever the store, as Nix keeps its user pool.
     #[arg(long, global = true, value_name = "URI")]
@@ -259,6 +260,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let (Command::Build(_), Some(socket)) = (
+        &cli.command,
+        cli.store.as_deref().and_then(StoreLayout::daemon_socket),
+    ) {
+        let Command::Build(args) = cli.command else {
+            unreachable!("matched above")
+        };
+        let request = hermetic_cli::through_daemon::Request {
+            targets: &args.drvs,
+            check: args.check,
+            options: args.settings_given(),
+            out_link: args.out_link.as_deref(),
+            quiet: args.no_build_output,
+            verbose: args.verbose,
+        };
+        return hermetic_cli::through_daemon::build(&socket, &request);
+    }
     let layout = match &cli.store {
         Some(uri) => StoreLayout::from_store_uri(uri)?,
         None => StoreLayout::system(),
@@ -588,23 +606,32 @@ fn read_any_drv(layout: &StoreLayout, file: &Path) -> Result<Vec<(StorePath, Der
 
 /// `hermetic build`: settings from nix.conf and the command line, the
 /// derivations found or added, built, their outputs printed.
+impl BuildArgs {
+    /// The settings the command line gives (`--option`, `-K`, `-k`, `-j`),
+    /// to apply after nix.conf.
+    fn settings_given(&self) -> Vec<(String, String)> {
+        let mut options: Vec<(String, String)> = self
+            .options
+            .chunks(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect();
+        if self.keep_failed {
+            options.push(("keep-failed".into(), "true".into()));
+        }
+        if self.keep_going {
+            options.push(("keep-going".into(), "true".into()));
+        }
+        if let Some(jobs) = &self.max_jobs {
+            options.push(("max-jobs".into(), jobs.clone()));
+        }
+        options
+    }
+}
+
 fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     use std::os::fd::AsFd;
 
-    let mut options: Vec<(String, String)> = args
-        .options
-        .chunks(2)
-        .map(|pair| (pair[0].clone(), pair[1].clone()))
-        .collect();
-    if args.keep_failed {
-        options.push(("keep-failed".into(), "true".into()));
-    }
-    if args.keep_going {
-        options.push(("keep-going".into(), "true".into()));
-    }
-    if let Some(jobs) = &args.max_jobs {
-        options.push(("max-jobs".into(), jobs.clone()));
-    }
+    let options = args.settings_given();
     let mut settings = hermetic_config::settings::Settings::for_caller();
     hermetic_config::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
 

@@ -12,6 +12,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{StoreError, io_err};
+use crate::layout::StoreLayout;
 use crate::local::LocalStore;
 use crate::path::StorePath;
 
@@ -74,32 +75,8 @@ impl LocalStore {
     /// file in the way that is not a link into the store is left alone.
     /// Returns the root's path, `.` and `..` taken out.
     pub fn add_perm_root(&self, path: &StorePath, gc_root: &Path) -> Result<PathBuf, StoreError> {
-        let gc_root = lexically_normal(gc_root);
-        if self.in_store(&gc_root) {
-            return Err(StoreError::RootInStore(gc_root));
-        }
         self.add_temp_root(path)?;
-        if let Ok(meta) = fs::symlink_metadata(&gc_root) {
-            let into_store = meta.file_type().is_symlink()
-                && fs::read_link(&gc_root).is_ok_and(|target| self.in_store(&target));
-            if !into_store {
-                return Err(StoreError::RootInTheWay(gc_root));
-            }
-        }
-        if let Some(parent) = gc_root.parent() {
-            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
-        }
-        let temp = PathBuf::from(format!(
-            "{}.tmp-{}",
-            gc_root.display(),
-            crate::pending::unique_id()
-        ));
-        let target = self.layout.store_dir.print(path);
-        std::os::unix::fs::symlink(&target, &temp).map_err(io_err("create the root", &temp))?;
-        fs::rename(&temp, &gc_root).map_err(|e| {
-            let _ = fs::remove_file(&temp);
-            io_err("rename the root into place", &gc_root)(e)
-        })?;
+        let gc_root = make_root_link(&self.layout, path, gc_root)?;
         self.add_indirect_root(&gc_root)?;
         Ok(gc_root)
     }
@@ -117,8 +94,7 @@ impl LocalStore {
     }
 
     fn in_store(&self, target: &Path) -> bool {
-        target.starts_with(self.layout.store_dir.as_str())
-            || target.starts_with(&self.layout.real_store_dir)
+        in_store(&self.layout, target)
     }
 
     /// The roots under `path`: a directory is searched; a symlink into the
@@ -348,6 +324,49 @@ impl LocalStore {
         }
         Ok(())
     }
+}
+
+/// Whether `target` lies in the store directory of `layout` (either name).
+fn in_store(layout: &StoreLayout, target: &Path) -> bool {
+    target.starts_with(layout.store_dir.as_str()) || target.starts_with(&layout.real_store_dir)
+}
+
+/// Makes `gc_root` a symlink to `path` as Nix's `addPermRoot` does,
+/// replacing a symlink into the store that is there (made under a
+/// temporary name and renamed into place), and returns it, lexically
+/// normal; refused inside the store and over anything else. The caller
+/// registers it as an indirect root, with its store or through a daemon.
+pub fn make_root_link(
+    layout: &StoreLayout,
+    path: &StorePath,
+    gc_root: &Path,
+) -> Result<PathBuf, StoreError> {
+    let gc_root = lexically_normal(gc_root);
+    if in_store(layout, &gc_root) {
+        return Err(StoreError::RootInStore(gc_root));
+    }
+    if let Ok(meta) = fs::symlink_metadata(&gc_root) {
+        let into_store = meta.file_type().is_symlink()
+            && fs::read_link(&gc_root).is_ok_and(|target| in_store(layout, &target));
+        if !into_store {
+            return Err(StoreError::RootInTheWay(gc_root));
+        }
+    }
+    if let Some(parent) = gc_root.parent() {
+        fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+    }
+    let temp = PathBuf::from(format!(
+        "{}.tmp-{}",
+        gc_root.display(),
+        crate::pending::unique_id()
+    ));
+    let target = layout.store_dir.print(path);
+    std::os::unix::fs::symlink(&target, &temp).map_err(io_err("create the root", &temp))?;
+    fs::rename(&temp, &gc_root).map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        io_err("rename the root into place", &gc_root)(e)
+    })?;
+    Ok(gc_root)
 }
 
 fn add(roots: &mut Roots, path: StorePath, from: String) {
