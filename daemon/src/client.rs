@@ -30,7 +30,7 @@ const OP_QUERY_DERIVATION_OUTPUT_MAP: u64 = 41;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be reached.
-    #[error("cannot connect to socket at '{path}': {source}")]
+    #[error("cannot connect to socket at '{path}'")]
     Connect {
         /// The socket.
         path: PathBuf,
@@ -47,7 +47,7 @@ pub enum ClientError {
         what: String,
     },
     /// The connection failed.
-    #[error("the connection to the daemon at '{path}' failed: {source}")]
+    #[error("the connection to the daemon at '{path}' failed")]
     Io {
         /// The socket.
         path: PathBuf,

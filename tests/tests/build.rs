@@ -723,19 +723,30 @@ fn build_takes_outputs_paths_and_out_links_as_nix_users_type_them() {
         "{said}"
     );
     // A store URI that is not a local store is refused, and no directory
-    // is made for it.
-    for uri in ["daemon", "ssh://host", "weird"] {
+    // is made for it; `daemon` is a daemon's socket, which must be there.
+    let no_socket = links.path.join("no-such-socket");
+    for (uri, says) in [
+        (
+            "daemon",
+            format!(
+                "cannot connect to socket at '{}': No such file or directory",
+                no_socket.display()
+            ),
+        ),
+        (
+            "ssh://host",
+            "don't know how to open Nix store 'ssh://host'".into(),
+        ),
+        ("weird", "don't know how to open Nix store 'weird'".into()),
+    ] {
         let out = std::process::Command::new(hermetic_tests::hermetic())
             .args(["--store", uri, "build", &host.print(&multi)])
+            .env("NIX_DAEMON_SOCKET_PATH", &no_socket)
             .current_dir(&links.path)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
-        assert!(
-            stderr(&out).contains(&format!("don't know how to open Nix store '{uri}'")),
-            "{}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains(&says), "{}", stderr(&out));
     }
     let left: Vec<_> = std::fs::read_dir(&links.path)
         .unwrap()
