@@ -26,6 +26,7 @@ pub mod kernel;
 pub mod nix_cache;
 pub mod nix_peer;
 pub mod probes;
+pub mod sshd;
 
 /// Whether this process runs as root; prints why a test is skipped if not.
 pub fn root_or_skip(test: &str) -> bool {

@@ -243,6 +243,10 @@ fn is_closed_pipe(error: &anyhow::Error) -> bool {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match &cli.command {
+        // Over ssh (remote building), stderr is the remote user's
+        // terminal: the per-connection lines stay out of it, as
+        // `nix-daemon --stdio` prints none.
+        Command::Daemon { stdio: true, .. } => "warn",
         Command::Daemon { .. } => "info",
         Command::Build(args) if args.verbose >= 2 => "debug",
         Command::Build(args) if args.verbose == 1 => "info",
