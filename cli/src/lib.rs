@@ -5,6 +5,14 @@ pub mod doctor_config;
 pub mod status_line;
 pub mod through_daemon;
 
+/// `--option NAME VALUE` as clap collects it (a flat list), as pairs.
+pub fn option_pairs(options: &[String]) -> Vec<(String, String)> {
+    options
+        .chunks(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect()
+}
+
 /// Logs to stderr: debug lines with `--debug`, else the level in
 /// `HERMETIC_LOG`, else `default_level` (`warn` for commands, `info` for
 /// the daemon, whose log says what it does). Colour only on a terminal.

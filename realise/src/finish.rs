@@ -278,7 +278,8 @@ pub fn keep_failed(
     settings: &Settings,
     layout: &StoreLayout,
     pending: Pending,
-    drv: &Drv<'_>,
+    drv_path: &StorePath,
+    name: &str,
     warn: &mut dyn FnMut(String),
 ) {
     if !settings.keep_failed {
@@ -287,7 +288,7 @@ pub fn keep_failed(
         }
         return;
     }
-    let (kept, error) = pending.keep_aside(&layout.state_dir, drv.name);
+    let (kept, error) = pending.keep_aside(&layout.state_dir, name);
     if let Some(e) = error {
         warn(format!(
             "warning: {}; a garbage collection may delete it",
@@ -310,19 +311,11 @@ pub fn keep_failed(
             };
             warn(format!(
                 "note: to enter its sandbox as the build left it: sandbox-run{store} --drv {} --kept {} --shell",
-                shell_word(drv.printed),
+                shell_word(&layout.store_dir.print(drv_path)),
                 shell_word(&kept.to_string_lossy()),
             ));
         }
     }
-}
-
-/// The derivation whose build failed, for what `keep_failed` says.
-pub struct Drv<'a> {
-    /// Its name.
-    pub name: &'a str,
-    /// Its store path, printed.
-    pub printed: &'a str,
 }
 
 /// A word as a POSIX shell reads it back: as it is when it is plain,

@@ -257,7 +257,8 @@ impl Goal<'_> {
             spec.builder = std::path::PathBuf::from(program);
             spec.args = args.to_vec();
         }
-        if let Some(kept) = enter.as_ref().and_then(|e| e.kept.as_ref()) {
+        let kept = enter.as_ref().and_then(|e| e.kept.as_ref());
+        if let Some(kept) = kept {
             spec.build_dir = Some(kept.build_dir.clone());
             spec.kept_scratch = Some(kept.scratch.clone());
         }
@@ -287,14 +288,13 @@ impl Goal<'_> {
         }
 
         let policy = crate::spec::run_policy(settings);
-        let spec_kept = spec.kept_scratch.is_some();
         let job = Job::start(spec, &policy, &printed, &mut |notice| {
             warn(notice.to_owned())
         })?;
         let builder = job.spec.build_user;
         match fs::DirBuilder::new().mode(0o700).create(&build_dir) {
             // A kept build directory, entered again.
-            Err(e) if spec_kept && e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if kept.is_some() && e.kind() == std::io::ErrorKind::AlreadyExists => {}
             other => other.map_err(io_err("create directory", &build_dir))?,
         }
         let chown = |path: &Path| -> Result<(), BuildError> {
@@ -372,13 +372,8 @@ impl Goal<'_> {
         let ended = ended?;
         let outcome = ended.outcome;
 
-        let drv_printed = printed.clone();
-        let failed_drv = crate::finish::Drv {
-            name: &drv.name,
-            printed: &drv_printed,
-        };
         let mut failed = |error: BuildError, kind: FailureKind, pending| -> BuildFailure {
-            keep_failed(settings, &layout, pending, &failed_drv, warn);
+            keep_failed(settings, &layout, pending, &self.drv_path, &drv.name, warn);
             fail(kind, error)
         };
         if outcome.cancelled {
@@ -437,7 +432,7 @@ impl Goal<'_> {
         let items = match finishing.process_outputs(store, &mut pending) {
             Ok(items) => items,
             Err(failure) => {
-                keep_failed(settings, &layout, pending, &failed_drv, warn);
+                keep_failed(settings, &layout, pending, &self.drv_path, &drv.name, warn);
                 return Err(failure);
             }
         };

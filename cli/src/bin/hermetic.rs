@@ -608,17 +608,11 @@ fn read_any_drv(layout: &StoreLayout, file: &Path) -> Result<Vec<(StorePath, Der
     Ok(vec![(path, drv)])
 }
 
-/// `hermetic build`: settings from nix.conf and the command line, the
-/// derivations found or added, built, their outputs printed.
 impl BuildArgs {
     /// The settings the command line gives (`--option`, `-K`, `-k`, `-j`),
     /// to apply after nix.conf.
     fn settings_given(&self) -> Vec<(String, String)> {
-        let mut options: Vec<(String, String)> = self
-            .options
-            .chunks(2)
-            .map(|pair| (pair[0].clone(), pair[1].clone()))
-            .collect();
+        let mut options = hermetic_cli::option_pairs(&self.options);
         if self.keep_failed {
             options.push(("keep-failed".into(), "true".into()));
         }
@@ -632,6 +626,8 @@ impl BuildArgs {
     }
 }
 
+/// `hermetic build`: settings from nix.conf and the command line, the
+/// derivations found or added, built, their outputs printed.
 fn build(layout: StoreLayout, args: BuildArgs) -> Result<ExitCode> {
     use std::os::fd::AsFd;
 

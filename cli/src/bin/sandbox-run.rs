@@ -387,6 +387,16 @@ fn spec_from(cli: &Cli) -> Result<(SandboxSpec, Option<RunPolicy>)> {
     Ok((spec, None))
 }
 
+/// `--max-silent-time` and `--timeout`, over what the settings say.
+fn apply_time_limits(cli: &Cli, settings: &mut Settings) {
+    if let Some(seconds) = cli.max_silent_time {
+        settings.max_silent_time = seconds;
+    }
+    if let Some(seconds) = cli.timeout {
+        settings.timeout = seconds;
+    }
+}
+
 /// The settings the command line gives.
 fn settings_from(cli: &Cli) -> Result<Settings> {
     let mut settings = Settings::for_caller();
@@ -407,12 +417,7 @@ fn settings_from(cli: &Cli) -> Result<Settings> {
             Err(error) => return Err(error.into()),
         }
     }
-    if let Some(seconds) = cli.max_silent_time {
-        settings.max_silent_time = seconds;
-    }
-    if let Some(seconds) = cli.timeout {
-        settings.timeout = seconds;
-    }
+    apply_time_limits(cli, &mut settings);
     if let Some(dir) = &cli.state_dir {
         settings.state_dir = dir.clone();
     }
@@ -543,19 +548,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn enter_drv(cli: Cli) -> Result<ExitCode> {
     use hermetic_store::{LocalStore, StoreLayout};
     let file = cli.drv.clone().expect("--drv was given");
-    let options: Vec<(String, String)> = cli
-        .options
-        .chunks(2)
-        .map(|pair| (pair[0].clone(), pair[1].clone()))
-        .collect();
+    let options = hermetic_cli::option_pairs(&cli.options);
     let mut settings = Settings::for_caller();
     hermetic_config::nixconf::load(&mut settings, &options, &mut |w| eprintln!("warning: {w}"))?;
-    if let Some(seconds) = cli.max_silent_time {
-        settings.max_silent_time = seconds;
-    }
-    if let Some(seconds) = cli.timeout {
-        settings.timeout = seconds;
-    }
+    apply_time_limits(&cli, &mut settings);
     let layout = store_layout(&cli)?.unwrap_or_else(StoreLayout::system);
     let mut store = LocalStore::open(layout.clone()).context("cannot open the store")?;
     let drv_path = layout
