@@ -305,6 +305,11 @@ impl Goal<'_> {
             Ok(())
         };
         chown(&build_dir)?;
+        if let (Some(_), Some(user)) = (kept, builder) {
+            // What the failed builder left in /build is this run's user's now.
+            hermetic_runtime::scratch::give_contents(&build_dir, user)
+                .map_err(io_err("change the owner of what is in", &build_dir))?;
+        }
         if let (false, Some(user)) = (sandboxed, builder) {
             std::os::unix::fs::chown(&staging, None, Some(user.gid))
                 .map_err(io_err("change the owner of", &staging))?;

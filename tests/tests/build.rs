@@ -917,7 +917,9 @@ fn a_kept_failed_build_is_entered_again_as_it_was_left() {
         return;
     }
     let host = BuildHost::diverted("build-reenter");
-    host.conf("extra-sandbox-paths = /bin/sh=/bin/busybox");
+    // The build fails as a member of one group and is entered as one of
+    // another: what it left is given to the user who enters.
+    host.conf("extra-sandbox-paths = /bin/sh=/bin/busybox\nbuild-users-group = hermetic-pair");
     let failing = DrvSpec::new(
         "half-done",
         "echo in-build > marker; echo in-tmp > /tmp/marker; mkdir $out; \
@@ -945,6 +947,7 @@ fn a_kept_failed_build_is_entered_again_as_it_was_left() {
         let out = host
             .sandbox_run()
             .args(&words[1..words.len() - 1])
+            .args(["--option", "build-users-group", "nixbld"])
             .args(["--", "/bin/sh", "-c", script])
             .output()
             .unwrap();
@@ -955,14 +958,15 @@ fn a_kept_failed_build_is_entered_again_as_it_was_left() {
         )
     };
     let (code, seen, said) = enter(&format!(
-        "cat /build/marker /tmp/marker {out_path}/partial; pwd; echo again > /build/second"
+        "cat /build/marker /tmp/marker {out_path}/partial; pwd; echo again > /build/second; \
+         echo more >> /build/marker && echo more >> /tmp/marker && echo more >> {out_path}/partial"
     ));
     assert_eq!(code, Some(0), "{said}");
     assert_eq!(seen, "in-build\nin-tmp\npartial\n/build\n");
     // Kept again: the next entry sees what this one wrote.
-    let (code, seen, said) = enter("cat /build/second");
+    let (code, seen, said) = enter("cat /build/second /build/marker");
     assert_eq!(code, Some(0), "{said}");
-    assert_eq!(seen, "again\n");
+    assert_eq!(seen, "again\nin-build\nmore\n");
     // Nothing was registered; a directory that is not a kept one is refused.
     assert!(
         !host
