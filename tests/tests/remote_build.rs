@@ -1,7 +1,8 @@
 //! Remote building over real SSH (issue 20): stock Nix 2.8 offloading a
 //! chain of derivations to a machine whose login runs `hermetic daemon
-//! --stdio` (`ssh-ng://`, `remote-program`), the outputs coming back equal
-//! to a local build's.
+//! --stdio` (`ssh-ng://`) or `hermetic store serve --write` (`ssh://`,
+//! Nix's legacy serve protocol), through `remote-program`, the outputs
+//! coming back equal to a local build's.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -16,7 +17,7 @@ fn chain(n: usize) -> String {
         r#"let
   step = n: prev: derivation {{
     name = "chain-${{toString n}}"; system = builtins.currentSystem; builder = "/bin/sh";
-    args = [ "-c" "echo ${{toString n}} $(cat ${{if prev == null then "/dev/null" else prev}}) > $out" ];
+    args = [ "-c" "echo making-${{toString n}}; echo ${{toString n}} $(cat ${{if prev == null then "/dev/null" else prev}}) > $out" ];
   }};
   go = n: if n == 0 then step 0 null else step n (go (n - 1));
 in go {}"#,
@@ -40,7 +41,20 @@ fn nar_hash(nix: &NixPeer, root: &Path, path: &str) -> String {
 
 #[test]
 fn stock_nix_offloads_a_chain_to_hermetic_over_ssh_ng() {
-    let test = "stock_nix_offloads_a_chain_to_hermetic_over_ssh_ng";
+    offload_a_chain(
+        "stock_nix_offloads_a_chain_to_hermetic_over_ssh_ng",
+        "ssh-ng",
+    );
+}
+
+#[test]
+fn stock_nix_offloads_a_chain_to_hermetic_over_ssh() {
+    offload_a_chain("stock_nix_offloads_a_chain_to_hermetic_over_ssh", "ssh");
+}
+
+/// Stock Nix builds a chain of twenty with only a remote builder, a
+/// hermetic machine reached over `scheme`.
+fn offload_a_chain(test: &str, scheme: &str) {
     if !root_or_skip(test) {
         return;
     }
@@ -64,11 +78,18 @@ fn stock_nix_offloads_a_chain_to_hermetic_over_ssh_ng() {
          use-cgroups = true\n",
     )
     .unwrap();
+    // What Nix runs there: `PROGRAM --stdio` (ssh-ng), `PROGRAM --serve
+    // --write` (ssh).
+    let command = if scheme == "ssh" {
+        "store serve"
+    } else {
+        "daemon"
+    };
     let program = path("remote-program");
     std::fs::write(
         &program,
         format!(
-            "#!/bin/sh\nexport NIX_CONF_DIR={}\nexec {} --store {} daemon \"$@\"\n",
+            "#!/bin/sh\nexport NIX_CONF_DIR={}\nexec {} --store {} {command} \"$@\"\n",
             path("remote-conf").display(),
             hermetic().display(),
             path("remote").display()
@@ -84,7 +105,7 @@ fn stock_nix_offloads_a_chain_to_hermetic_over_ssh_ng() {
         format!(
             "sandbox = true\nbuild-users-group =\nsubstituters =\nmax-jobs = 0\n\
              extra-sandbox-paths = /bin/sh=/bin/busybox\n\
-             builders = ssh-ng://root@127.0.0.1?remote-program={} x86_64-linux {} 2\n",
+             builders = {scheme}://root@127.0.0.1?remote-program={} x86_64-linux {} 2\n",
             program.display(),
             sshd.client_key().display()
         ),
@@ -114,9 +135,16 @@ fn stock_nix_offloads_a_chain_to_hermetic_over_ssh_ng() {
     // stayed out of the user's terminal, as nix-daemon --stdio's do.
     let remote_builds = said
         .lines()
-        .filter(|l| l.starts_with("building '") && l.contains("' on 'ssh-ng://root@127.0.0.1"))
+        .filter(|l| {
+            l.starts_with("building '") && l.contains(&format!("' on '{scheme}://root@127.0.0.1"))
+        })
         .count();
     assert_eq!(remote_builds, 20, "{said}");
+    // Each builder's log came back with its build.
+    assert!(
+        (0..20).all(|n| said.lines().any(|l| l.ends_with(&format!("making-{n}")))),
+        "{said}"
+    );
     assert!(!said.contains("accepted connection"), "{said}");
     // The outputs came back whole: Nix verifies its store, and the last
     // one's NAR hash is the remote store's and a local hermetic build's.
@@ -141,4 +169,103 @@ fn stock_nix_offloads_a_chain_to_hermetic_over_ssh_ng() {
     let hash = nar_hash(&nix, &local, &last);
     assert_eq!(hash, nar_hash(&nix, &remote, &last));
     assert_eq!(hash, nar_hash(&nix, &ours, &last));
+}
+
+/// `hermetic store serve` spoken to directly: the greeting, `stdin` bytes
+/// in, what it printed and how it ended.
+fn serve(
+    store: &Path,
+    conf: &Path,
+    args: &[&str],
+    input: &[u8],
+    user: Option<(u32, u32)>,
+) -> Output {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(hermetic());
+    command
+        .args(["--store", store.to_str().unwrap(), "store", "serve"])
+        .args(args)
+        .env("NIX_CONF_DIR", conf)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    let mut child = command.spawn().unwrap();
+    // It may end before reading all (a refusal): a closed pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
+fn u64s(values: &[u64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The serve protocol's string: length, bytes, zeros to a multiple of 8.
+fn text(s: &str) -> Vec<u8> {
+    let mut bytes = u64s(&[s.len() as u64]);
+    bytes.extend(s.as_bytes());
+    bytes.resize(bytes.len().div_ceil(8) * 8, 0);
+    bytes
+}
+
+/// Without `--write` the store is read-only to the caller (Nix's words);
+/// a user the trust model does not allow is refused before the greeting;
+/// reads work and answer in the protocol.
+#[test]
+fn store_serve_refuses_what_it_may_not_do() {
+    let test = "store_serve_refuses_what_it_may_not_do";
+    if !hermetic_tests::test_user_or_skip(test) {
+        return;
+    }
+    let work = TempDir::new("serve-refusals");
+    let conf = work.path.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("nix.conf"), "allowed-users = root\n").unwrap();
+    let store = work.path.join("store");
+    let greeting = u64s(&[0x390c_9deb, (2 << 8) | 7]);
+    let said = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // A read: QueryValidPaths of a path that is not there: an empty set.
+    let mut input = greeting.clone();
+    input.extend(u64s(&[1, 0, 0, 1]));
+    input.extend(text("/nix/store/00000000000000000000000000000000-absent"));
+    let out = serve(&store, &conf, &[], &input, None);
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(out.stdout, u64s(&[0x5452_eecb, (2 << 8) | 7, 0]));
+
+    // Adding and building need --write.
+    for (command, refusal) in [
+        (9, "error: importing paths is not allowed"),
+        (8, "error: building paths is not allowed"),
+        (6, "error: building paths is not allowed"),
+    ] {
+        let mut input = greeting.clone();
+        input.extend(u64s(&[command]));
+        input.extend(text("/nix/store/00000000000000000000000000000000-x"));
+        let out = serve(&store, &conf, &[], &input, None);
+        assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+        assert!(said(&out).contains(refusal), "{command}: {}", said(&out));
+    }
+
+    // A user not in allowed-users is refused, and nothing is greeted.
+    let user = nix::unistd::User::from_name(hermetic_tests::TEST_USER)
+        .unwrap()
+        .unwrap();
+    let out = serve(
+        &store,
+        &conf,
+        &["--write"],
+        &greeting,
+        Some((user.uid.as_raw(), user.gid.as_raw())),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        said(&out).contains("user 'hermetic-test' is not allowed to connect to the Nix daemon"),
+        "{}",
+        said(&out)
+    );
 }

@@ -141,6 +141,18 @@ enum StoreCommand {
         #[arg(long)]
         check_contents: bool,
     },
+    /// Serve Nix's legacy serve protocol on stdin/stdout, as `nix-store --serve`:
+    /// what an `ssh://` store or remote builder runs on the login (set
+    /// `remote-program` to a program that runs `hermetic store serve "$@"`). Log
+    /// lines go to stderr; the caller's trust is the daemon's trust model.
+    Serve {
+        /// Allow adding paths and building, as `nix-store --serve --write`.
+        #[arg(long)]
+        write: bool,
+        /// What Nix's client passes to its remote program: accepted, changes nothing.
+        #[arg(long, hide = true)]
+        serve: bool,
+    },
     /// Print the closure of store paths under references, sorted.
     Closure {
         /// Store paths.
@@ -313,6 +325,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Store(StoreCommand::Hash { path }) => {
             let (hash, _) = hermetic_store::local::nar_hash_of(&path)?;
             outln!("{hash}");
+        }
+        Command::Store(StoreCommand::Serve { write, serve: _ }) => {
+            let mut settings = hermetic_config::settings::Settings::for_caller();
+            hermetic_config::nixconf::load(&mut settings, &[], &mut |w| eprintln!("warning: {w}"))?;
+            hermetic_daemon::connection::serve_legacy(
+                layout,
+                settings,
+                write,
+                std::io::stdin(),
+                Box::new(std::io::stdout()),
+                Box::new(std::io::stderr()),
+            )?;
         }
         Command::Store(command) => store_command(layout, command)?,
         Command::Derivation(DerivationCommand::Show { paths }) => {
@@ -520,7 +544,7 @@ fn store_command(layout: StoreLayout, command: StoreCommand) -> Result<()> {
                 outln!("{}", layout.store_dir.print(&path));
             }
         }
-        StoreCommand::Dump { .. } | StoreCommand::Hash { .. } => {
+        StoreCommand::Dump { .. } | StoreCommand::Hash { .. } | StoreCommand::Serve { .. } => {
             unreachable!("handled without opening the store")
         }
     }

@@ -29,10 +29,22 @@ fn next_id() -> u64 {
     (u64::from(std::process::id()) << 32) | NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// How a client is told of builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReportAs {
+    /// Nix's activities (worker protocol 1.20 and later).
+    Activities,
+    /// Lines on the worker protocol's stderr channel (older clients).
+    ChannelLines,
+    /// Plain lines on a stream of their own (the serve protocol's stderr).
+    PlainLines,
+}
+
 /// One operation's builds as its client is told of them.
 pub(super) struct BuildReporter {
     to: ClientWriter,
-    /// Whether the client reads activities (protocol 1.20 and later).
+    report_as: ReportAs,
+    /// Whether the client reads activities.
     structured: bool,
     store_dir: StoreDir,
     /// The operation's `actBuilds` activity.
@@ -56,16 +68,17 @@ struct State {
 }
 
 impl BuildReporter {
-    /// A reporter for one operation of a client speaking `version`.
+    /// A reporter for one operation of a client told as `report_as` says.
     pub(super) fn new(
         to: ClientWriter,
-        version: u64,
+        report_as: ReportAs,
         store_dir: StoreDir,
         log_lines: usize,
     ) -> Arc<BuildReporter> {
         let reporter = BuildReporter {
             to,
-            structured: crate::protocol::minor(version) >= 20,
+            report_as,
+            structured: report_as == ReportAs::Activities,
             store_dir,
             builds_id: next_id(),
             state: Mutex::new(State {
@@ -80,6 +93,16 @@ impl BuildReporter {
         Arc::new(reporter)
     }
 
+    /// One line, unstructured.
+    fn say(&self, w: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+        if self.report_as == ReportAs::PlainLines {
+            writeln!(w, "{text}")?;
+            w.flush()
+        } else {
+            send_log(w, text)
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -89,7 +112,7 @@ impl BuildReporter {
         if !self.structured {
             if let Some(line) = progress.text(&self.store_dir) {
                 let mut w = lock(&self.to);
-                let _ = send_log(&mut *w, &line);
+                let _ = self.say(&mut *w, &line);
             }
             return;
         }
@@ -179,7 +202,7 @@ impl BuildReporter {
             Some(id) if self.structured => {
                 send_result(&mut *w, id, result::BUILD_LOG_LINE, &[Field::Str(&text)])
             }
-            _ => send_log(&mut *w, &format!("{prefix}{text}")),
+            _ => self.say(&mut *w, &format!("{prefix}{text}")),
         }
     }
 

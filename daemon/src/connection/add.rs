@@ -78,15 +78,27 @@ impl Connection {
             framed.drain()?;
             return Err(refused);
         }
-        let keys = self.signature_keys(dont_check);
-        self.collect_if_space_is_low();
-        let mut store = self.store()?;
-        let imported = store.import_nar(info, &mut framed, keys.as_deref());
+        let imported = self.import_one(info, &mut framed, dont_check);
         framed.drain()?;
-        imported.map_err(failed)?;
+        imported?;
         let mut w = lock(&self.to);
         send_last(&mut *w)?;
         Ok(())
+    }
+
+    /// Adds one path copied from another store, its NAR read from `nar`:
+    /// signed as the trust rules ask unless a trusted client said not to
+    /// check (B95, B96); room made first if the store is low on space.
+    pub(super) fn import_one(
+        &self,
+        info: PathInfo,
+        nar: &mut impl Read,
+        dont_check: bool,
+    ) -> Result<(), Step> {
+        let keys = self.signature_keys(dont_check);
+        self.collect_if_space_is_low();
+        let mut store = self.store()?;
+        store.import_nar(info, nar, keys.as_deref()).map_err(failed)
     }
 
     /// AddMultipleToStore: in frames, a count, then each path's metadata

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use hermetic_realise::schedule::Progress;
 use hermetic_store::StorePath;
 
-use super::activities::BuildReporter;
+use super::activities::{BuildReporter, ReportAs};
 use super::results::{Outcome, now};
-use super::{Connection, OpError, Step, failed, lock};
-use crate::protocol::send_log;
+use super::{Connection, LogTo, OpError, Step, failed};
 use crate::wire::{read_count, read_string, read_strings};
 
 impl Connection {
@@ -179,8 +178,7 @@ impl Connection {
             reporter.describe(drv, failure)
         });
         for line in &report.lines {
-            let mut w = lock(&self.to);
-            send_log(&mut *w, line)?;
+            self.log(line);
         }
         match report.error {
             Some(message) => Err(Step::Failed(OpError(message))),
@@ -218,9 +216,16 @@ impl Connection {
 
     /// A reporter of this operation's builds to this client.
     pub(super) fn reporter(&self) -> Arc<BuildReporter> {
+        let (to, report_as) = match &self.log_to {
+            LogTo::Channel if crate::protocol::minor(self.version) >= 20 => {
+                (self.to.clone(), ReportAs::Activities)
+            }
+            LogTo::Channel => (self.to.clone(), ReportAs::ChannelLines),
+            LogTo::Lines(to) => (to.clone(), ReportAs::PlainLines),
+        };
         BuildReporter::new(
-            self.to.clone(),
-            self.version,
+            to,
+            report_as,
             self.layout.store_dir.clone(),
             self.settings.log_lines,
         )

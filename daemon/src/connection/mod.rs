@@ -10,7 +10,10 @@ mod build;
 mod maintenance;
 mod options;
 mod results;
+mod serve;
 mod substitute;
+
+pub use serve::serve_legacy;
 
 use std::collections::BTreeSet;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -51,6 +54,10 @@ pub enum ConnectionError {
     /// skipped, so the connection ends.
     #[error("hermetic does not implement the worker operation '{0}' ({1})")]
     UnknownOp(&'static str, u64),
+    /// A serve-protocol command failed: the serve protocol has no way to
+    /// say so but to end (as `nix-store --serve` does).
+    #[error("{0}")]
+    ServeFailed(String),
 }
 
 /// An operation's failure: reported to the client, the connection goes on.
@@ -78,6 +85,17 @@ pub struct Connection {
     client: String,
     /// Nix's auto-GC before additions (`min-free`), once one came.
     auto_gc: std::cell::OnceCell<Option<hermetic_realise::auto_gc::AutoGc>>,
+    /// Where log lines go.
+    log_to: LogTo,
+}
+
+/// Where a connection's log lines go.
+enum LogTo {
+    /// The worker protocol's stderr channel, on the stream to the client;
+    /// an operation's work ends with `STDERR_LAST` there.
+    Channel,
+    /// Plain lines on a stream of their own: the serve protocol's stderr.
+    Lines(ClientWriter),
 }
 
 /// A peer as the daemon's log names it: `pid N, user U` (`?` for a pid
@@ -221,6 +239,7 @@ pub fn serve(
         client,
         version,
         to,
+        log_to: LogTo::Channel,
     };
     loop {
         if lifecycle.stopping.load(Ordering::SeqCst) {
@@ -331,7 +350,9 @@ impl Connection {
     /// Ends the work of an operation and writes its reply.
     fn reply(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Step> {
         let mut w = lock(&self.to);
-        send_last(&mut *w)?;
+        if let LogTo::Channel = self.log_to {
+            send_last(&mut *w)?;
+        }
         write(&mut *w)?;
         Ok(())
     }
@@ -359,8 +380,52 @@ impl Connection {
     }
 
     fn log(&self, line: &str) {
-        let mut w = lock(&self.to);
-        let _ = send_log(&mut *w, line);
+        match &self.log_to {
+            LogTo::Channel => {
+                let _ = send_log(&mut *lock(&self.to), line);
+            }
+            LogTo::Lines(to) => {
+                let mut w = lock(to);
+                let _ = writeln!(w, "{line}").and_then(|()| w.flush());
+            }
+        }
+    }
+
+    /// The paths of `paths` that are valid, after fetching from the
+    /// substituters what they offer if `substitute` (Nix's
+    /// `substitutePaths`: a failure to fetch is only a warning).
+    fn valid_paths(
+        &self,
+        paths: BTreeSet<StorePath>,
+        substitute: bool,
+    ) -> Result<BTreeSet<StorePath>, Step> {
+        if substitute {
+            let missing: Vec<StorePath> = {
+                let store = self.store()?;
+                paths
+                    .iter()
+                    .filter(|p| !store.is_valid(p).unwrap_or(true))
+                    .cloned()
+                    .collect()
+            };
+            let offered: Vec<StorePath> = self
+                .offers(&missing)
+                .into_iter()
+                .map(|o| o.narinfo.info.path)
+                .collect();
+            match self.substitute(&offered) {
+                Err(Step::Failed(OpError(message))) => self.log(&format!("warning: {message}")),
+                other => other?,
+            }
+        }
+        let store = self.store()?;
+        let mut valid = BTreeSet::new();
+        for path in paths {
+            if store.is_valid(&path).map_err(failed)? {
+                valid.insert(path);
+            }
+        }
+        Ok(valid)
     }
 
     fn perform(&mut self, op: u64, from: &mut impl Read) -> Result<(), Step> {
@@ -502,36 +567,7 @@ impl Connection {
             31 => {
                 let paths = self.read_path_set(from)?;
                 let substitute = minor(self.version) >= 27 && read_u64(from)? != 0;
-                if substitute {
-                    // Nix's `substitutePaths`: what the caches offer is
-                    // fetched; a failure is only a warning.
-                    let missing: Vec<StorePath> = {
-                        let store = self.store()?;
-                        paths
-                            .iter()
-                            .filter(|p| !store.is_valid(p).unwrap_or(true))
-                            .cloned()
-                            .collect()
-                    };
-                    let offered: Vec<StorePath> = self
-                        .offers(&missing)
-                        .into_iter()
-                        .map(|o| o.narinfo.info.path)
-                        .collect();
-                    match self.substitute(&offered) {
-                        Err(Step::Failed(OpError(message))) => {
-                            self.log(&format!("warning: {message}"))
-                        }
-                        other => other?,
-                    }
-                }
-                let store = self.store()?;
-                let mut valid = BTreeSet::new();
-                for path in paths {
-                    if store.is_valid(&path).map_err(failed)? {
-                        valid.insert(path);
-                    }
-                }
+                let valid = self.valid_paths(paths, substitute)?;
                 self.reply(|w| self.write_path_set(&mut *w, &valid))
             }
             // QuerySubstitutablePaths

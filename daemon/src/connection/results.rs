@@ -66,6 +66,23 @@ impl Outcome {
             ..Outcome::default()
         }
     }
+
+    /// The outputs as both protocols send them: a count, then each
+    /// realisation's id and its JSON.
+    pub(super) fn write_realisations(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        write_u64(&mut *w, self.outputs.len() as u64)?;
+        for (id, path) in &self.outputs {
+            write_string(&mut *w, id)?;
+            let realisation = serde_json::json!({
+                "id": id,
+                "outPath": path.base_name(),
+                "signatures": [],
+                "dependentRealisations": {},
+            });
+            write_string(&mut *w, &realisation.to_string())?;
+        }
+        Ok(())
+    }
 }
 
 /// Now, in seconds since the epoch.
@@ -241,17 +258,7 @@ impl Connection {
             write_u64(&mut *w, 0)?; // system CPU time: absent
         }
         if minor(self.version) >= 28 {
-            write_u64(&mut *w, outcome.outputs.len() as u64)?;
-            for (id, path) in &outcome.outputs {
-                write_string(&mut *w, id)?;
-                let realisation = serde_json::json!({
-                    "id": id,
-                    "outPath": path.base_name(),
-                    "signatures": [],
-                    "dependentRealisations": {},
-                });
-                write_string(&mut *w, &realisation.to_string())?;
-            }
+            outcome.write_realisations(w)?;
         }
         Ok(())
     }
