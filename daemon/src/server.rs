@@ -2,6 +2,7 @@
 //! trust model's business), a thread per client, SIGTERM and SIGINT to stop
 //! accepting and end cleanly; or one client on stdin/stdout (`--stdio`).
 
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -219,11 +220,19 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
 }
 
 /// Serves one client on stdin and stdout, as `nix-daemon --stdio` does
-/// (remote building over ssh); the client is the user running it.
+/// (remote building over ssh); the client is the user running it. A user
+/// who cannot write the store's state while its daemon listens is passed
+/// on to that daemon, byte for byte, as Nix's `nix-daemon --stdio` does:
+/// the daemon then judges the user's trust from its socket.
 pub fn run_stdio(
     layout: StoreLayout,
     settings: Settings,
 ) -> Result<(), crate::connection::ConnectionError> {
+    let socket = layout.state_dir.join("daemon-socket/socket");
+    let writable = nix::unistd::access(&layout.state_dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    if !writable && socket.exists() {
+        return pass_on(&socket).map_err(crate::connection::ConnectionError::Io);
+    }
     let peer = Peer::of_process().map_err(crate::connection::ConnectionError::Io)?;
     serve(
         layout,
@@ -237,4 +246,35 @@ pub fn run_stdio(
         Box::new(std::io::stdout()),
         &Lifecycle::default(),
     )
+}
+
+/// Copies stdin to the daemon at `socket` and its answers to stdout until
+/// either side ends.
+fn pass_on(socket: &Path) -> std::io::Result<()> {
+    let to_daemon = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot connect to socket at '{}': {e}", socket.display()),
+        )
+    })?;
+    let mut from_daemon = to_daemon.try_clone()?;
+    std::thread::spawn(move || {
+        let mut to_daemon = to_daemon;
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_daemon);
+        let _ = to_daemon.shutdown(std::net::Shutdown::Write);
+    });
+    // Each answer as it comes: stdout's buffer would hold it until a
+    // newline.
+    let mut stdout = std::io::stdout().lock();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match std::io::Read::read(&mut from_daemon, &mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        stdout.write_all(&buffer[..n])?;
+        stdout.flush()?;
+    }
 }

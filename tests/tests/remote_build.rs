@@ -269,3 +269,116 @@ fn store_serve_refuses_what_it_may_not_do() {
         said(&out)
     );
 }
+
+/// Stock Nix builds a chain of `n` on a machine reached as `user` over
+/// `ssh-ng://`, whose login's `hermetic daemon --stdio` cannot write the
+/// store and so passes the user on to the machine's daemon.
+fn offload_to_daemon_as(
+    sshd: &Sshd,
+    daemon: &hermetic_tests::daemon::Daemon,
+    user: &str,
+    n: usize,
+) -> Output {
+    let path = |name: &str| daemon.dir.path.join(name);
+    // hermetic's usual place for the store's daemon socket.
+    let socket_dir = daemon.root().join("nix/var/nix/daemon-socket");
+    std::fs::create_dir_all(&socket_dir).unwrap();
+    let _ = std::fs::remove_file(socket_dir.join("socket"));
+    std::os::unix::fs::symlink(daemon.dir.path.join("socket"), socket_dir.join("socket")).unwrap();
+    let program = path("remote-program");
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\nexport NIX_CONF_DIR={}\nexec {} --store {} daemon \"$@\"\n",
+            path("conf").display(),
+            hermetic_tests::hermetic_for_test_user().display(),
+            daemon.root().display()
+        ),
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&program, 0o755);
+    std::fs::create_dir_all(path("local-conf")).unwrap();
+    std::fs::write(
+        path("local-conf/nix.conf"),
+        format!(
+            "sandbox = true\nbuild-users-group =\nsubstituters =\nmax-jobs = 0\n\
+             extra-sandbox-paths = /bin/sh=/bin/busybox\n\
+             builders = ssh-ng://{user}@127.0.0.1?remote-program={} x86_64-linux {} 1\n",
+            program.display(),
+            sshd.client_key().display()
+        ),
+    )
+    .unwrap();
+    let expr = path("chain.nix");
+    std::fs::write(&expr, chain(n)).unwrap();
+    Command::new("nix-build")
+        .args(["--store", path("local").to_str().unwrap(), "--no-out-link"])
+        .arg(&expr)
+        .env("NIX_CONF_DIR", path("local-conf"))
+        .env("NIX_SSHOPTS", sshd.ssh_opts())
+        .env_remove("NIX_REMOTE")
+        .output()
+        .unwrap()
+}
+
+/// A login user who is not root reaches the machine's daemon, which
+/// judges the user's trust as for any local client: an untrusted one may
+/// not have input-addressed derivations built from what it sends (Nix's
+/// words), nothing is added; a trusted one builds the chain.
+#[test]
+fn an_ordinary_login_user_gets_the_daemons_trust() {
+    let test = "an_ordinary_login_user_gets_the_daemons_trust";
+    if !hermetic_tests::test_user_or_skip(test) {
+        return;
+    }
+    let Some(nix) = NixPeer::or_skip(test, "") else {
+        return;
+    };
+    let Some(sshd) = Sshd::start_or_skip(test) else {
+        return;
+    };
+    let user = hermetic_tests::TEST_USER;
+    let conf = "extra-sandbox-paths = /bin/sh=/bin/busybox\ntrusted-users = root";
+    let untrusted = hermetic_tests::daemon::Daemon::start("login-untrusted", conf);
+    let out = offload_to_daemon_as(&sshd, &untrusted, user, 2);
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("you are not privileged to build input-addressed derivations"),
+        "{said}"
+    );
+    assert!(
+        untrusted.log().contains(&format!("user {user}")),
+        "{}",
+        untrusted.log()
+    );
+    let store = hermetic_store::LocalStore::open(hermetic_store::StoreLayout::under_root(
+        &untrusted.root(),
+    ))
+    .unwrap();
+    assert!(
+        store
+            .all_valid_paths()
+            .unwrap()
+            .iter()
+            .all(|p| !p.name().starts_with("chain-")),
+        "an untrusted build added outputs"
+    );
+
+    let trusted = hermetic_tests::daemon::Daemon::start("login-trusted", &format!("{conf} {user}"));
+    let out = offload_to_daemon_as(&sshd, &trusted, user, 3);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    let last = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let local = trusted.dir.path.join("local");
+    assert_eq!(
+        std::fs::read_to_string(local.join(last.trim_start_matches('/')))
+            .unwrap()
+            .trim(),
+        "2 1 0"
+    );
+    assert_eq!(
+        nar_hash(&nix, &local, &last),
+        nar_hash(&nix, &trusted.root(), &last)
+    );
+}
