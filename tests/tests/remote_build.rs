@@ -39,6 +39,51 @@ fn nar_hash(nix: &NixPeer, root: &Path, path: &str) -> String {
     .to_owned()
 }
 
+/// A remote machine's login program: `hermetic --store STORE COMMAND`
+/// with the arguments Nix gives it, configured from `conf`.
+fn remote_program(at: &Path, conf: &Path, hermetic: &Path, store: &Path, command: &str) {
+    std::fs::write(
+        at,
+        format!(
+            "#!/bin/sh\nexport NIX_CONF_DIR={}\nexec {} --store {} {command} \"$@\"\n",
+            conf.display(),
+            hermetic.display(),
+            store.display()
+        ),
+    )
+    .unwrap();
+    hermetic_tests::set_mode(at, 0o755);
+}
+
+/// Nix 2.8 builds `expr` into a store under `dir/local` with only the
+/// remote builder `machine` (a `builders` line; max-jobs 0), its
+/// configuration in `dir/local-conf`.
+fn nix_build_remotely(dir: &Path, sshd: &Sshd, machine: &str, expr: &str) -> Output {
+    std::fs::create_dir_all(dir.join("local-conf")).unwrap();
+    std::fs::write(
+        dir.join("local-conf/nix.conf"),
+        format!(
+            "sandbox = true\nbuild-users-group =\nsubstituters =\nmax-jobs = 0\n\
+             extra-sandbox-paths = /bin/sh=/bin/busybox\nbuilders = {machine}\n"
+        ),
+    )
+    .unwrap();
+    let file = dir.join("chain.nix");
+    std::fs::write(&file, expr).unwrap();
+    Command::new("nix-build")
+        .args([
+            "--store",
+            dir.join("local").to_str().unwrap(),
+            "--no-out-link",
+        ])
+        .arg(&file)
+        .env("NIX_CONF_DIR", dir.join("local-conf"))
+        .env("NIX_SSHOPTS", sshd.ssh_opts())
+        .env_remove("NIX_REMOTE")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn stock_nix_offloads_a_chain_to_hermetic_over_ssh_ng() {
     offload_a_chain(
@@ -86,42 +131,21 @@ fn offload_a_chain(test: &str, scheme: &str) {
         "daemon"
     };
     let program = path("remote-program");
-    std::fs::write(
+    remote_program(
         &program,
-        format!(
-            "#!/bin/sh\nexport NIX_CONF_DIR={}\nexec {} --store {} {command} \"$@\"\n",
-            path("remote-conf").display(),
-            hermetic().display(),
-            path("remote").display()
-        ),
-    )
-    .unwrap();
-    hermetic_tests::set_mode(&program, 0o755);
-
-    // The local machine: Nix 2.8 with only the remote builder (max-jobs 0).
-    std::fs::create_dir_all(path("local-conf")).unwrap();
-    std::fs::write(
-        path("local-conf/nix.conf"),
-        format!(
-            "sandbox = true\nbuild-users-group =\nsubstituters =\nmax-jobs = 0\n\
-             extra-sandbox-paths = /bin/sh=/bin/busybox\n\
-             builders = {scheme}://root@127.0.0.1?remote-program={} x86_64-linux {} 2\n",
-            program.display(),
-            sshd.client_key().display()
-        ),
-    )
-    .unwrap();
-    let expr = path("chain.nix");
-    std::fs::write(&expr, chain(20)).unwrap();
+        &path("remote-conf"),
+        &hermetic(),
+        &path("remote"),
+        command,
+    );
+    let machine = format!(
+        "{scheme}://root@127.0.0.1?remote-program={} x86_64-linux {} 2",
+        program.display(),
+        sshd.client_key().display()
+    );
+    let out = nix_build_remotely(&work.path, &sshd, &machine, &chain(20));
     let local = path("local");
-    let out = Command::new("nix-build")
-        .args(["--store", local.to_str().unwrap(), "--no-out-link"])
-        .arg(&expr)
-        .env("NIX_CONF_DIR", path("local-conf"))
-        .env("NIX_SSHOPTS", sshd.ssh_opts())
-        .env_remove("NIX_REMOTE")
-        .output()
-        .unwrap();
+    let expr = path("chain.nix");
     let said = stderr(&out);
     assert!(out.status.success(), "{said}");
     let last = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -286,39 +310,19 @@ fn offload_to_daemon_as(
     let _ = std::fs::remove_file(socket_dir.join("socket"));
     std::os::unix::fs::symlink(daemon.dir.path.join("socket"), socket_dir.join("socket")).unwrap();
     let program = path("remote-program");
-    std::fs::write(
+    remote_program(
         &program,
-        format!(
-            "#!/bin/sh\nexport NIX_CONF_DIR={}\nexec {} --store {} daemon \"$@\"\n",
-            path("conf").display(),
-            hermetic_tests::hermetic_for_test_user().display(),
-            daemon.root().display()
-        ),
-    )
-    .unwrap();
-    hermetic_tests::set_mode(&program, 0o755);
-    std::fs::create_dir_all(path("local-conf")).unwrap();
-    std::fs::write(
-        path("local-conf/nix.conf"),
-        format!(
-            "sandbox = true\nbuild-users-group =\nsubstituters =\nmax-jobs = 0\n\
-             extra-sandbox-paths = /bin/sh=/bin/busybox\n\
-             builders = ssh-ng://{user}@127.0.0.1?remote-program={} x86_64-linux {} 1\n",
-            program.display(),
-            sshd.client_key().display()
-        ),
-    )
-    .unwrap();
-    let expr = path("chain.nix");
-    std::fs::write(&expr, chain(n)).unwrap();
-    Command::new("nix-build")
-        .args(["--store", path("local").to_str().unwrap(), "--no-out-link"])
-        .arg(&expr)
-        .env("NIX_CONF_DIR", path("local-conf"))
-        .env("NIX_SSHOPTS", sshd.ssh_opts())
-        .env_remove("NIX_REMOTE")
-        .output()
-        .unwrap()
+        &path("conf"),
+        &hermetic_tests::hermetic_for_test_user(),
+        &daemon.root(),
+        "daemon",
+    );
+    let machine = format!(
+        "ssh-ng://{user}@127.0.0.1?remote-program={} x86_64-linux {} 1",
+        program.display(),
+        sshd.client_key().display()
+    );
+    nix_build_remotely(&daemon.dir.path, sshd, &machine, &chain(n))
 }
 
 /// A login user who is not root reaches the machine's daemon, which
