@@ -143,11 +143,13 @@ mod tests {
             drv: drv("one"),
             number: 1,
             total: 3,
+            machine: None,
         });
         status.progress(&Progress::Started {
             drv: drv("two"),
             number: 2,
             total: 3,
+            machine: None,
         });
         assert_eq!(status.text(), "[0/2/3 built] building one, two");
         status.above(b"one> hello").unwrap();

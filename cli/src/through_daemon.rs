@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use hermetic_config::settings::Settings;
-use hermetic_daemon::client::{ClientError, ClientOptions, DaemonClient, Said};
+use hermetic_remote::client::{ClientError, ClientOptions, DaemonClient, Said};
 use hermetic_store::StoreLayout;
 
 use crate::build_targets::{Wanted, link_path, split_outputs};

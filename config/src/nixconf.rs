@@ -80,7 +80,6 @@ pub const IGNORED_NIX_SETTINGS: &[&str] = &[
     "build-max-log-size",
     "build-poll-interval",
     "build-repeat",
-    "builders",
     "builders-use-substitutes",
     "builtin-builder-sandbox-paths",
     "commit-lock-file-summary",
@@ -170,7 +169,7 @@ pub fn client_rule(name: &str) -> ClientRule {
         Some(d) => d.client,
         None => match name {
             "build-poll-interval" => ClientRule::Anyone,
-            _ if base == "build-hook" || base == "builders" => ClientRule::RootCommand,
+            _ if base == "build-hook" => ClientRule::RootCommand,
             _ => ClientRule::Trusted,
         },
     }

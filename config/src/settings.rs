@@ -516,6 +516,10 @@ declare_settings! {
     /// The netrc file with the credentials for HTTP caches.
     netrc_file: String = "netrc-file",
         default host.conf_dir.join("netrc").to_string_lossy().into_owned(), Trusted;
+    /// The machines builds are sent to, in Nix's machine format (`;` or
+    /// newlines between machines, `@FILE` to read them from a file).
+    builders: String = "builders",
+        default format!("@{}", host.conf_dir.join("machines").display()), RootCommand;
 }
 
 /// The declared settings as a Markdown table (name, aliases, list or not,

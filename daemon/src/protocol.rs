@@ -1,51 +1,22 @@
-//! The worker protocol's constants and its stderr channel: while an
-//! operation works, the daemon may send log lines (`STDERR_NEXT`); it ends
-//! with `STDERR_LAST`, or `STDERR_ERROR` and the error, before the reply.
+//! The worker protocol as the daemon speaks it: the versions it serves,
+//! Nix's operation names, and the messages of the stderr channel it sends
+//! (log lines, activities, the end of an operation's work, an error).
 
 use std::io::{self, Write};
 
 use crate::wire::{write_string, write_u64};
 
-/// The client's greeting.
-pub const WORKER_MAGIC_1: u64 = 0x6e69_7863;
-/// The daemon's answer.
-pub const WORKER_MAGIC_2: u64 = 0x6478_696f;
+pub use hermetic_remote::protocol::{
+    STDERR_ERROR, STDERR_LAST, STDERR_NEXT, STDERR_RESULT, STDERR_START_ACTIVITY,
+    STDERR_STOP_ACTIVITY, WORKER_MAGIC_1, WORKER_MAGIC_2, activity, minor, result,
+};
+
 /// The newest protocol version hermetic speaks: 1.38, today's Nix's (Nix
 /// 2.8 speaks 1.34, Lix 1.35). A connection speaks the older of this and
 /// the client's.
 pub const PROTOCOL_VERSION: u64 = (1 << 8) | 38;
 /// The oldest client version served: 1.10, as Nix's daemon.
 pub const OLDEST_CLIENT_VERSION: u64 = (1 << 8) | 10;
-/// A log line.
-pub const STDERR_NEXT: u64 = 0x6f6c_6d67;
-/// The operation's work is done; the reply follows.
-pub const STDERR_LAST: u64 = 0x616c_7473;
-/// The operation failed; the error follows.
-pub const STDERR_ERROR: u64 = 0x6378_7470;
-/// An activity starts (protocol 1.20 and later).
-pub const STDERR_START_ACTIVITY: u64 = 0x5354_5254;
-/// An activity ends.
-pub const STDERR_STOP_ACTIVITY: u64 = 0x5354_4f50;
-/// An activity's result: a log line, its progress.
-pub const STDERR_RESULT: u64 = 0x5253_4c54;
-
-/// Nix's activity types hermetic reports (`ActivityType`).
-pub mod activity {
-    /// All the builds of an operation; its progress counts them.
-    pub const BUILDS: u64 = 104;
-    /// One derivation's build.
-    pub const BUILD: u64 = 105;
-    /// One path copied between stores (from a substituter).
-    pub const COPY_PATH: u64 = 100;
-}
-
-/// Nix's result types hermetic reports (`ResultType`).
-pub mod result {
-    /// A line of a builder's log.
-    pub const BUILD_LOG_LINE: u64 = 101;
-    /// Done, expected, running and failed counts.
-    pub const PROGRESS: u64 = 105;
-}
 
 /// A field of an activity or a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,11 +94,6 @@ pub fn negotiate(client_version: u64) -> u64 {
 /// reproduces (SPEC's reading of Nix 2.8), then hermetic's own, so that
 /// clients and Nix's tests comparing versions see a 2.8-level daemon.
 pub const DAEMON_VERSION: &str = concat!("2.8.0-hermetic-", env!("CARGO_PKG_VERSION"));
-
-/// The minor version of a protocol version.
-pub fn minor(version: u64) -> u64 {
-    version & 0xff
-}
 
 /// The worker operations, by number, with Nix's names.
 pub fn op_name(op: u64) -> &'static str {

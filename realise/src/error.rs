@@ -236,6 +236,18 @@ pub enum BuildError {
         /// Why.
         reason: String,
     },
+    /// No build can start: `max-jobs` is 0 and no machine takes it.
+    #[error(
+        "unable to start any build; {0}\nhttps://nixos.org/manual/nix/stable/advanced-topics/distributed-builds.html"
+    )]
+    CannotStart(&'static str),
+    /// `builders` is not Nix's machine format.
+    #[error(transparent)]
+    Machines(#[from] hermetic_remote::machines::MachineError),
+    /// A build on another machine failed, or its paths could not be
+    /// copied.
+    #[error("{0}")]
+    Remote(String),
     /// A file operation on the build's files.
     #[error("cannot {op} '{path}'")]
     Io {

@@ -11,6 +11,7 @@ pub mod attrs;
 pub mod auto_gc;
 pub mod builtins;
 pub mod checks;
+pub mod dispatch;
 pub mod env;
 pub mod error;
 pub mod export_graph;

@@ -13,6 +13,7 @@ use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::auto_gc::AutoGc;
+use crate::dispatch::{Decision, Dispatcher, Ended, Place};
 use crate::error::BuildError;
 use crate::goal::{BuildFailure, FailureKind, Goal};
 use crate::log::SharedLog;
@@ -140,6 +141,8 @@ pub enum Progress {
         number: usize,
         /// How many builds this run has.
         total: usize,
+        /// The machine it is built on, if not here (its store URI).
+        machine: Option<String>,
     },
     /// `drv`'s build ended, successfully or not.
     Finished {
@@ -160,9 +163,18 @@ impl Progress {
             Progress::Message(text) | Progress::Fetch(FetchEvent::Message(text)) => {
                 Some(text.clone())
             }
-            Progress::Started { drv, number, total } => Some(format!(
-                "building '{}'{}",
+            Progress::Started {
+                drv,
+                number,
+                total,
+                machine,
+            } => Some(format!(
+                "building '{}'{}{}",
                 store_dir.print(drv),
+                machine
+                    .as_ref()
+                    .map(|m| format!(" on '{m}'"))
+                    .unwrap_or_default(),
                 if *total > 1 {
                     format!(" [{number}/{total}]")
                 } else {
@@ -410,9 +422,9 @@ pub fn build_all(
     let mut postponed: BTreeSet<StorePath> = BTreeSet::new();
     let mut running = 0usize;
     let mut stop = false;
-    let max_jobs = settings.max_jobs.max(1);
-    let (tx, rx) =
-        mpsc::channel::<(StorePath, Result<BTreeMap<String, StorePath>, BuildFailure>)>();
+    // Where each build runs: here, or a machine of `builders`.
+    let mut dispatcher = Dispatcher::new(settings)?;
+    let (tx, rx) = mpsc::channel::<(StorePath, Place, Ended)>();
     let auto_gc = AutoGc::new(settings);
     std::thread::scope(|scope| {
         // Nix's auto-GC: looked at on each turn, and while builds run.
@@ -430,8 +442,11 @@ pub fn build_all(
                 .map(|(p, _)| p.clone())
                 .collect();
             let mut progressed = false;
-            let mut starts: Vec<(StorePath, Option<Vec<hermetic_store::lock::PathLock>>)> =
-                Vec::new();
+            let mut starts: Vec<(
+                StorePath,
+                Option<Vec<hermetic_store::lock::PathLock>>,
+                Place,
+            )> = Vec::new();
             for path in waiting {
                 let node = &nodes[&path];
                 let failed_deps = node.deps.iter().filter(|d| failed.contains(*d)).count();
@@ -455,12 +470,27 @@ pub fn build_all(
                     continue;
                 }
                 let ready = node.deps.iter().all(|d| done.contains(d));
-                if !ready || running + starts.len() >= max_jobs || stop || cancelled(cancel) {
+                if !ready || stop || cancelled(cancel) {
                     continue;
                 }
                 if started.contains(&path) || postponed.contains(&path) {
                     continue;
                 }
+                let printed = layout.store_dir.print(&path);
+                let place = match dispatcher.decide(settings, &node.drv, &printed, &say) {
+                    Decision::Start(place) => place,
+                    Decision::Wait => continue,
+                    Decision::Nowhere(error) => {
+                        if !targets.contains(&path) {
+                            progress(Progress::Message(format!("error: {error}")));
+                        }
+                        summary.failures.push((path.clone(), error.into()));
+                        failed.insert(path);
+                        progressed = true;
+                        stop |= !settings.keep_going;
+                        continue;
+                    }
+                };
                 let outputs: Vec<StorePath> = node
                     .drv
                     .outputs
@@ -469,34 +499,79 @@ pub fn build_all(
                     .cloned()
                     .collect();
                 match store.try_lock_paths(&outputs) {
-                    Ok(Some(locks)) => starts.push((path, Some(locks))),
+                    Ok(Some(locks)) => {
+                        dispatcher.take(place);
+                        starts.push((path, Some(locks), place));
+                    }
                     Ok(None) => {
                         postponed.insert(path);
                     }
                     // The build meets the error itself, and says it.
-                    Err(_) => starts.push((path, None)),
+                    Err(_) => {
+                        dispatcher.take(place);
+                        starts.push((path, None, place));
+                    }
                 }
             }
             if starts.is_empty() && running == 0 && !stop && !cancelled(cancel) {
                 // Nothing else can run: wait for one another process builds.
                 if let Some(path) = postponed.pop_first() {
-                    starts.push((path, None));
+                    let printed = layout.store_dir.print(&path);
+                    if let Decision::Start(place) =
+                        dispatcher.decide(settings, &nodes[&path].drv, &printed, &say)
+                    {
+                        dispatcher.take(place);
+                        starts.push((path, None, place));
+                    }
                 }
             }
-            for (path, locks) in starts {
+            for (path, locks, place) in starts {
                 started.insert(path.clone());
                 running += 1;
-                progress(Progress::Started {
+                let started_as = Progress::Started {
                     drv: path.clone(),
                     number: started.len(),
                     total,
-                });
+                    machine: match place {
+                        Place::Remote(index) => Some(dispatcher.machines[index].store_uri.clone()),
+                        Place::Local => None,
+                    },
+                };
                 let tx = tx.clone();
                 let refused = (tx.clone(), path.clone());
                 let node = &nodes[&path];
                 let goal_drv = node.drv.clone();
                 let check = node.check;
                 let log = log.clone();
+                if let Place::Remote(index) = place {
+                    // Connected first: an unreachable machine is not a
+                    // build started.
+                    let machine = dispatcher.machines[index].clone();
+                    let spawned = build_thread().spawn_scoped(scope, move || {
+                        let build = crate::dispatch::RemoteBuild {
+                            machine: &machine,
+                            drv_path: &path,
+                            drv: &goal_drv,
+                            held: locks,
+                        };
+                        let ended = crate::dispatch::build_remotely(
+                            build, layout, log, started_as, progress,
+                        );
+                        let _ = tx.send((path, place, ended));
+                    });
+                    if let Err(e) = spawned {
+                        let (tx, path) = refused;
+                        let error = BuildError::Io {
+                            op: "start a thread to build",
+                            path: layout.store_dir.print(&path),
+                            source: e,
+                        };
+                        let _ = tx.send((path, place, Ended::Built(Err(error.into()))));
+                    }
+                    progressed = true;
+                    continue;
+                }
+                progress(started_as);
                 let spawned = build_thread().spawn_scoped(scope, move || {
                     let result = (|| {
                         let mut store = LocalStore::open(layout.clone())?;
@@ -512,7 +587,7 @@ pub fn build_all(
                         };
                         goal.run(&mut store, &mut |line| progress(Progress::Message(line)))
                     })();
-                    let _ = tx.send((path, result));
+                    let _ = tx.send((path, place, Ended::Built(result)));
                 });
                 if let Err(e) = spawned {
                     // No thread to be had: this build fails, the daemon
@@ -523,7 +598,7 @@ pub fn build_all(
                         path: layout.store_dir.print(&path),
                         source: e,
                     };
-                    let _ = tx.send((path, Err(error.into())));
+                    let _ = tx.send((path, place, Ended::Built(Err(error.into()))));
                 }
                 progressed = true;
             }
@@ -543,11 +618,25 @@ pub fn build_all(
                 },
                 None => rx.recv().ok(),
             };
-            let Some((path, result)) = received else {
+            let Some((path, place, ended)) = received else {
                 break;
             };
             running -= 1;
+            dispatcher.release(place);
             postponed.clear();
+            let result = match ended {
+                Ended::Built(result) => result,
+                Ended::Unreachable(message) => {
+                    // Nix's back-off: not tried again in this run; the
+                    // build is placed again.
+                    if let Place::Remote(index) = place {
+                        dispatcher.disable(index);
+                    }
+                    progress(Progress::Message(message));
+                    started.remove(&path);
+                    continue;
+                }
+            };
             progress(Progress::Finished {
                 drv: path.clone(),
                 ok: result.is_ok(),

@@ -1,19 +1,21 @@
 //! The client side of the worker protocol: what `hermetic build --store
-//! daemon` says to a daemon (hermetic's or Nix's) over its socket. It greets
-//! as a protocol 1.34 client (Nix 2.8's), which every daemon since serves,
-//! and speaks only the operations a build needs.
+//! daemon` says to a daemon (hermetic's or Nix's) over its socket, and what
+//! a remote build says to a machine's `nix-daemon --stdio` over `ssh`. It
+//! greets as a protocol 1.34 client (Nix 2.8's), which every daemon since
+//! serves, and speaks only the operations builds need.
 
-use std::collections::BTreeMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::protocol::{
     STDERR_ERROR, STDERR_LAST, STDERR_NEXT, STDERR_RESULT, STDERR_START_ACTIVITY,
     STDERR_STOP_ACTIVITY, WORKER_MAGIC_1, WORKER_MAGIC_2, minor, result,
 };
 use crate::wire::{
-    WireError, read_count, read_string, read_u64, write_string, write_strings, write_u64,
+    WireError, read_count, read_string, read_strings, read_u64, write_string, write_strings,
+    write_u64,
 };
 
 /// The protocol version this client speaks: 1.34.
@@ -24,6 +26,11 @@ const OLDEST_DAEMON_VERSION: u64 = (1 << 8) | 26;
 const OP_BUILD_PATHS: u64 = 9;
 const OP_ADD_INDIRECT_ROOT: u64 = 12;
 const OP_SET_OPTIONS: u64 = 19;
+const OP_QUERY_PATH_INFO: u64 = 26;
+const OP_QUERY_VALID_PATHS: u64 = 31;
+const OP_BUILD_DERIVATION: u64 = 36;
+const OP_NAR_FROM_PATH: u64 = 38;
+const OP_ADD_TO_STORE_NAR: u64 = 39;
 const OP_QUERY_DERIVATION_OUTPUT_MAP: u64 = 41;
 
 /// What went wrong talking to a daemon.
@@ -33,7 +40,7 @@ pub enum ClientError {
     #[error("cannot connect to socket at '{path}'")]
     Connect {
         /// The socket.
-        path: PathBuf,
+        path: String,
         /// Why.
         #[source]
         source: io::Error,
@@ -41,16 +48,16 @@ pub enum ClientError {
     /// The daemon answered what the protocol does not allow.
     #[error("the daemon at '{path}' broke the protocol: {what}")]
     Protocol {
-        /// The socket.
-        path: PathBuf,
+        /// The socket or store URI.
+        path: String,
         /// What it did.
         what: String,
     },
     /// The connection failed.
     #[error("the connection to the daemon at '{path}' failed")]
     Io {
-        /// The socket.
-        path: PathBuf,
+        /// The socket or store URI.
+        path: String,
         /// Why.
         #[source]
         source: WireError,
@@ -97,29 +104,100 @@ pub struct ClientOptions {
     pub overrides: Vec<(String, String)>,
 }
 
+/// A store path's metadata as the protocol carries it: printed paths,
+/// the NAR hash as the daemon writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WirePathInfo {
+    /// The derivation that built it, or empty.
+    pub deriver: String,
+    /// The NAR's SHA-256, in hex (with or without `sha256:`).
+    pub nar_hash: String,
+    /// What it refers to.
+    pub references: BTreeSet<String>,
+    /// When it was registered, in seconds since the epoch.
+    pub registration_time: u64,
+    /// The NAR's size.
+    pub nar_size: u64,
+    /// Built by that store itself.
+    pub ultimate: bool,
+    /// Its signatures.
+    pub sigs: BTreeSet<String>,
+    /// Its content address, or empty.
+    pub ca: String,
+}
+
+/// A derivation as `BuildDerivation` sends it (Nix's `BasicDerivation`):
+/// no input derivations, their outputs among the sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireDerivation {
+    /// Each output's name, path, hash algorithm and hash, as Nix writes them.
+    pub outputs: Vec<(String, (String, String, String))>,
+    /// The paths it reads.
+    pub input_srcs: BTreeSet<String>,
+    /// Its system.
+    pub system: String,
+    /// Its builder.
+    pub builder: String,
+    /// The builder's arguments.
+    pub args: Vec<String>,
+    /// Its environment.
+    pub env: BTreeMap<String, String>,
+}
+
+/// What became of a `BuildDerivation`: Nix's `BuildResult`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireBuildResult {
+    /// Nix's status: 0 built, 1 substituted, 2 already valid, 13 resolved
+    /// to valid ones; anything else failed.
+    pub status: u64,
+    /// A failure's message.
+    pub error: String,
+}
+
+impl WireBuildResult {
+    /// Whether the outputs are there.
+    pub fn success(&self) -> bool {
+        matches!(self.status, 0 | 1 | 2 | 13)
+    }
+}
+
 /// A connection to a daemon.
 pub struct DaemonClient {
-    path: PathBuf,
-    from: BufReader<UnixStream>,
-    to: BufWriter<UnixStream>,
+    /// The socket or store URI, as errors name it.
+    path: String,
+    from: BufReader<Box<dyn Read + Send>>,
+    to: BufWriter<Box<dyn Write + Send>>,
+    /// The version the connection speaks.
+    version: u64,
 }
 
 impl DaemonClient {
     /// Connects to the daemon at `socket` and greets it.
     pub fn connect(socket: &Path) -> Result<DaemonClient, ClientError> {
+        let path = socket.display().to_string();
         let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
-            path: socket.to_owned(),
+            path: path.clone(),
             source,
         })?;
-        let io_err = |source: io::Error| ClientError::Io {
-            path: socket.to_owned(),
+        let reading = stream.try_clone().map_err(|source| ClientError::Io {
+            path: path.clone(),
             source: WireError::Io(source),
-        };
-        let from = BufReader::new(stream.try_clone().map_err(io_err)?);
+        })?;
+        Self::over(path, Box::new(reading), Box::new(stream))
+    }
+
+    /// Greets the daemon at the other end of `from` and `to` (an `ssh`
+    /// pipe, say); `at` names it in errors.
+    pub fn over(
+        at: String,
+        from: Box<dyn Read + Send>,
+        to: Box<dyn Write + Send>,
+    ) -> Result<DaemonClient, ClientError> {
         let mut client = DaemonClient {
-            path: socket.to_owned(),
-            from,
-            to: BufWriter::new(stream),
+            path: at,
+            from: BufReader::new(from),
+            to: BufWriter::new(to),
+            version: CLIENT_VERSION,
         };
         client.send(|w| {
             write_u64(w, WORKER_MAGIC_1)?;
@@ -141,7 +219,8 @@ impl DaemonClient {
             write_u64(w, 0)?;
             write_u64(w, 0)
         })?;
-        if minor(daemon_version.min(CLIENT_VERSION)) >= 33 {
+        client.version = daemon_version.min(CLIENT_VERSION);
+        if minor(client.version) >= 33 {
             client.read_string()?; // the daemon's version text
         }
         client.work(&mut |_| {})?;
@@ -241,6 +320,151 @@ impl DaemonClient {
         Ok(())
     }
 
+    /// Which of `paths` (printed) are valid there (`QueryValidPaths`, no
+    /// substitution).
+    pub fn query_valid_paths(
+        &mut self,
+        paths: &BTreeSet<String>,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<BTreeSet<String>, ClientError> {
+        self.send(|w| {
+            write_u64(w, OP_QUERY_VALID_PATHS)?;
+            write_strings(w, paths.iter().map(String::as_str))?;
+            write_u64(w, 0)
+        })?;
+        self.work(said)?;
+        self.read_strings().map(|valid| valid.into_iter().collect())
+    }
+
+    /// A valid path's metadata, or `None` (`QueryPathInfo`).
+    pub fn query_path_info(
+        &mut self,
+        path: &str,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<Option<WirePathInfo>, ClientError> {
+        self.send(|w| {
+            write_u64(w, OP_QUERY_PATH_INFO)?;
+            write_string(w, path)
+        })?;
+        self.work(said)?;
+        if self.read_u64()? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(WirePathInfo {
+            deriver: self.read_string()?,
+            nar_hash: self.read_string()?,
+            references: self.read_strings()?.into_iter().collect(),
+            registration_time: self.read_u64()?,
+            nar_size: self.read_u64()?,
+            ultimate: self.read_u64()? != 0,
+            sigs: self.read_strings()?.into_iter().collect(),
+            ca: self.read_string()?,
+        }))
+    }
+
+    /// Adds `path` with its metadata and its NAR, read from `nar`
+    /// (`AddToStoreNar`); signatures are not asked for if the daemon
+    /// trusts this client.
+    pub fn add_to_store_nar(
+        &mut self,
+        path: &str,
+        info: &WirePathInfo,
+        nar: &mut dyn Read,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<(), ClientError> {
+        self.send(|w| {
+            write_u64(w, OP_ADD_TO_STORE_NAR)?;
+            write_string(w, path)?;
+            write_string(w, &info.deriver)?;
+            write_string(w, info.nar_hash.trim_start_matches("sha256:"))?;
+            write_strings(w, info.references.iter().map(String::as_str))?;
+            write_u64(w, info.registration_time)?;
+            write_u64(w, info.nar_size)?;
+            write_u64(w, u64::from(info.ultimate))?;
+            write_strings(w, info.sigs.iter().map(String::as_str))?;
+            write_string(w, &info.ca)?;
+            write_u64(w, 0)?; // repair
+            write_u64(w, 1)?; // do not check signatures
+            // The NAR in frames, then an empty frame.
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let n = nar.read(&mut buffer)?;
+                write_u64(w, n as u64)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                w.write_all(&buffer[..n])?;
+            }
+        })?;
+        self.work(said)
+    }
+
+    /// Builds `drv` there, sent whole, its inputs already there
+    /// (`BuildDerivation`, normal mode); the build's log goes to `said`.
+    pub fn build_derivation(
+        &mut self,
+        drv_path: &str,
+        drv: &WireDerivation,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<WireBuildResult, ClientError> {
+        self.send(|w| {
+            write_u64(w, OP_BUILD_DERIVATION)?;
+            write_string(w, drv_path)?;
+            write_u64(w, drv.outputs.len() as u64)?;
+            for (name, (path, algo, hash)) in &drv.outputs {
+                for text in [name, path, algo, hash] {
+                    write_string(w, text)?;
+                }
+            }
+            write_strings(w, drv.input_srcs.iter().map(String::as_str))?;
+            write_string(w, &drv.system)?;
+            write_string(w, &drv.builder)?;
+            write_strings(w, drv.args.iter().map(String::as_str))?;
+            write_u64(w, drv.env.len() as u64)?;
+            for (name, value) in &drv.env {
+                write_string(w, name)?;
+                write_string(w, value)?;
+            }
+            write_u64(w, 0) // normal build
+        })?;
+        self.work(said)?;
+        let result = WireBuildResult {
+            status: self.read_u64()?,
+            error: self.read_string()?,
+        };
+        if minor(self.version) >= 29 {
+            for _ in 0..4 {
+                self.read_u64()?; // times built, non-deterministic, start, stop
+            }
+        }
+        if minor(self.version) >= 28 {
+            for _ in 0..self.read_count()? {
+                self.read_string()?; // realisation id
+                self.read_string()?; // realisation
+            }
+        }
+        Ok(result)
+    }
+
+    /// Asks for a valid path's NAR (`NarFromPath`), which follows: read it
+    /// whole with [`DaemonClient::nar`] before the next operation.
+    pub fn nar_from_path(
+        &mut self,
+        path: &str,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<(), ClientError> {
+        self.send(|w| {
+            write_u64(w, OP_NAR_FROM_PATH)?;
+            write_string(w, path)
+        })?;
+        self.work(said)
+    }
+
+    /// The NAR `nar_from_path` asked for, which is `nar_size` bytes.
+    pub fn nar(&mut self, nar_size: u64) -> impl Read + '_ {
+        (&mut self.from).take(nar_size)
+    }
+
     /// Reads the stderr channel until the operation's work ends: what the
     /// daemon says goes to `said`; an error ends it with the daemon's
     /// message.
@@ -332,6 +556,10 @@ impl DaemonClient {
 
     fn read_count(&mut self) -> Result<u64, ClientError> {
         read_count(&mut self.from).map_err(|e| self.failed(e))
+    }
+
+    fn read_strings(&mut self) -> Result<Vec<String>, ClientError> {
+        read_strings(&mut self.from).map_err(|e| self.failed(e))
     }
 
     fn failed(&self, source: WireError) -> ClientError {

@@ -216,7 +216,8 @@ pub fn encode_base64(bytes: &[u8]) -> String {
     out
 }
 
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
+/// Standard base64 with padding, decoded; `None` for what is not.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     const ALPHABET: &[u8; 64] = BASE64;
     let trimmed = text.trim_end_matches('=');
     if text.len() % 4 != 0 || text.len() - trimmed.len() > 2 {

@@ -20,7 +20,7 @@ impl PublicKey {
     /// Parses `name:base64`; `None` when it is not a key.
     pub fn parse(text: &str) -> Option<PublicKey> {
         let (name, encoded) = text.split_once(':')?;
-        let bytes: [u8; 32] = base64_decode(encoded)?.try_into().ok()?;
+        let bytes: [u8; 32] = crate::hash::decode_base64(encoded)?.try_into().ok()?;
         Some(PublicKey {
             name: name.to_owned(),
             key: VerifyingKey::from_bytes(&bytes).ok()?,
@@ -40,7 +40,7 @@ impl SecretKey {
     /// Parses a secret key file's text; `None` when it is not a key.
     pub fn parse(text: &str) -> Option<SecretKey> {
         let (name, encoded) = text.trim().split_once(':')?;
-        let bytes: [u8; 64] = base64_decode(encoded)?.try_into().ok()?;
+        let bytes: [u8; 64] = crate::hash::decode_base64(encoded)?.try_into().ok()?;
         Some(SecretKey {
             name: name.to_owned(),
             key: SigningKey::from_keypair_bytes(&bytes).ok()?,
@@ -56,24 +56,6 @@ impl SecretKey {
             .to_sri();
         format!("{}:{}", self.name, sri.trim_start_matches("sha512-"))
     }
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    // A SHA-512-sized digest is the longest base64 Hash parses; reuse its
-    // decoder by length: keys are 32 bytes, signatures 64.
-    let len = match text.len() {
-        44 => 32,
-        88 => 64,
-        _ => return None,
-    };
-    let algo = if len == 32 {
-        HashAlgo::Sha256
-    } else {
-        HashAlgo::Sha512
-    };
-    Hash::parse_digest(algo, text)
-        .ok()
-        .map(|h| h.digest().to_vec())
 }
 
 /// Why the keys of `secret-key-files` could not be had.
@@ -129,7 +111,9 @@ pub fn signed_by_trusted_key(store: &StoreDir, info: &PathInfo, keys: &[PublicKe
         let Some((name, encoded)) = sig.split_once(':') else {
             return false;
         };
-        let Some(bytes) = base64_decode(encoded).and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
+        let Some(bytes) =
+            crate::hash::decode_base64(encoded).and_then(|b| <[u8; 64]>::try_from(b).ok())
+        else {
             return false;
         };
         let signature = Signature::from_bytes(&bytes);

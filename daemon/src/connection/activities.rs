@@ -123,13 +123,23 @@ impl BuildReporter {
                 let _ = send_log(&mut *w, &text);
                 return;
             }
-            Progress::Started { drv, total, .. } => {
+            Progress::Started {
+                drv,
+                total,
+                machine,
+                ..
+            } => {
                 let id = next_id();
                 let printed = self.store_dir.print(&drv);
-                let text = format!("building '{printed}'");
+                let machine = machine.unwrap_or_default();
+                let text = if machine.is_empty() {
+                    format!("building '{printed}'")
+                } else {
+                    format!("building '{printed}' on '{machine}'")
+                };
                 let fields = [
                     Field::Str(&printed),
-                    Field::Str(""),
+                    Field::Str(&machine),
                     Field::Int(1),
                     Field::Int(1),
                 ];

@@ -115,6 +115,7 @@ impl Connection {
             drv: drv_path.clone(),
             number: 1,
             total: 1,
+            machine: None,
         });
         let outcome = self.while_watching_hangup(|cancel| {
             let goal = Goal {
@@ -312,9 +313,14 @@ pub(super) fn result_status(kind: hermetic_realise::goal::FailureKind) -> u64 {
 /// Says in the daemon's log that a build started or ended, and for whom.
 fn log_build(store_dir: &hermetic_store::StoreDir, client: &str, progress: &Progress) {
     match progress {
-        Progress::Started { drv, .. } => {
-            tracing::info!("building '{}' for {client}", store_dir.print(drv))
-        }
+        Progress::Started { drv, machine, .. } => tracing::info!(
+            "building '{}'{} for {client}",
+            store_dir.print(drv),
+            machine
+                .as_ref()
+                .map(|m| format!(" on '{m}'"))
+                .unwrap_or_default()
+        ),
         Progress::Finished { drv, ok } => tracing::info!(
             "{} '{}' for {client}",
             if *ok { "built" } else { "failed to build" },

@@ -370,22 +370,7 @@ pub fn print(
     let mut out = String::with_capacity(1024);
     out.push_str("Derive(");
     push_list(&mut out, &drv.outputs, |out, (name, output)| {
-        let (path, algo, hash) = match output {
-            DerivationOutput::InputAddressed(path) => {
-                (store.print(path), String::new(), String::new())
-            }
-            DerivationOutput::Fixed { path, method, hash } => (
-                store.print(path),
-                format!("{}{}", method.prefix(), hash.algo()),
-                hash.to_hex(),
-            ),
-            DerivationOutput::Floating { method, algo } => (
-                String::new(),
-                format!("{}{algo}", method.prefix()),
-                String::new(),
-            ),
-            DerivationOutput::Deferred => (String::new(), String::new(), String::new()),
-        };
+        let (path, algo, hash) = output.parts(store);
         out.push('(');
         push_string(out, name);
         out.push(',');

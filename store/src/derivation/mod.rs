@@ -48,6 +48,26 @@ impl DerivationOutput {
             Self::Floating { .. } | Self::Deferred => None,
         }
     }
+
+    /// The output as Nix writes it, in the ATerm and on the wire: its path,
+    /// its hash algorithm (with `r:` for a recursive hash) and its hash in
+    /// hex, each empty where the output has none.
+    pub fn parts(&self, store: &StoreDir) -> (String, String, String) {
+        match self {
+            Self::InputAddressed(path) => (store.print(path), String::new(), String::new()),
+            Self::Fixed { path, method, hash } => (
+                store.print(path),
+                format!("{}{}", method.prefix(), hash.algo()),
+                hash.to_hex(),
+            ),
+            Self::Floating { method, algo } => (
+                String::new(),
+                format!("{}{algo}", method.prefix()),
+                String::new(),
+            ),
+            Self::Deferred => (String::new(), String::new(), String::new()),
+        }
+    }
 }
 
 /// A derivation: outputs, inputs, the builder and its arguments and

@@ -1,0 +1,369 @@
+//! Where each build runs when `builders` names machines: Nix's
+//! `build-remote` decision. A machine that fits the derivation (system,
+//! features) and has a free slot takes it, the least loaded for its speed
+//! first; with none free it waits if it cannot be built here, else runs
+//! here; `preferLocalBuild` derivations run here unless `max-jobs` is 0.
+//! `max-jobs = 0` builds only remotely. A machine that cannot be reached
+//! is not tried again in this run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+use hermetic_config::settings::Settings;
+use hermetic_remote::client::Said;
+use hermetic_remote::machines::{Choice, Machine, choose};
+use hermetic_remote::ssh::SshStore;
+use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
+
+use crate::attrs::Attrs;
+use crate::error::BuildError;
+use crate::goal::BuildFailure;
+use crate::log::SharedLog;
+use crate::schedule::Progress;
+
+/// Where one build goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Here.
+    Local,
+    /// On the machine at this index.
+    Remote(usize),
+}
+
+/// What to do with a ready build now.
+#[derive(Debug)]
+pub enum Decision {
+    /// Start it there.
+    Start(Place),
+    /// Leave it until a build ends.
+    Wait,
+    /// It can be built nowhere: it fails with this error.
+    Nowhere(BuildError),
+}
+
+/// The machines and their slots, for one run of builds.
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    /// The machines of `builders`.
+    pub machines: Vec<Machine>,
+    busy: Vec<u64>,
+    disabled: BTreeSet<usize>,
+    local_running: usize,
+}
+
+impl Dispatcher {
+    /// The machines of `builders` (an `@FILE` that does not exist is no
+    /// machine, as in Nix).
+    pub fn new(settings: &Settings) -> Result<Dispatcher, BuildError> {
+        let machines =
+            hermetic_remote::machines::parse(&settings.builders, &settings.system, &mut |file| {
+                std::fs::read_to_string(file).ok()
+            })?;
+        Ok(Dispatcher {
+            busy: vec![0; machines.len()],
+            machines,
+            ..Dispatcher::default()
+        })
+    }
+
+    /// Decides for a ready build of `drv` (printed `drv_path`); `say`
+    /// gets Nix's warning when no machine fits.
+    pub fn decide(
+        &self,
+        settings: &Settings,
+        drv: &Derivation,
+        drv_path: &str,
+        say: &dyn Fn(String),
+    ) -> Decision {
+        let attrs = Attrs::of(drv).ok();
+        let features: BTreeSet<String> = attrs
+            .as_ref()
+            .map(|a| a.strings("requiredSystemFeatures"))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let local_allowed = settings.max_jobs > 0;
+        let local_free = local_allowed && self.local_running < settings.max_jobs;
+        let local_kind = (drv.system == settings.system
+            || drv.system == "builtin"
+            || settings.extra_platforms.contains(&drv.system))
+            && features
+                .iter()
+                .all(|f| settings.system_features.contains(f));
+        let here = || {
+            if local_free {
+                Decision::Start(Place::Local)
+            } else {
+                Decision::Wait
+            }
+        };
+        let prefer_local = attrs.as_ref().is_some_and(|a| a.bool("preferLocalBuild"));
+        if self.machines.is_empty() || (prefer_local && local_allowed && local_kind) {
+            return if local_allowed {
+                here()
+            } else {
+                Decision::Nowhere(BuildError::CannotStart(
+                    "either increase '--max-jobs' or enable remote builds.",
+                ))
+            };
+        }
+        let system = drv.system.as_str();
+        match choose(
+            &self.machines,
+            &self.busy,
+            &self.disabled,
+            system,
+            &features,
+        ) {
+            Choice::Machine(index) => Decision::Start(Place::Remote(index)),
+            // Busy machines: here if it can be, else when one is free.
+            Choice::AllBusy if local_kind && local_free => Decision::Start(Place::Local),
+            Choice::AllBusy => Decision::Wait,
+            Choice::NoneFits => {
+                let decision = if local_allowed {
+                    // Here, where the build says what it needs if it
+                    // cannot be built here either.
+                    here()
+                } else {
+                    Decision::Nowhere(BuildError::CannotStart(
+                        "remote machines may not have all required system features.",
+                    ))
+                };
+                let builds_here = local_kind && local_allowed;
+                if !builds_here && !matches!(decision, Decision::Wait) {
+                    say(self.none_fits(drv_path, system, &features));
+                }
+                decision
+            }
+        }
+    }
+
+    /// Nix's hint when no machine fits a derivation.
+    fn none_fits(&self, drv_path: &str, system: &str, features: &BTreeSet<String>) -> String {
+        let name = drv_path.rsplit('/').next().unwrap_or(drv_path);
+        let join = |items: &mut dyn Iterator<Item = &String>| {
+            items.map(String::as_str).collect::<Vec<_>>().join(", ")
+        };
+        let mut text = format!(
+            "Failed to find a machine for remote build!\nderivation: {name}\nrequired (system, \
+             features): ({system}, {})\n{} available machines:\n(systems, maxjobs, \
+             supportedFeatures, mandatoryFeatures)",
+            join(&mut features.iter()),
+            self.machines.len()
+        );
+        for machine in &self.machines {
+            text.push_str(&format!(
+                "\n({}, {}, {}, {})",
+                join(&mut machine.systems.iter()),
+                machine.max_jobs,
+                join(&mut machine.supported_features.iter()),
+                join(&mut machine.mandatory_features.iter())
+            ));
+        }
+        text
+    }
+
+    /// A build starts there.
+    pub fn take(&mut self, place: Place) {
+        match place {
+            Place::Local => self.local_running += 1,
+            Place::Remote(index) => self.busy[index] += 1,
+        }
+    }
+
+    /// A build there ended.
+    pub fn release(&mut self, place: Place) {
+        match place {
+            Place::Local => self.local_running -= 1,
+            Place::Remote(index) => self.busy[index] -= 1,
+        }
+    }
+
+    /// The machine at `index` could not be reached: not tried again.
+    pub fn disable(&mut self, index: usize) {
+        self.disabled.insert(index);
+    }
+}
+
+/// How a build thread ended.
+pub enum Ended {
+    /// The build ran: its outputs, or why it failed.
+    Built(Result<BTreeMap<String, StorePath>, BuildFailure>),
+    /// Its machine could not be reached (the message says so): the build
+    /// is placed again.
+    Unreachable(String),
+}
+
+/// A build for a machine: the machine, the derivation, and its outputs'
+/// locks if they were taken.
+pub struct RemoteBuild<'a> {
+    /// The machine.
+    pub machine: &'a Machine,
+    /// The derivation's path.
+    pub drv_path: &'a StorePath,
+    /// The derivation.
+    pub drv: &'a Derivation,
+    /// Its outputs' locks.
+    pub held: Option<Vec<hermetic_store::lock::PathLock>>,
+}
+
+/// Runs `build`: connects to its machine, then tells `progress` of
+/// `started` (with the machine), passes the builder's lines to those
+/// watching the build and registers the outputs here.
+pub fn build_remotely(
+    build: RemoteBuild<'_>,
+    layout: &StoreLayout,
+    log: SharedLog,
+    started: Progress,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Ended {
+    let RemoteBuild {
+        machine,
+        drv_path,
+        drv,
+        held,
+    } = build;
+    let mut remote = match SshStore::open(machine) {
+        Ok(remote) => remote,
+        Err(e) => {
+            return Ended::Unreachable(format!(
+                "cannot build on '{}': {}",
+                machine.store_uri,
+                hermetic_store::error_chain(&e)
+            ));
+        }
+    };
+    progress(started);
+    let _watch = crate::log::watch(drv_path, log);
+    let mut lines = crate::log::PrefixedLines::new(drv_path, &drv.name);
+    let result = LocalStore::open(layout.clone())
+        .map_err(BuildFailure::from)
+        .and_then(|mut store| {
+            let mut said = |said: Said| match said {
+                Said::BuildLog(line) => {
+                    let _ = lines.write_all(format!("{line}\n").as_bytes());
+                }
+                Said::Line(text) => progress(Progress::Message(text)),
+                Said::Started(_) => {}
+            };
+            hermetic_remote::build_remote::build_on(
+                &mut remote,
+                machine,
+                &mut store,
+                drv_path,
+                drv,
+                held,
+                &mut said,
+            )
+            .map_err(|e| BuildError::Remote(e).into())
+        });
+    Ended::Built(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drv(system: &str, env: &[(&str, &str)]) -> Derivation {
+        Derivation {
+            name: "x".into(),
+            outputs: Default::default(),
+            input_drvs: Default::default(),
+            input_srcs: Default::default(),
+            system: system.into(),
+            builder: "/bin/sh".into(),
+            args: Vec::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    fn settings(builders: &str, max_jobs: usize) -> Settings {
+        let mut settings = Settings::for_caller();
+        settings.builders = builders.into();
+        settings.max_jobs = max_jobs;
+        settings.system = "x86_64-linux".into();
+        settings.system_features = vec!["big".into()];
+        settings
+    }
+
+    fn place(decision: Decision) -> Option<Place> {
+        match decision {
+            Decision::Start(place) => Some(place),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn builds_go_where_nix_sends_them() {
+        let quiet = |_: String| {};
+        let s = settings("a x86_64-linux - 1; b aarch64-linux - 2", 1);
+        let mut d = Dispatcher::new(&s).unwrap();
+        let here = drv("x86_64-linux", &[]);
+        // A free machine first, then here, then wait.
+        assert_eq!(
+            place(d.decide(&s, &here, "/d", &quiet)),
+            Some(Place::Remote(0))
+        );
+        d.take(Place::Remote(0));
+        assert_eq!(place(d.decide(&s, &here, "/d", &quiet)), Some(Place::Local));
+        d.take(Place::Local);
+        assert!(matches!(d.decide(&s, &here, "/d", &quiet), Decision::Wait));
+        // Only b builds aarch64; busy, it is waited for.
+        let arm = drv("aarch64-linux", &[]);
+        assert_eq!(
+            place(d.decide(&s, &arm, "/d", &quiet)),
+            Some(Place::Remote(1))
+        );
+        d.take(Place::Remote(1));
+        d.take(Place::Remote(1));
+        assert!(matches!(d.decide(&s, &arm, "/d", &quiet), Decision::Wait));
+        // preferLocalBuild stays here.
+        d.release(Place::Local);
+        d.release(Place::Remote(0));
+        let local = drv("x86_64-linux", &[("preferLocalBuild", "1")]);
+        assert_eq!(
+            place(d.decide(&s, &local, "/d", &quiet)),
+            Some(Place::Local)
+        );
+        // An unreachable machine is passed over.
+        d.disable(0);
+        assert_eq!(place(d.decide(&s, &here, "/d", &quiet)), Some(Place::Local));
+    }
+
+    #[test]
+    fn with_max_jobs_0_nothing_is_built_here() {
+        let said = std::cell::RefCell::new(Vec::new());
+        let say = |text: String| said.borrow_mut().push(text);
+        let none = settings("", 0);
+        let d = Dispatcher::new(&none).unwrap();
+        let here = drv("x86_64-linux", &[("preferLocalBuild", "1")]);
+        let Decision::Nowhere(error) = d.decide(&none, &here, "/d", &say) else {
+            panic!("built somewhere")
+        };
+        assert_eq!(
+            error.to_string(),
+            "unable to start any build; either increase '--max-jobs' or enable remote builds.\n\
+             https://nixos.org/manual/nix/stable/advanced-topics/distributed-builds.html"
+        );
+        let s = settings("a x86_64-linux - 1 1 - -", 0);
+        let d = Dispatcher::new(&s).unwrap();
+        let big = drv("x86_64-linux", &[("requiredSystemFeatures", "big")]);
+        let Decision::Nowhere(error) = d.decide(&s, &big, "/nix/store/h-big.drv", &say) else {
+            panic!("built somewhere")
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("remote machines may not have all required")
+        );
+        assert_eq!(
+            said.borrow()[0],
+            "Failed to find a machine for remote build!\nderivation: h-big.drv\nrequired (system, \
+             features): (x86_64-linux, big)\n1 available machines:\n(systems, maxjobs, \
+             supportedFeatures, mandatoryFeatures)\n(x86_64-linux, 1, , )"
+        );
+    }
+}

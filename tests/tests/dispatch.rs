@@ -1,0 +1,304 @@
+//! hermetic as the dispatcher (issue 20): `builders` sends builds over
+//! real SSH (`ssh-ng://`) to machines whose login runs stock Nix 2.8's
+//! `nix-daemon --stdio` or hermetic's `daemon --stdio`, each with a store
+//! of its own; the inputs go over, the logs and outputs come back, checked
+//! and registered; an unreachable machine is passed over; `max-jobs = 0`
+//! builds nothing here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hermetic_tests::nix_peer::NixPeer;
+use hermetic_tests::sshd::Sshd;
+use hermetic_tests::{TempDir, hermetic, root_or_skip};
+
+/// Two chains of `n`, `left-*` and `right-*`, each step reading the one
+/// before and saying so in its log, and `top` reading both ends.
+fn two_chains(n: usize) -> String {
+    format!(
+        r#"let
+  step = side: n: prev: derivation {{
+    name = "${{side}}-${{toString n}}"; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" "echo making-${{side}}-${{toString n}}; echo ${{toString n}} $(cat ${{if prev == null then "/dev/null" else prev}}) > $out" ];
+  }};
+  chain = side: n: if n == 0 then step side 0 null else step side n (chain side (n - 1));
+  left = chain "left" {last};
+  right = chain "right" {last};
+in derivation {{
+  name = "top"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "cat ${{left}} ${{right}} > $out" ];
+}}"#,
+        last = n - 1
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The settings of a hermetic store that builds here: auto-allocated ids,
+/// so that no nixbld user is shared with other tests.
+const HERMETIC_BUILDS: &str = "sandbox = true\nextra-sandbox-paths = /bin/sh=/bin/busybox\n\
+    trusted-users = root\nexperimental-features = auto-allocate-uids cgroups\n\
+    auto-allocate-uids = true\nuse-cgroups = true\n";
+
+/// A machine: its configuration directory with `conf`, and the login
+/// program that serves its store at `root` with `serve` (`{conf}` and
+/// `{root}` replaced); the program's path.
+fn machine(dir: &Path, name: &str, conf: &str, serve: &str) -> PathBuf {
+    let conf_dir = dir.join(format!("{name}-conf"));
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(conf_dir.join("nix.conf"), conf).unwrap();
+    let program = dir.join(format!("{name}-program"));
+    let root = dir.join(name);
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\nexport NIX_CONF_DIR={}\nexec {} \"$@\"\n",
+            conf_dir.display(),
+            serve.replace("{root}", root.to_str().unwrap())
+        ),
+    )
+    .unwrap();
+    hermetic_tests::set_mode(&program, 0o755);
+    program
+}
+
+/// A `builders` line for a login to root running `program`.
+fn builder(sshd: &Sshd, program: &Path, system: &str) -> String {
+    format!(
+        "ssh-ng://root@127.0.0.1?remote-program={} {system} {} 1",
+        program.display(),
+        sshd.client_key().display()
+    )
+}
+
+/// `hermetic --store ROOT build ARGS` with `conf` as its nix.conf.
+fn hermetic_build(dir: &Path, sshd: &Sshd, root: &Path, conf: &str, args: &[&str]) -> Output {
+    let conf_dir = dir.join("local-conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(conf_dir.join("nix.conf"), conf).unwrap();
+    Command::new(hermetic())
+        .args(["--store", root.to_str().unwrap(), "build"])
+        .args(args)
+        .env("NIX_CONF_DIR", &conf_dir)
+        .env("NIX_SSHOPTS", sshd.ssh_opts())
+        .output()
+        .unwrap()
+}
+
+/// The derivation of `expr` in the store under `root`, as Nix 2.8 writes it.
+fn instantiate(nix: &NixPeer, dir: &Path, root: &Path, expr: &str) -> String {
+    let file = dir.join("expr.nix");
+    std::fs::write(&file, expr).unwrap();
+    nix.run(
+        "nix-instantiate",
+        &["--store", root.to_str().unwrap(), file.to_str().unwrap()],
+    )
+    .trim()
+    .to_owned()
+}
+
+/// The NAR hash Nix's tools read from the store under `root`.
+fn nar_hash(nix: &NixPeer, root: &Path, path: &str) -> String {
+    nix.run(
+        "nix-store",
+        &["--store", root.to_str().unwrap(), "--query", "--hash", path],
+    )
+    .trim()
+    .to_owned()
+}
+
+#[test]
+fn hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one() {
+    let test = "hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some(nix) = NixPeer::or_skip(test, "") else {
+        return;
+    };
+    let Some(sshd) = Sshd::start_or_skip(test) else {
+        return;
+    };
+    let work = TempDir::new("dispatch");
+    let dir = &work.path;
+    // Stock Nix: builds as root in its sandbox (no nixbld user shared).
+    let nix_machine = machine(
+        dir,
+        "nix",
+        "sandbox = true\nsandbox-fallback = false\nbuild-users-group =\nsubstituters =\n\
+         extra-sandbox-paths = /bin/sh=/bin/busybox\ntrusted-users = root\n",
+        "nix-daemon --option store {root}",
+    );
+    let hermetic_machine = machine(
+        dir,
+        "hermetic",
+        HERMETIC_BUILDS,
+        &format!("{} --store {{root}} daemon", hermetic().display()),
+    );
+    // The machines in a file, as /etc/nix/machines holds them.
+    let machines = dir.join("machines");
+    std::fs::write(
+        &machines,
+        format!(
+            "# two machines\n{}\n{}\n",
+            builder(&sshd, &nix_machine, "x86_64-linux"),
+            builder(&sshd, &hermetic_machine, "x86_64-linux")
+        ),
+    )
+    .unwrap();
+    let local = dir.join("local");
+    let drv = instantiate(&nix, dir, &local, &two_chains(10));
+    let out = hermetic_build(
+        dir,
+        &sshd,
+        &local,
+        &format!(
+            "sandbox = true\nmax-jobs = 0\nbuilders = @{}\n",
+            machines.display()
+        ),
+        &[&drv],
+    );
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    let top = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let expected: Vec<String> = (0..10).rev().map(|n| n.to_string()).collect();
+    let line = expected.join(" ");
+    assert_eq!(
+        std::fs::read_to_string(local.join(top.trim_start_matches('/'))).unwrap(),
+        format!("{line}\n{line}\n")
+    );
+    // Every build went to a machine, both machines took some, and each
+    // builder's log came back under its name.
+    let on = |program: &Path| {
+        said.lines()
+            .filter(|l| {
+                l.starts_with("building '")
+                    && l.contains(&format!(
+                        "' on '{}",
+                        builder(&sshd, program, "").split(' ').next().unwrap()
+                    ))
+            })
+            .count()
+    };
+    let (on_nix, on_hermetic) = (on(&nix_machine), on(&hermetic_machine));
+    assert_eq!(on_nix + on_hermetic, 21, "{said}");
+    assert!(on_nix > 0 && on_hermetic > 0, "{said}");
+    for side in ["left", "right"] {
+        for n in 0..10 {
+            assert!(
+                said.contains(&format!("{side}-{n}> making-{side}-{n}")),
+                "{side}-{n}: {said}"
+            );
+        }
+    }
+    // What came back is whole and registered: both tools verify the
+    // store, and the output's NAR hash is a local build's.
+    let verified = Command::new(hermetic())
+        .args([
+            "--store",
+            local.to_str().unwrap(),
+            "store",
+            "verify",
+            "--check-contents",
+        ])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let verified = nix.verify_store(&local);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let here = dir.join("here");
+    let drv_here = instantiate(&nix, dir, &here, &two_chains(10));
+    let built = hermetic_build(dir, &sshd, &here, HERMETIC_BUILDS, &[&drv_here]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), top);
+    assert_eq!(nar_hash(&nix, &local, &top), nar_hash(&nix, &here, &top));
+}
+
+#[test]
+fn an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine() {
+    let test = "an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some(nix) = NixPeer::or_skip(test, "") else {
+        return;
+    };
+    let Some(sshd) = Sshd::start_or_skip(test) else {
+        return;
+    };
+    let work = TempDir::new("dispatch-faults");
+    let dir = &work.path;
+    let good = machine(
+        dir,
+        "hermetic",
+        HERMETIC_BUILDS,
+        &format!("{} --store {{root}} daemon", hermetic().display()),
+    );
+    let gone = dir.join("no-such-program");
+    let local = dir.join("local");
+    let drv = instantiate(&nix, dir, &local, &two_chains(2));
+    let conf = format!(
+        "sandbox = true\nmax-jobs = 0\nbuilders = {} ; {}\n",
+        builder(&sshd, &gone, "x86_64-linux"),
+        builder(&sshd, &good, "x86_64-linux")
+    );
+    let out = hermetic_build(dir, &sshd, &local, &conf, &[&drv]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    // Said once, naming the machine; not tried again.
+    let refusal = format!(
+        "cannot build on 'ssh-ng://root@127.0.0.1?remote-program={}': cannot open connection to \
+         remote store",
+        gone.display()
+    );
+    assert_eq!(said.matches(&refusal).count(), 1, "{said}");
+    assert_eq!(
+        said.lines().filter(|l| l.starts_with("building '")).count(),
+        5,
+        "{said}"
+    );
+
+    // With max-jobs = 0 a derivation no machine takes is built nowhere,
+    // in Nix's words; nothing is registered.
+    let arm_only = format!(
+        "sandbox = true\nmax-jobs = 0\nbuilders = {}\n",
+        builder(&sshd, &good, "aarch64-linux")
+    );
+    let other = dir.join("other");
+    let drv = instantiate(&nix, dir, &other, &two_chains(1));
+    let out = hermetic_build(dir, &sshd, &other, &arm_only, &[&drv]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("Failed to find a machine for remote build!"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "unable to start any build; remote machines may not have all required system features."
+        ),
+        "{said}"
+    );
+    let out = hermetic_build(dir, &sshd, &other, "max-jobs = 0\nbuilders =\n", &[&drv]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "unable to start any build; either increase '--max-jobs' or enable remote builds."
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let valid = nix.run(
+        "nix-store",
+        &[
+            "--store",
+            other.to_str().unwrap(),
+            "--query",
+            "--requisites",
+            &drv,
+        ],
+    );
+    assert!(!valid.lines().any(|p| p.ends_with("-top")), "{valid}");
+}
