@@ -302,3 +302,122 @@ fn an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine() {
     );
     assert!(!valid.lines().any(|p| p.ends_with("-top")), "{valid}");
 }
+
+/// A machine that dies while it builds: the build fails with a message
+/// naming the machine, nothing of it is registered here, the store stays
+/// whole.
+#[test]
+fn a_machine_that_dies_mid_build_fails_the_build_cleanly() {
+    use std::io::BufRead;
+    let test = "a_machine_that_dies_mid_build_fails_the_build_cleanly";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some(nix) = NixPeer::or_skip(test, "") else {
+        return;
+    };
+    let Some(sshd) = Sshd::start_or_skip(test) else {
+        return;
+    };
+    let work = TempDir::new("dispatch-dies");
+    let dir = &work.path;
+    let program = machine(
+        dir,
+        "hermetic",
+        HERMETIC_BUILDS,
+        &format!("{} --store {{root}} daemon", hermetic().display()),
+    );
+    let local = dir.join("local");
+    let drv = instantiate(
+        &nix,
+        dir,
+        &local,
+        r#"derivation { name = "slow"; system = builtins.currentSystem; builder = "/bin/sh";
+             args = [ "-c" "echo started; sleep 60; echo done > $out" ]; }"#,
+    );
+    let conf_dir = dir.join("local-conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(
+        conf_dir.join("nix.conf"),
+        format!(
+            "max-jobs = 0\nbuilders = {}\n",
+            builder(&sshd, &program, "x86_64-linux")
+        ),
+    )
+    .unwrap();
+    let mut build = Command::new(hermetic())
+        .args(["--store", local.to_str().unwrap(), "build", &drv])
+        .env("NIX_CONF_DIR", &conf_dir)
+        .env("NIX_SSHOPTS", sshd.ssh_opts())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    let mut lines = std::io::BufReader::new(build.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.ends_with("slow> started") {
+            break;
+        }
+    }
+    assert!(said.contains("slow> started"), "{said}");
+    // The machine goes away: its daemon is killed.
+    let remote_root = dir.join("hermetic");
+    let killed = Command::new("pkill")
+        .args([
+            "-KILL",
+            "-f",
+            &format!("{} daemon", remote_root.display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for line in lines {
+        said.push_str(&line.unwrap());
+        said.push('\n');
+    }
+    let status = build.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "build of '{drv}' on 'ssh-ng://root@127.0.0.1?remote-program={}' failed",
+            program.display()
+        )),
+        "{said}"
+    );
+    let out = nix.run(
+        "nix-store",
+        &[
+            "--store",
+            local.to_str().unwrap(),
+            "--query",
+            "--outputs",
+            &drv,
+        ],
+    );
+    let valid = Command::new(hermetic())
+        .args([
+            "--store",
+            local.to_str().unwrap(),
+            "store",
+            "info",
+            out.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!valid.status.success(), "registered: {}", stderr(&valid));
+    let verified = Command::new(hermetic())
+        .args([
+            "--store",
+            local.to_str().unwrap(),
+            "store",
+            "verify",
+            "--check-contents",
+        ])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}
