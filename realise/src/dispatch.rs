@@ -199,6 +199,8 @@ pub enum Ended {
 pub struct RemoteBuild<'a> {
     /// The machine.
     pub machine: &'a Machine,
+    /// Its time limits (`max-silent-time`, `timeout`).
+    pub limits: hermetic_remote::serve_client::BuildLimits,
     /// The derivation's path.
     pub drv_path: &'a StorePath,
     /// The derivation.
@@ -219,11 +221,19 @@ pub fn build_remotely(
 ) -> Ended {
     let RemoteBuild {
         machine,
+        limits,
         drv_path,
         drv,
         held,
     } = build;
-    let mut remote = match SshStore::open(machine) {
+    // What the machine says on stderr (for ssh://, the builder's log) is
+    // the build's log too, as Nix's hook passes it on.
+    let _watch = crate::log::watch(drv_path, log);
+    let mut stderr_lines = crate::log::PrefixedLines::new(drv_path, &drv.name);
+    let on_stderr = Box::new(move |line: &str| {
+        let _ = stderr_lines.write_all(format!("{line}\n").as_bytes());
+    });
+    let mut remote = match SshStore::open(machine, on_stderr) {
         Ok(remote) => remote,
         Err(e) => {
             return Ended::Unreachable(format!(
@@ -234,7 +244,6 @@ pub fn build_remotely(
         }
     };
     progress(started);
-    let _watch = crate::log::watch(drv_path, log);
     let mut lines = crate::log::PrefixedLines::new(drv_path, &drv.name);
     let result = LocalStore::open(layout.clone())
         .map_err(BuildFailure::from)
@@ -248,11 +257,11 @@ pub fn build_remotely(
             };
             hermetic_remote::build_remote::build_on(
                 &mut remote,
-                machine,
                 &mut store,
                 drv_path,
                 drv,
                 held,
+                limits,
                 &mut said,
             )
             .map_err(|e| BuildError::Remote(e).into())

@@ -550,6 +550,10 @@ pub fn build_all(
                     let spawned = build_thread().spawn_scoped(scope, move || {
                         let build = crate::dispatch::RemoteBuild {
                             machine: &machine,
+                            limits: hermetic_remote::serve_client::BuildLimits {
+                                max_silent_time: settings.max_silent_time,
+                                timeout: settings.timeout,
+                            },
                             drv_path: &path,
                             drv: &goal_drv,
                             held: locks,

@@ -11,25 +11,26 @@ use std::io::Read;
 use hermetic_store::{Derivation, LocalStore, PathInfo, StorePath};
 
 use crate::client::{ClientError, Said, WireDerivation, WirePathInfo};
-use crate::machines::Machine;
+use crate::serve_client::BuildLimits;
 use crate::ssh::SshStore;
 
 /// Builds `drv` (at `drv_path`, whose inputs are valid in `store`) on
-/// the machine `remote` is connected to, and registers its outputs in
+/// the machine `remote` is connected to, within `limits`, and registers its outputs in
 /// `store`; `said` gets the machine's messages and its builder's log
 /// lines. `held` (the outputs' locks, if the caller took them) is let go
 /// before the outputs are imported, which lock each path themselves. A
 /// failure there or on the way is its message, naming the machine.
 pub fn build_on(
     remote: &mut SshStore,
-    machine: &Machine,
     store: &mut LocalStore,
     drv_path: &StorePath,
     drv: &Derivation,
     held: Option<Vec<hermetic_store::lock::PathLock>>,
+    limits: BuildLimits,
     said: &mut dyn FnMut(Said),
 ) -> Result<BTreeMap<String, StorePath>, String> {
-    let uri = machine.store_uri.as_str();
+    let uri = remote.uri.clone();
+    let uri = uri.as_str();
     let store_dir = store.layout().store_dir.clone();
     let printed_drv = store_dir.print(drv_path);
     let local = |e: hermetic_store::StoreError| hermetic_store::error_chain(&e);
@@ -117,7 +118,7 @@ pub fn build_on(
     };
     let result = remote
         .client
-        .build_derivation(&printed_drv, &wire, said)
+        .build_derivation(&printed_drv, &wire, limits, said)
         .map_err(|e| lost(remote, e))?;
     if !result.success() {
         return Err(format!(

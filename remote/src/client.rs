@@ -144,6 +144,28 @@ pub struct WireDerivation {
     pub env: BTreeMap<String, String>,
 }
 
+impl WireDerivation {
+    /// Writes it as both protocols carry it.
+    pub(crate) fn write(&self, w: &mut dyn Write) -> io::Result<()> {
+        write_u64(w, self.outputs.len() as u64)?;
+        for (name, (path, algo, hash)) in &self.outputs {
+            for text in [name, path, algo, hash] {
+                write_string(w, text)?;
+            }
+        }
+        write_strings(w, self.input_srcs.iter().map(String::as_str))?;
+        write_string(w, &self.system)?;
+        write_string(w, &self.builder)?;
+        write_strings(w, self.args.iter().map(String::as_str))?;
+        write_u64(w, self.env.len() as u64)?;
+        for (name, value) in &self.env {
+            write_string(w, name)?;
+            write_string(w, value)?;
+        }
+        Ok(())
+    }
+}
+
 /// What became of a `BuildDerivation`: Nix's `BuildResult`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireBuildResult {
@@ -163,12 +185,18 @@ impl WireBuildResult {
 
 /// A connection to a daemon.
 pub struct DaemonClient {
-    /// The socket or store URI, as errors name it.
-    path: String,
-    from: BufReader<Box<dyn Read + Send>>,
-    to: BufWriter<Box<dyn Write + Send>>,
+    conn: Conn,
     /// The version the connection speaks.
     version: u64,
+}
+
+/// Two streams to a store's server and the name errors give it: the
+/// reads and writes both of Nix's protocols are made of.
+pub(crate) struct Conn {
+    /// The socket or store URI, as errors name it.
+    pub(crate) path: String,
+    pub(crate) from: BufReader<Box<dyn Read + Send>>,
+    pub(crate) to: BufWriter<Box<dyn Write + Send>>,
 }
 
 impl DaemonClient {
@@ -194,34 +222,34 @@ impl DaemonClient {
         to: Box<dyn Write + Send>,
     ) -> Result<DaemonClient, ClientError> {
         let mut client = DaemonClient {
-            path: at,
-            from: BufReader::new(from),
-            to: BufWriter::new(to),
+            conn: Conn::new(at, from, to),
             version: CLIENT_VERSION,
         };
-        client.send(|w| {
+        client.conn.send(|w| {
             write_u64(w, WORKER_MAGIC_1)?;
             write_u64(w, CLIENT_VERSION)
         })?;
-        if client.read_u64()? != WORKER_MAGIC_2 {
-            return Err(client.broke("it did not answer the worker protocol's greeting"));
+        if client.conn.read_u64()? != WORKER_MAGIC_2 {
+            return Err(client
+                .conn
+                .broke("it did not answer the worker protocol's greeting"));
         }
-        let daemon_version = client.read_u64()?;
+        let daemon_version = client.conn.read_u64()?;
         if daemon_version >> 8 != 1 || daemon_version < OLDEST_DAEMON_VERSION {
-            return Err(client.broke(&format!(
+            return Err(client.conn.broke(&format!(
                 "it speaks protocol {}.{}, older than 1.26",
                 daemon_version >> 8,
                 minor(daemon_version)
             )));
         }
         // No CPU affinity; the obsolete reserveSpace.
-        client.send(|w| {
+        client.conn.send(|w| {
             write_u64(w, 0)?;
             write_u64(w, 0)
         })?;
         client.version = daemon_version.min(CLIENT_VERSION);
         if minor(client.version) >= 33 {
-            client.read_string()?; // the daemon's version text
+            client.conn.read_string()?; // the daemon's version text
         }
         client.work(&mut |_| {})?;
         Ok(client)
@@ -233,7 +261,7 @@ impl DaemonClient {
         options: &ClientOptions,
         said: &mut dyn FnMut(Said),
     ) -> Result<(), ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_SET_OPTIONS)?;
             for n in [
                 u64::from(options.keep_failed),
@@ -271,16 +299,16 @@ impl DaemonClient {
         drv: &str,
         said: &mut dyn FnMut(Said),
     ) -> Result<BTreeMap<String, String>, ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_QUERY_DERIVATION_OUTPUT_MAP)?;
             write_string(w, drv)
         })?;
         self.work(said)?;
-        let count = self.read_count()?;
+        let count = self.conn.read_count()?;
         let mut outputs = BTreeMap::new();
         for _ in 0..count {
-            let name = self.read_string()?;
-            outputs.insert(name, self.read_string()?);
+            let name = self.conn.read_string()?;
+            outputs.insert(name, self.conn.read_string()?);
         }
         Ok(outputs)
     }
@@ -294,13 +322,13 @@ impl DaemonClient {
         check: bool,
         said: &mut dyn FnMut(Said),
     ) -> Result<(), ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_BUILD_PATHS)?;
             write_strings(w, targets.iter().map(String::as_str))?;
             write_u64(w, if check { 2 } else { 0 })
         })?;
         self.work(said)?;
-        self.read_u64()?;
+        self.conn.read_u64()?;
         Ok(())
     }
 
@@ -311,12 +339,12 @@ impl DaemonClient {
         link: &Path,
         said: &mut dyn FnMut(Said),
     ) -> Result<(), ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_ADD_INDIRECT_ROOT)?;
             write_string(w, &link.to_string_lossy())
         })?;
         self.work(said)?;
-        self.read_u64()?;
+        self.conn.read_u64()?;
         Ok(())
     }
 
@@ -327,13 +355,15 @@ impl DaemonClient {
         paths: &BTreeSet<String>,
         said: &mut dyn FnMut(Said),
     ) -> Result<BTreeSet<String>, ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_QUERY_VALID_PATHS)?;
             write_strings(w, paths.iter().map(String::as_str))?;
             write_u64(w, 0)
         })?;
         self.work(said)?;
-        self.read_strings().map(|valid| valid.into_iter().collect())
+        self.conn
+            .read_strings()
+            .map(|valid| valid.into_iter().collect())
     }
 
     /// A valid path's metadata, or `None` (`QueryPathInfo`).
@@ -342,23 +372,23 @@ impl DaemonClient {
         path: &str,
         said: &mut dyn FnMut(Said),
     ) -> Result<Option<WirePathInfo>, ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_QUERY_PATH_INFO)?;
             write_string(w, path)
         })?;
         self.work(said)?;
-        if self.read_u64()? == 0 {
+        if self.conn.read_u64()? == 0 {
             return Ok(None);
         }
         Ok(Some(WirePathInfo {
-            deriver: self.read_string()?,
-            nar_hash: self.read_string()?,
-            references: self.read_strings()?.into_iter().collect(),
-            registration_time: self.read_u64()?,
-            nar_size: self.read_u64()?,
-            ultimate: self.read_u64()? != 0,
-            sigs: self.read_strings()?.into_iter().collect(),
-            ca: self.read_string()?,
+            deriver: self.conn.read_string()?,
+            nar_hash: self.conn.read_string()?,
+            references: self.conn.read_strings()?.into_iter().collect(),
+            registration_time: self.conn.read_u64()?,
+            nar_size: self.conn.read_u64()?,
+            ultimate: self.conn.read_u64()? != 0,
+            sigs: self.conn.read_strings()?.into_iter().collect(),
+            ca: self.conn.read_string()?,
         }))
     }
 
@@ -372,7 +402,7 @@ impl DaemonClient {
         nar: &mut dyn Read,
         said: &mut dyn FnMut(Said),
     ) -> Result<(), ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_ADD_TO_STORE_NAR)?;
             write_string(w, path)?;
             write_string(w, &info.deriver)?;
@@ -407,40 +437,26 @@ impl DaemonClient {
         drv: &WireDerivation,
         said: &mut dyn FnMut(Said),
     ) -> Result<WireBuildResult, ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_BUILD_DERIVATION)?;
             write_string(w, drv_path)?;
-            write_u64(w, drv.outputs.len() as u64)?;
-            for (name, (path, algo, hash)) in &drv.outputs {
-                for text in [name, path, algo, hash] {
-                    write_string(w, text)?;
-                }
-            }
-            write_strings(w, drv.input_srcs.iter().map(String::as_str))?;
-            write_string(w, &drv.system)?;
-            write_string(w, &drv.builder)?;
-            write_strings(w, drv.args.iter().map(String::as_str))?;
-            write_u64(w, drv.env.len() as u64)?;
-            for (name, value) in &drv.env {
-                write_string(w, name)?;
-                write_string(w, value)?;
-            }
+            drv.write(w)?;
             write_u64(w, 0) // normal build
         })?;
         self.work(said)?;
         let result = WireBuildResult {
-            status: self.read_u64()?,
-            error: self.read_string()?,
+            status: self.conn.read_u64()?,
+            error: self.conn.read_string()?,
         };
         if minor(self.version) >= 29 {
             for _ in 0..4 {
-                self.read_u64()?; // times built, non-deterministic, start, stop
+                self.conn.read_u64()?; // times built, non-deterministic, start, stop
             }
         }
         if minor(self.version) >= 28 {
-            for _ in 0..self.read_count()? {
-                self.read_string()?; // realisation id
-                self.read_string()?; // realisation
+            for _ in 0..self.conn.read_count()? {
+                self.conn.read_string()?; // realisation id
+                self.conn.read_string()?; // realisation
             }
         }
         Ok(result)
@@ -453,7 +469,7 @@ impl DaemonClient {
         path: &str,
         said: &mut dyn FnMut(Said),
     ) -> Result<(), ClientError> {
-        self.send(|w| {
+        self.conn.send(|w| {
             write_u64(w, OP_NAR_FROM_PATH)?;
             write_string(w, path)
         })?;
@@ -462,7 +478,7 @@ impl DaemonClient {
 
     /// The NAR `nar_from_path` asked for, which is `nar_size` bytes.
     pub fn nar(&mut self, nar_size: u64) -> impl Read + '_ {
-        (&mut self.from).take(nar_size)
+        (&mut self.conn.from).take(nar_size)
     }
 
     /// Reads the stderr channel until the operation's work ends: what the
@@ -470,42 +486,42 @@ impl DaemonClient {
     /// message.
     fn work(&mut self, said: &mut dyn FnMut(Said)) -> Result<(), ClientError> {
         loop {
-            match self.read_u64()? {
+            match self.conn.read_u64()? {
                 STDERR_LAST => return Ok(()),
-                STDERR_NEXT => said(Said::Line(self.read_string()?.trim_end().to_owned())),
+                STDERR_NEXT => said(Said::Line(self.conn.read_string()?.trim_end().to_owned())),
                 STDERR_ERROR => {
-                    self.read_string()?; // "Error"
-                    self.read_u64()?; // level
-                    self.read_string()?; // name
-                    let message = self.read_string()?;
-                    if self.read_u64()? != 0 {
-                        return Err(self.broke("an error with a position"));
+                    self.conn.read_string()?; // "Error"
+                    self.conn.read_u64()?; // level
+                    self.conn.read_string()?; // name
+                    let message = self.conn.read_string()?;
+                    if self.conn.read_u64()? != 0 {
+                        return Err(self.conn.broke("an error with a position"));
                     }
-                    for _ in 0..self.read_count()? {
-                        if self.read_u64()? != 0 {
-                            return Err(self.broke("an error trace with a position"));
+                    for _ in 0..self.conn.read_count()? {
+                        if self.conn.read_u64()? != 0 {
+                            return Err(self.conn.broke("an error trace with a position"));
                         }
-                        self.read_string()?;
+                        self.conn.read_string()?;
                     }
                     return Err(ClientError::Daemon(message));
                 }
                 STDERR_START_ACTIVITY => {
-                    self.read_u64()?; // id
-                    self.read_u64()?; // level
-                    self.read_u64()?; // type
-                    let text = self.read_string()?;
+                    self.conn.read_u64()?; // id
+                    self.conn.read_u64()?; // level
+                    self.conn.read_u64()?; // type
+                    let text = self.conn.read_string()?;
                     self.read_fields()?;
-                    self.read_u64()?; // parent
+                    self.conn.read_u64()?; // parent
                     if !text.is_empty() {
                         said(Said::Started(text));
                     }
                 }
                 STDERR_STOP_ACTIVITY => {
-                    self.read_u64()?;
+                    self.conn.read_u64()?;
                 }
                 STDERR_RESULT => {
-                    self.read_u64()?; // activity
-                    let kind = self.read_u64()?;
+                    self.conn.read_u64()?; // activity
+                    let kind = self.conn.read_u64()?;
                     let fields = self.read_fields()?;
                     if kind == result::BUILD_LOG_LINE
                         && let [Some(line)] = fields.as_slice()
@@ -514,7 +530,9 @@ impl DaemonClient {
                     }
                 }
                 other => {
-                    return Err(self.broke(&format!("an unknown stderr message {other:#x}")));
+                    return Err(self
+                        .conn
+                        .broke(&format!("an unknown stderr message {other:#x}")));
                 }
             }
         }
@@ -522,22 +540,33 @@ impl DaemonClient {
 
     /// An activity's or result's fields: the strings, `None` for numbers.
     fn read_fields(&mut self) -> Result<Vec<Option<String>>, ClientError> {
-        let count = self.read_count()?;
+        let count = self.conn.read_count()?;
         let mut fields = Vec::new();
         for _ in 0..count {
-            fields.push(match self.read_u64()? {
+            fields.push(match self.conn.read_u64()? {
                 0 => {
-                    self.read_u64()?;
+                    self.conn.read_u64()?;
                     None
                 }
-                1 => Some(self.read_string()?),
-                other => return Err(self.broke(&format!("a field of unknown type {other}"))),
+                1 => Some(self.conn.read_string()?),
+                other => return Err(self.conn.broke(&format!("a field of unknown type {other}"))),
             });
         }
         Ok(fields)
     }
+}
 
-    fn send(
+impl Conn {
+    /// The streams `from` and `to` of the server `at`.
+    pub(crate) fn new(at: String, from: Box<dyn Read + Send>, to: Box<dyn Write + Send>) -> Conn {
+        Conn {
+            path: at,
+            from: BufReader::new(from),
+            to: BufWriter::new(to),
+        }
+    }
+
+    pub(crate) fn send(
         &mut self,
         write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), ClientError> {
@@ -546,30 +575,30 @@ impl DaemonClient {
             .map_err(|e| self.failed(WireError::Io(e)))
     }
 
-    fn read_u64(&mut self) -> Result<u64, ClientError> {
+    pub(crate) fn read_u64(&mut self) -> Result<u64, ClientError> {
         read_u64(&mut self.from).map_err(|e| self.failed(e))
     }
 
-    fn read_string(&mut self) -> Result<String, ClientError> {
+    pub(crate) fn read_string(&mut self) -> Result<String, ClientError> {
         read_string(&mut self.from).map_err(|e| self.failed(e))
     }
 
-    fn read_count(&mut self) -> Result<u64, ClientError> {
+    pub(crate) fn read_count(&mut self) -> Result<u64, ClientError> {
         read_count(&mut self.from).map_err(|e| self.failed(e))
     }
 
-    fn read_strings(&mut self) -> Result<Vec<String>, ClientError> {
+    pub(crate) fn read_strings(&mut self) -> Result<Vec<String>, ClientError> {
         read_strings(&mut self.from).map_err(|e| self.failed(e))
     }
 
-    fn failed(&self, source: WireError) -> ClientError {
+    pub(crate) fn failed(&self, source: WireError) -> ClientError {
         ClientError::Io {
             path: self.path.clone(),
             source,
         }
     }
 
-    fn broke(&self, what: &str) -> ClientError {
+    pub(crate) fn broke(&self, what: &str) -> ClientError {
         ClientError::Protocol {
             path: self.path.clone(),
             what: what.to_owned(),

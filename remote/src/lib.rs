@@ -7,5 +7,6 @@ pub mod build_remote;
 pub mod client;
 pub mod machines;
 pub mod protocol;
+pub mod serve_client;
 pub mod ssh;
 pub mod wire;

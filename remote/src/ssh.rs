@@ -1,24 +1,26 @@
 //! A machine's store reached with the system's OpenSSH client, as Nix's
-//! `ssh-ng://` store reaches it: `ssh HOST -x -a [NIX_SSHOPTS] [-i KEY]
-//! [-o UserKnownHostsFile=…] 'PROGRAM --stdio'`, the worker protocol on
-//! its stdin and stdout. What ssh and the remote program say on stderr is
-//! kept for the error of a failed connection.
+//! `ssh-ng://` and `ssh://` stores reach it: `ssh HOST -x -a [NIX_SSHOPTS]
+//! [-i KEY] [-o UserKnownHostsFile=…] 'PROGRAM ARGS'`, the worker protocol
+//! (`nix-daemon --stdio`) or the legacy serve protocol (`nix-store --serve
+//! --write`) on its stdin and stdout. What ssh and the remote program say
+//! on stderr (the build's log, for `ssh://`) is passed on line by line and
+//! its end kept for the error of a failed connection.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use crate::client::{ClientError, DaemonClient};
+use crate::client::{
+    ClientError, ClientOptions, DaemonClient, Said, WireBuildResult, WireDerivation, WirePathInfo,
+};
 use crate::machines::Machine;
+use crate::serve_client::{BuildLimits, ServeClient};
 
 /// Why a machine's store could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     /// Its URI is not one hermetic reaches.
-    #[error(
-        "'{0}' is not an ssh-ng:// store: hermetic builds remotely only over ssh-ng:// (Nix's \
-         worker protocol), not yet ssh:// (the legacy serve protocol)"
-    )]
+    #[error("'{0}' is not an ssh-ng:// or ssh:// store: hermetic builds remotely only over ssh")]
     Unsupported(String),
     /// `ssh` could not be started.
     #[error("cannot run ssh")]
@@ -44,11 +46,111 @@ pub enum SshError {
     },
 }
 
-/// An open connection to a machine's daemon: the client, and the `ssh`
+/// A machine's store as its URI's protocol reaches it.
+pub enum RemoteClient {
+    /// `ssh-ng://`: the worker protocol.
+    Worker(DaemonClient),
+    /// `ssh://`: the legacy serve protocol.
+    Serve(ServeClient),
+}
+
+impl RemoteClient {
+    /// Which of `paths` are valid there.
+    pub fn query_valid_paths(
+        &mut self,
+        paths: &std::collections::BTreeSet<String>,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<std::collections::BTreeSet<String>, ClientError> {
+        match self {
+            Self::Worker(client) => client.query_valid_paths(paths, said),
+            Self::Serve(client) => client.query_valid_paths(paths),
+        }
+    }
+
+    /// Adds `path` with its metadata and its NAR.
+    pub fn add_to_store_nar(
+        &mut self,
+        path: &str,
+        info: &WirePathInfo,
+        nar: &mut dyn Read,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<(), ClientError> {
+        match self {
+            Self::Worker(client) => client.add_to_store_nar(path, info, nar, said),
+            Self::Serve(client) => client.add_to_store_nar(path, info, nar),
+        }
+    }
+
+    /// Builds `drv` there within `limits`.
+    pub fn build_derivation(
+        &mut self,
+        drv_path: &str,
+        drv: &WireDerivation,
+        limits: BuildLimits,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<WireBuildResult, ClientError> {
+        match self {
+            Self::Worker(client) => {
+                // The limits go as the client's settings, as Nix's
+                // remote store sends them.
+                let options = ClientOptions {
+                    build_output: true,
+                    max_jobs: 1,
+                    max_silent_time: limits.max_silent_time,
+                    overrides: if limits.timeout > 0 {
+                        vec![("timeout".into(), limits.timeout.to_string())]
+                    } else {
+                        Vec::new()
+                    },
+                    ..ClientOptions::default()
+                };
+                client.set_options(&options, said)?;
+                client.build_derivation(drv_path, drv, said)
+            }
+            Self::Serve(client) => client.build_derivation(drv_path, drv, limits),
+        }
+    }
+
+    /// A valid path's metadata, or `None`.
+    pub fn query_path_info(
+        &mut self,
+        path: &str,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<Option<WirePathInfo>, ClientError> {
+        match self {
+            Self::Worker(client) => client.query_path_info(path, said),
+            Self::Serve(client) => client.query_path_info(path),
+        }
+    }
+
+    /// Asks for a valid path's NAR: read it with [`RemoteClient::nar`].
+    pub fn nar_from_path(
+        &mut self,
+        path: &str,
+        said: &mut dyn FnMut(Said),
+    ) -> Result<(), ClientError> {
+        match self {
+            Self::Worker(client) => client.nar_from_path(path, said),
+            Self::Serve(client) => client.dump_store_path(path),
+        }
+    }
+
+    /// The NAR asked for, `nar_size` bytes.
+    pub fn nar(&mut self, nar_size: u64) -> Box<dyn Read + '_> {
+        match self {
+            Self::Worker(client) => Box::new(client.nar(nar_size)),
+            Self::Serve(client) => Box::new(client.nar(nar_size)),
+        }
+    }
+}
+
+/// An open connection to a machine's store: the client, and the `ssh`
 /// process, which ends when this is dropped.
 pub struct SshStore {
-    /// The worker protocol's client.
-    pub client: DaemonClient,
+    /// The machine's store URI.
+    pub uri: String,
+    /// The store's client.
+    pub client: RemoteClient,
     child: Child,
     stderr: Arc<Mutex<Vec<u8>>>,
     _known_hosts: Option<KnownHosts>,
@@ -64,18 +166,34 @@ impl Drop for KnownHosts {
     }
 }
 
-/// The `ssh` command that runs `PROGRAM --stdio` on `machine`, `ssh_opts`
-/// being `NIX_SSHOPTS`'s words, and the store's URI without its query
-/// (the host, for messages).
+/// Whether a machine speaks the worker protocol (`ssh-ng://`) or the
+/// serve protocol (`ssh://`); `None` for other stores.
+fn speaks_worker(uri: &str) -> Option<bool> {
+    if uri.starts_with("ssh-ng://") {
+        Some(true)
+    } else if uri.starts_with("ssh://") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The `ssh` command that runs the store's program on `machine`
+/// (`remote-program --stdio`, `nix-daemon` by default, for `ssh-ng://`;
+/// `remote-program --serve --write`, `nix-store` by default, for
+/// `ssh://`), `ssh_opts` being `NIX_SSHOPTS`'s words.
 pub fn command(
     machine: &Machine,
     ssh_opts: &str,
     known_hosts: Option<&std::path::Path>,
 ) -> Result<Command, SshError> {
+    let unsupported = || SshError::Unsupported(machine.store_uri.clone());
+    let worker = speaks_worker(&machine.store_uri).ok_or_else(unsupported)?;
     let rest = machine
         .store_uri
-        .strip_prefix("ssh-ng://")
-        .ok_or_else(|| SshError::Unsupported(machine.store_uri.clone()))?;
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .ok_or_else(unsupported)?;
     let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
     let param = |name: &str| {
         query
@@ -83,8 +201,13 @@ pub fn command(
             .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
             .map(percent_decode)
     };
-    let program = param("remote-program").unwrap_or_else(|| "nix-daemon".to_owned());
-    let mut remote = format!("{program} --stdio");
+    let mut remote = if worker {
+        let program = param("remote-program").unwrap_or_else(|| "nix-daemon".to_owned());
+        format!("{program} --stdio")
+    } else {
+        let program = param("remote-program").unwrap_or_else(|| "nix-store".to_owned());
+        format!("{program} --serve --write")
+    };
     if let Some(store) = param("remote-store") {
         remote.push_str(&format!(" --store {}", shell_quote(&store)));
     }
@@ -102,8 +225,12 @@ pub fn command(
 }
 
 impl SshStore {
-    /// Logs in to `machine` and greets its daemon.
-    pub fn open(machine: &Machine) -> Result<SshStore, SshError> {
+    /// Logs in to `machine` and greets its store; each line the remote
+    /// side says on stderr goes to `line`.
+    pub fn open(
+        machine: &Machine,
+        mut line: Box<dyn FnMut(&str) + Send>,
+    ) -> Result<SshStore, SshError> {
         let known_hosts = match &machine.host_key {
             Some(key) => Some(write_known_hosts(machine, key)?),
             None => None,
@@ -124,9 +251,15 @@ impl SshStore {
             let kept = stderr.clone();
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 4096];
+                let mut partial = Vec::new();
                 while let Ok(n) = pipe.read(&mut buffer) {
                     if n == 0 {
                         break;
+                    }
+                    partial.extend_from_slice(&buffer[..n]);
+                    while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                        let text: Vec<u8> = partial.drain(..=end).collect();
+                        line(String::from_utf8_lossy(&text[..end]).trim_end_matches('\r'));
                     }
                     let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
                     // Enough to say why; a chatty remote cannot fill memory.
@@ -134,14 +267,23 @@ impl SshStore {
                         kept.extend_from_slice(&buffer[..n]);
                     }
                 }
+                if !partial.is_empty() {
+                    line(&String::from_utf8_lossy(&partial));
+                }
             });
         }
         let (Some(from), Some(to)) = (child.stdout.take(), child.stdin.take()) else {
             unreachable!("both are piped above")
         };
         let uri = machine.store_uri.clone();
-        match DaemonClient::over(uri.clone(), Box::new(from), Box::new(to)) {
+        let greeted = if speaks_worker(&uri) == Some(true) {
+            DaemonClient::over(uri.clone(), Box::new(from), Box::new(to)).map(RemoteClient::Worker)
+        } else {
+            ServeClient::over(uri.clone(), Box::new(from), Box::new(to)).map(RemoteClient::Serve)
+        };
+        match greeted {
             Ok(client) => Ok(SshStore {
+                uri,
                 client,
                 child,
                 stderr,
@@ -263,10 +405,17 @@ mod tests {
                 "/opt/h d --stdio --store '/r'\\''s'"
             ]
         );
-        let legacy = crate::machines::parse("host", "s", &mut |_| None).unwrap();
+        let legacy = crate::machines::parse("me@host s", "s", &mut |_| None).unwrap();
+        let ssh = command(&legacy[0], "", None).unwrap();
+        let args: Vec<_> = ssh
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args, ["me@host", "-x", "-a", "nix-store --serve --write"]);
+        let local = crate::machines::parse("daemon", "s", &mut |_| None).unwrap();
         assert!(matches!(
-            command(&legacy[0], "", None),
-            Err(SshError::Unsupported(uri)) if uri == "ssh://host"
+            command(&local[0], "", None),
+            Err(SshError::Unsupported(uri)) if uri == "daemon"
         ));
     }
 }

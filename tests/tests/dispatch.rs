@@ -216,6 +216,80 @@ fn hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one() {
     assert_eq!(nar_hash(&nix, &local, &top), nar_hash(&nix, &here, &top));
 }
 
+/// The same over `ssh://`: Nix's legacy serve protocol, to stock Nix
+/// 2.8's `nix-store --serve --write` and to hermetic's `store serve`; the
+/// builders' logs come back on the machines' stderr.
+#[test]
+fn hermetic_sends_builds_over_ssh_to_nix_store_serve_and_hermetic() {
+    let test = "hermetic_sends_builds_over_ssh_to_nix_store_serve_and_hermetic";
+    if !root_or_skip(test) {
+        return;
+    }
+    let Some(nix) = NixPeer::or_skip(test, "") else {
+        return;
+    };
+    let Some(sshd) = Sshd::start_or_skip(test) else {
+        return;
+    };
+    let work = TempDir::new("dispatch-serve");
+    let dir = &work.path;
+    let nix_machine = machine(
+        dir,
+        "nix",
+        "sandbox = true\nsandbox-fallback = false\nbuild-users-group =\nsubstituters =\n\
+         extra-sandbox-paths = /bin/sh=/bin/busybox\n",
+        "nix-store --option store {root}",
+    );
+    let hermetic_machine = machine(
+        dir,
+        "hermetic",
+        HERMETIC_BUILDS,
+        &format!("{} --store {{root}} store serve", hermetic().display()),
+    );
+    let uri =
+        |program: &Path| builder(&sshd, program, "x86_64-linux").replacen("ssh-ng://", "ssh://", 1);
+    let local = dir.join("local");
+    let drv = instantiate(&nix, dir, &local, &two_chains(4));
+    let out = hermetic_build(
+        dir,
+        &sshd,
+        &local,
+        &format!(
+            "sandbox = true\nmax-jobs = 0\nbuilders = {} ; {}\n",
+            uri(&nix_machine),
+            uri(&hermetic_machine)
+        ),
+        &[&drv],
+    );
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    let top = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(local.join(top.trim_start_matches('/'))).unwrap(),
+        "3 2 1 0\n3 2 1 0\n"
+    );
+    let on = |program: &Path| {
+        let machine = uri(program);
+        let machine = machine.split(' ').next().unwrap();
+        said.lines()
+            .filter(|l| l.starts_with("building '") && l.contains(&format!("' on '{machine}'")))
+            .count()
+    };
+    let (on_nix, on_hermetic) = (on(&nix_machine), on(&hermetic_machine));
+    assert_eq!(on_nix + on_hermetic, 9, "{said}");
+    assert!(on_nix > 0 && on_hermetic > 0, "{said}");
+    for side in ["left", "right"] {
+        for n in 0..4 {
+            assert!(
+                said.contains(&format!("making-{side}-{n}")),
+                "{side}-{n}: {said}"
+            );
+        }
+    }
+    let verified = nix.verify_store(&local);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}
+
 #[test]
 fn an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine() {
     let test = "an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine";
@@ -367,11 +441,7 @@ fn a_machine_that_dies_mid_build_fails_the_build_cleanly() {
     // The machine goes away: its daemon is killed.
     let remote_root = dir.join("hermetic");
     let killed = Command::new("pkill")
-        .args([
-            "-KILL",
-            "-f",
-            &format!("{} daemon", remote_root.display()),
-        ])
+        .args(["-KILL", "-f", &format!("{} daemon", remote_root.display())])
         .status()
         .unwrap();
     assert!(killed.success());
