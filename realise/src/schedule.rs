@@ -543,55 +543,51 @@ pub fn build_all(
                 let goal_drv = node.drv.clone();
                 let check = node.check;
                 let log = log.clone();
-                if let Place::Remote(index) = place {
-                    // Connected first: an unreachable machine is not a
-                    // build started.
-                    let machine = dispatcher.machines[index].clone();
-                    let spawned = build_thread().spawn_scoped(scope, move || {
-                        let build = crate::dispatch::RemoteBuild {
-                            machine: &machine,
-                            limits: hermetic_remote::serve_client::BuildLimits {
-                                max_silent_time: settings.max_silent_time,
-                                timeout: settings.timeout,
-                            },
-                            drv_path: &path,
-                            drv: &goal_drv,
-                            held: locks,
-                        };
-                        let ended = crate::dispatch::build_remotely(
-                            build, layout, log, started_as, progress,
-                        );
-                        let _ = tx.send((path, place, ended));
-                    });
-                    if let Err(e) = spawned {
-                        let (tx, path) = refused;
-                        let error = BuildError::Io {
-                            op: "start a thread to build",
-                            path: layout.store_dir.print(&path),
-                            source: e,
-                        };
-                        let _ = tx.send((path, place, Ended::Built(Err(error.into()))));
+                let path_for_work = path.clone();
+                let work: Box<dyn FnOnce() -> Ended + Send + '_> = match place {
+                    Place::Remote(index) => {
+                        // Connected first: an unreachable machine is not
+                        // a build started.
+                        let machine = dispatcher.machines[index].clone();
+                        Box::new(move || {
+                            let build = crate::dispatch::RemoteBuild {
+                                machine: &machine,
+                                limits: hermetic_remote::serve_client::BuildLimits {
+                                    max_silent_time: settings.max_silent_time,
+                                    timeout: settings.timeout,
+                                },
+                                drv_path: &path_for_work,
+                                drv: &goal_drv,
+                                held: locks,
+                            };
+                            crate::dispatch::build_remotely(
+                                build, layout, log, started_as, progress,
+                            )
+                        })
                     }
-                    progressed = true;
-                    continue;
-                }
-                progress(started_as);
+                    Place::Local => {
+                        progress(started_as);
+                        Box::new(move || {
+                            Ended::Built((|| {
+                                let mut store = LocalStore::open(layout.clone())?;
+                                store.set_auto_optimise(settings.auto_optimise_store);
+                                let goal = Goal {
+                                    drv_path: path_for_work,
+                                    drv: goal_drv,
+                                    check,
+                                    settings,
+                                    cancel,
+                                    log,
+                                    locks,
+                                };
+                                goal.run(&mut store, &mut |line| progress(Progress::Message(line)))
+                            })())
+                        })
+                    }
+                };
                 let spawned = build_thread().spawn_scoped(scope, move || {
-                    let result = (|| {
-                        let mut store = LocalStore::open(layout.clone())?;
-                        store.set_auto_optimise(settings.auto_optimise_store);
-                        let goal = Goal {
-                            drv_path: path.clone(),
-                            drv: goal_drv,
-                            check,
-                            settings,
-                            cancel,
-                            log,
-                            locks,
-                        };
-                        goal.run(&mut store, &mut |line| progress(Progress::Message(line)))
-                    })();
-                    let _ = tx.send((path, place, Ended::Built(result)));
+                    let ended = work();
+                    let _ = tx.send((path, place, ended));
                 });
                 if let Err(e) = spawned {
                     // No thread to be had: this build fails, the daemon

@@ -126,6 +126,22 @@ pub struct WirePathInfo {
     pub ca: String,
 }
 
+impl WirePathInfo {
+    /// Writes `path` and its metadata as both protocols' additions carry
+    /// them (the NAR hash in hex, without `sha256:`).
+    pub(crate) fn write(&self, w: &mut dyn Write, path: &str) -> io::Result<()> {
+        write_string(w, path)?;
+        write_string(w, &self.deriver)?;
+        write_string(w, self.nar_hash.trim_start_matches("sha256:"))?;
+        write_strings(w, self.references.iter().map(String::as_str))?;
+        write_u64(w, self.registration_time)?;
+        write_u64(w, self.nar_size)?;
+        write_u64(w, u64::from(self.ultimate))?;
+        write_strings(w, self.sigs.iter().map(String::as_str))?;
+        write_string(w, &self.ca)
+    }
+}
+
 /// A derivation as `BuildDerivation` sends it (Nix's `BasicDerivation`):
 /// no input derivations, their outputs among the sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,15 +420,7 @@ impl DaemonClient {
     ) -> Result<(), ClientError> {
         self.conn.send(|w| {
             write_u64(w, OP_ADD_TO_STORE_NAR)?;
-            write_string(w, path)?;
-            write_string(w, &info.deriver)?;
-            write_string(w, info.nar_hash.trim_start_matches("sha256:"))?;
-            write_strings(w, info.references.iter().map(String::as_str))?;
-            write_u64(w, info.registration_time)?;
-            write_u64(w, info.nar_size)?;
-            write_u64(w, u64::from(info.ultimate))?;
-            write_strings(w, info.sigs.iter().map(String::as_str))?;
-            write_string(w, &info.ca)?;
+            info.write(w, path)?;
             write_u64(w, 0)?; // repair
             write_u64(w, 1)?; // do not check signatures
             // The NAR in frames, then an empty frame.

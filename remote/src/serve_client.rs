@@ -132,15 +132,7 @@ impl ServeClient {
     ) -> Result<(), ClientError> {
         self.conn.send(|w| {
             write_u64(w, CMD_ADD_TO_STORE_NAR)?;
-            write_string(w, path)?;
-            write_string(w, &info.deriver)?;
-            write_string(w, info.nar_hash.trim_start_matches("sha256:"))?;
-            write_strings(w, info.references.iter().map(String::as_str))?;
-            write_u64(w, info.registration_time)?;
-            write_u64(w, info.nar_size)?;
-            write_u64(w, u64::from(info.ultimate))?;
-            write_strings(w, info.sigs.iter().map(String::as_str))?;
-            write_string(w, &info.ca)?;
+            info.write(w, path)?;
             // The NAR as it is: its size is in the metadata.
             let copied = io::copy(nar, w)?;
             if copied != info.nar_size {

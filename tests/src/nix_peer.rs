@@ -59,6 +59,16 @@ impl NixPeer {
             .unwrap()
     }
 
+    /// The NAR hash Nix's tools read for `path` in the store under `root`.
+    pub fn nar_hash(&self, root: &std::path::Path, path: &str) -> String {
+        self.run(
+            "nix-store",
+            &["--store", root.to_str().unwrap(), "--query", "--hash", path],
+        )
+        .trim()
+        .to_owned()
+    }
+
     /// Runs a program (Nix's, or hermetic with the same configuration) and
     /// returns its stdout; fails the test if it fails.
     pub fn run(&self, program: &str, args: &[&str]) -> String {

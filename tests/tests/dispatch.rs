@@ -42,6 +42,11 @@ const HERMETIC_BUILDS: &str = "sandbox = true\nextra-sandbox-paths = /bin/sh=/bi
     trusted-users = root\nexperimental-features = auto-allocate-uids cgroups\n\
     auto-allocate-uids = true\nuse-cgroups = true\n";
 
+/// The settings of a stock Nix store that builds here: as root in its
+/// sandbox, so that no nixbld user is shared with other tests.
+const NIX_BUILDS: &str = "sandbox = true\nsandbox-fallback = false\nbuild-users-group =\n\
+    substituters =\nextra-sandbox-paths = /bin/sh=/bin/busybox\ntrusted-users = root\n";
+
 /// A machine: its configuration directory with `conf`, and the login
 /// program that serves its store at `root` with `serve` (`{conf}` and
 /// `{root}` replaced); the program's path.
@@ -62,6 +67,24 @@ fn machine(dir: &Path, name: &str, conf: &str, serve: &str) -> PathBuf {
     .unwrap();
     hermetic_tests::set_mode(&program, 0o755);
     program
+}
+
+/// A machine serving a hermetic store that builds (`HERMETIC_BUILDS`)
+/// with `hermetic --store ROOT COMMAND`.
+fn hermetic_machine(dir: &Path, command: &str) -> PathBuf {
+    let serve = format!("{} --store {{root}} {command}", hermetic().display());
+    machine(dir, "hermetic", HERMETIC_BUILDS, &serve)
+}
+
+/// What every test here needs: root, Nix 2.8, an sshd, a directory; or
+/// `None`, the test skipped with the reason printed.
+fn machines_or_skip(test: &str, label: &str) -> Option<(NixPeer, Sshd, TempDir)> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    let nix = NixPeer::or_skip(test, "")?;
+    let sshd = Sshd::start_or_skip(test)?;
+    Some((nix, sshd, TempDir::new(label)))
 }
 
 /// A `builders` line for a login to root running `program`.
@@ -99,44 +122,17 @@ fn instantiate(nix: &NixPeer, dir: &Path, root: &Path, expr: &str) -> String {
     .to_owned()
 }
 
-/// The NAR hash Nix's tools read from the store under `root`.
-fn nar_hash(nix: &NixPeer, root: &Path, path: &str) -> String {
-    nix.run(
-        "nix-store",
-        &["--store", root.to_str().unwrap(), "--query", "--hash", path],
-    )
-    .trim()
-    .to_owned()
-}
-
 #[test]
 fn hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one() {
-    let test = "hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one";
-    if !root_or_skip(test) {
-        return;
-    }
-    let Some(nix) = NixPeer::or_skip(test, "") else {
-        return;
-    };
-    let Some(sshd) = Sshd::start_or_skip(test) else {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one",
+        "dispatch",
+    ) else {
         return;
     };
-    let work = TempDir::new("dispatch");
     let dir = &work.path;
-    // Stock Nix: builds as root in its sandbox (no nixbld user shared).
-    let nix_machine = machine(
-        dir,
-        "nix",
-        "sandbox = true\nsandbox-fallback = false\nbuild-users-group =\nsubstituters =\n\
-         extra-sandbox-paths = /bin/sh=/bin/busybox\ntrusted-users = root\n",
-        "nix-daemon --option store {root}",
-    );
-    let hermetic_machine = machine(
-        dir,
-        "hermetic",
-        HERMETIC_BUILDS,
-        &format!("{} --store {{root}} daemon", hermetic().display()),
-    );
+    let nix_machine = machine(dir, "nix", NIX_BUILDS, "nix-daemon --option store {root}");
+    let hermetic_machine = hermetic_machine(dir, "daemon");
     // The machines in a file, as /etc/nix/machines holds them.
     let machines = dir.join("machines");
     std::fs::write(
@@ -213,7 +209,7 @@ fn hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one() {
     let built = hermetic_build(dir, &sshd, &here, HERMETIC_BUILDS, &[&drv_here]);
     assert!(built.status.success(), "{}", stderr(&built));
     assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), top);
-    assert_eq!(nar_hash(&nix, &local, &top), nar_hash(&nix, &here, &top));
+    assert_eq!(nix.nar_hash(&local, &top), nix.nar_hash(&here, &top));
 }
 
 /// The same over `ssh://`: Nix's legacy serve protocol, to stock Nix
@@ -221,31 +217,15 @@ fn hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one() {
 /// builders' logs come back on the machines' stderr.
 #[test]
 fn hermetic_sends_builds_over_ssh_to_nix_store_serve_and_hermetic() {
-    let test = "hermetic_sends_builds_over_ssh_to_nix_store_serve_and_hermetic";
-    if !root_or_skip(test) {
-        return;
-    }
-    let Some(nix) = NixPeer::or_skip(test, "") else {
-        return;
-    };
-    let Some(sshd) = Sshd::start_or_skip(test) else {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "hermetic_sends_builds_over_ssh_to_nix_store_serve_and_hermetic",
+        "dispatch-serve",
+    ) else {
         return;
     };
-    let work = TempDir::new("dispatch-serve");
     let dir = &work.path;
-    let nix_machine = machine(
-        dir,
-        "nix",
-        "sandbox = true\nsandbox-fallback = false\nbuild-users-group =\nsubstituters =\n\
-         extra-sandbox-paths = /bin/sh=/bin/busybox\n",
-        "nix-store --option store {root}",
-    );
-    let hermetic_machine = machine(
-        dir,
-        "hermetic",
-        HERMETIC_BUILDS,
-        &format!("{} --store {{root}} store serve", hermetic().display()),
-    );
+    let nix_machine = machine(dir, "nix", NIX_BUILDS, "nix-store --option store {root}");
+    let hermetic_machine = hermetic_machine(dir, "store serve");
     let uri =
         |program: &Path| builder(&sshd, program, "x86_64-linux").replacen("ssh-ng://", "ssh://", 1);
     let local = dir.join("local");
@@ -292,24 +272,14 @@ fn hermetic_sends_builds_over_ssh_to_nix_store_serve_and_hermetic() {
 
 #[test]
 fn an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine() {
-    let test = "an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine";
-    if !root_or_skip(test) {
-        return;
-    }
-    let Some(nix) = NixPeer::or_skip(test, "") else {
-        return;
-    };
-    let Some(sshd) = Sshd::start_or_skip(test) else {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine",
+        "dispatch-faults",
+    ) else {
         return;
     };
-    let work = TempDir::new("dispatch-faults");
     let dir = &work.path;
-    let good = machine(
-        dir,
-        "hermetic",
-        HERMETIC_BUILDS,
-        &format!("{} --store {{root}} daemon", hermetic().display()),
-    );
+    let good = hermetic_machine(dir, "daemon");
     let gone = dir.join("no-such-program");
     let local = dir.join("local");
     let drv = instantiate(&nix, dir, &local, &two_chains(2));
@@ -383,24 +353,14 @@ fn an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine() {
 #[test]
 fn a_machine_that_dies_mid_build_fails_the_build_cleanly() {
     use std::io::BufRead;
-    let test = "a_machine_that_dies_mid_build_fails_the_build_cleanly";
-    if !root_or_skip(test) {
-        return;
-    }
-    let Some(nix) = NixPeer::or_skip(test, "") else {
-        return;
-    };
-    let Some(sshd) = Sshd::start_or_skip(test) else {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "a_machine_that_dies_mid_build_fails_the_build_cleanly",
+        "dispatch-dies",
+    ) else {
         return;
     };
-    let work = TempDir::new("dispatch-dies");
     let dir = &work.path;
-    let program = machine(
-        dir,
-        "hermetic",
-        HERMETIC_BUILDS,
-        &format!("{} --store {{root}} daemon", hermetic().display()),
-    );
+    let program = hermetic_machine(dir, "daemon");
     let local = dir.join("local");
     let drv = instantiate(
         &nix,

@@ -29,16 +29,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The NAR hash Nix's tools read from the store under `root`.
-fn nar_hash(nix: &NixPeer, root: &Path, path: &str) -> String {
-    nix.run(
-        "nix-store",
-        &["--store", root.to_str().unwrap(), "--query", "--hash", path],
-    )
-    .trim()
-    .to_owned()
-}
-
 /// A remote machine's login program: `hermetic --store STORE COMMAND`
 /// with the arguments Nix gives it, configured from `conf`.
 fn remote_program(at: &Path, conf: &Path, hermetic: &Path, store: &Path, command: &str) {
@@ -190,9 +180,9 @@ fn offload_a_chain(test: &str, scheme: &str) {
         .unwrap();
     assert!(built.status.success(), "{}", stderr(&built));
     assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), last);
-    let hash = nar_hash(&nix, &local, &last);
-    assert_eq!(hash, nar_hash(&nix, &remote, &last));
-    assert_eq!(hash, nar_hash(&nix, &ours, &last));
+    let hash = nix.nar_hash(&local, &last);
+    assert_eq!(hash, nix.nar_hash(&remote, &last));
+    assert_eq!(hash, nix.nar_hash(&ours, &last));
 }
 
 /// `hermetic store serve` spoken to directly: the greeting, `stdin` bytes
@@ -382,7 +372,7 @@ fn an_ordinary_login_user_gets_the_daemons_trust() {
         "2 1 0"
     );
     assert_eq!(
-        nar_hash(&nix, &local, &last),
-        nar_hash(&nix, &trusted.root(), &last)
+        nix.nar_hash(&local, &last),
+        nix.nar_hash(&trusted.root(), &last)
     );
 }
