@@ -571,7 +571,7 @@ fn path_info_json(layout: &StoreLayout, infos: &[hermetic_store::PathInfo]) -> S
     let list: Vec<serde_json::Value> = infos
         .iter()
         .map(|info| {
-            serde_json::json!({
+            let mut json = serde_json::json!({
                 "path": print(&info.path),
                 "narHash": info.nar_hash.to_string(),
                 "narSize": info.nar_size,
@@ -580,7 +580,12 @@ fn path_info_json(layout: &StoreLayout, infos: &[hermetic_store::PathInfo]) -> S
                 "registrationTime": info.registration_time,
                 "ca": info.ca,
                 "valid": true,
-            })
+            });
+            // As `nix path-info --json`: signatures when there are any.
+            if !info.sigs.is_empty() {
+                json["signatures"] = serde_json::json!(info.sigs);
+            }
+            json
         })
         .collect();
     serde_json::Value::Array(list).to_string()
