@@ -42,13 +42,16 @@ pub enum Decision {
 }
 
 /// The machines and their slots, for one run of builds.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Dispatcher {
     /// The machines of `builders`.
     pub machines: Vec<Machine>,
     busy: Vec<u64>,
     disabled: BTreeSet<usize>,
     local_running: usize,
+    /// Connections a build left open, by machine: the next build there
+    /// uses one instead of logging in again.
+    idle: Vec<Vec<SshStore>>,
 }
 
 impl Dispatcher {
@@ -61,6 +64,7 @@ impl Dispatcher {
             })?;
         Ok(Dispatcher {
             busy: vec![0; machines.len()],
+            idle: machines.iter().map(|_| Vec::new()).collect(),
             machines,
             ..Dispatcher::default()
         })
@@ -183,12 +187,30 @@ impl Dispatcher {
     pub fn disable(&mut self, index: usize) {
         self.disabled.insert(index);
     }
+
+    /// An open connection to the machine at `index` a build left, if any.
+    pub fn connection(&mut self, index: usize) -> Option<SshStore> {
+        while let Some(mut connection) = self.idle[index].pop() {
+            if connection.is_open() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection to the machine at `index` for the next build.
+    pub fn keep(&mut self, index: usize, connection: SshStore) {
+        self.idle[index].push(connection);
+    }
 }
 
 /// How a build thread ended.
 pub enum Ended {
     /// The build ran: its outputs, or why it failed.
     Built(Result<BTreeMap<String, StorePath>, BuildFailure>),
+    /// It ran on a machine and succeeded: its outputs, and the connection
+    /// for the next build there.
+    BuiltThere(BTreeMap<String, StorePath>, SshStore),
     /// Its machine could not be reached (the message says so): the build
     /// is placed again.
     Unreachable(String),
@@ -209,11 +231,12 @@ pub struct RemoteBuild<'a> {
     pub held: Option<Vec<hermetic_store::lock::PathLock>>,
 }
 
-/// Runs `build`: connects to its machine, then tells `progress` of
-/// `started` (with the machine), passes the builder's lines to those
-/// watching the build and registers the outputs here.
+/// Runs `build`: connects to its machine (or uses `connection`), then
+/// tells `progress` of `started` (with the machine), passes the builder's
+/// lines to those watching the build and registers the outputs here.
 pub fn build_remotely(
     build: RemoteBuild<'_>,
+    connection: Option<SshStore>,
     layout: &StoreLayout,
     log: SharedLog,
     started: Progress,
@@ -233,7 +256,14 @@ pub fn build_remotely(
     let on_stderr = Box::new(move |line: &str| {
         let _ = stderr_lines.write_all(format!("{line}\n").as_bytes());
     });
-    let mut remote = match SshStore::open(machine, on_stderr) {
+    let opened = match connection {
+        Some(connection) => {
+            connection.redirect(on_stderr);
+            Ok(connection)
+        }
+        None => SshStore::open(machine, on_stderr),
+    };
+    let mut remote = match opened {
         Ok(remote) => remote,
         Err(e) => {
             return Ended::Unreachable(format!(
@@ -266,7 +296,14 @@ pub fn build_remotely(
             )
             .map_err(|e| BuildError::Remote(e).into())
         });
-    Ended::Built(result)
+    match result {
+        Ok(outputs) => {
+            // Its lines go nowhere until the next build takes it.
+            remote.redirect(Box::new(|_| {}));
+            Ended::BuiltThere(outputs, remote)
+        }
+        Err(failure) => Ended::Built(Err(failure)),
+    }
 }
 
 #[cfg(test)]

@@ -549,6 +549,7 @@ pub fn build_all(
                         // Connected first: an unreachable machine is not
                         // a build started.
                         let machine = dispatcher.machines[index].clone();
+                        let connection = dispatcher.connection(index);
                         Box::new(move || {
                             let build = crate::dispatch::RemoteBuild {
                                 machine: &machine,
@@ -561,7 +562,7 @@ pub fn build_all(
                                 held: locks,
                             };
                             crate::dispatch::build_remotely(
-                                build, layout, log, started_as, progress,
+                                build, connection, layout, log, started_as, progress,
                             )
                         })
                     }
@@ -626,6 +627,12 @@ pub fn build_all(
             postponed.clear();
             let result = match ended {
                 Ended::Built(result) => result,
+                Ended::BuiltThere(outputs, connection) => {
+                    if let Place::Remote(index) = place {
+                        dispatcher.keep(index, connection);
+                    }
+                    Ok(outputs)
+                }
                 Ended::Unreachable(message) => {
                     // Nix's back-off: not tried again in this run; the
                     // build is placed again.

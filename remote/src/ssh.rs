@@ -153,8 +153,13 @@ pub struct SshStore {
     pub client: RemoteClient,
     child: Child,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Where the lines of stderr go: the build it serves now.
+    on_line: Arc<Mutex<LineSink>>,
     _known_hosts: Option<KnownHosts>,
 }
+
+/// What takes the lines a machine says on stderr.
+pub type LineSink = Box<dyn FnMut(&str) + Send>;
 
 /// The host key of a machine as a known-hosts file of its own, removed
 /// when dropped.
@@ -227,10 +232,7 @@ pub fn command(
 impl SshStore {
     /// Logs in to `machine` and greets its store; each line the remote
     /// side says on stderr goes to `line`.
-    pub fn open(
-        machine: &Machine,
-        mut line: Box<dyn FnMut(&str) + Send>,
-    ) -> Result<SshStore, SshError> {
+    pub fn open(machine: &Machine, line: LineSink) -> Result<SshStore, SshError> {
         let known_hosts = match &machine.host_key {
             Some(key) => Some(write_known_hosts(machine, key)?),
             None => None,
@@ -247,8 +249,14 @@ impl SshStore {
         .spawn()
         .map_err(SshError::Spawn)?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let on_line = Arc::new(Mutex::new(line));
         if let Some(mut pipe) = child.stderr.take() {
             let kept = stderr.clone();
+            let on_line = on_line.clone();
+            let line = move |text: &str| {
+                let mut sink = on_line.lock().unwrap_or_else(|e| e.into_inner());
+                sink(text)
+            };
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 4096];
                 let mut partial = Vec::new();
@@ -287,6 +295,7 @@ impl SshStore {
                 client,
                 child,
                 stderr,
+                on_line,
                 _known_hosts: known_hosts,
             }),
             Err(source) => {
@@ -309,6 +318,17 @@ impl SshStore {
     /// What ssh and the remote program said on stderr so far.
     pub fn said(&self) -> String {
         said_text(&self.stderr)
+    }
+
+    /// Sends the lines of stderr to `line` from now on (the next build's
+    /// log).
+    pub fn redirect(&self, line: LineSink) {
+        *self.on_line.lock().unwrap_or_else(|e| e.into_inner()) = line;
+    }
+
+    /// Whether `ssh` still runs: a connection to use again.
+    pub fn is_open(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 }
 

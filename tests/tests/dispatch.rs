@@ -181,6 +181,9 @@ fn hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one() {
     let (on_nix, on_hermetic) = (on(&nix_machine), on(&hermetic_machine));
     assert_eq!(on_nix + on_hermetic, 21, "{said}");
     assert!(on_nix > 0 && on_hermetic > 0, "{said}");
+    // One login per machine: a connection serves build after build.
+    let logins = std::fs::read_to_string(sshd.dir.path.join("sshd.log")).unwrap();
+    assert_eq!(logins.matches("Accepted publickey").count(), 2, "{logins}");
     for side in ["left", "right"] {
         for n in 0..10 {
             assert!(
