@@ -141,21 +141,7 @@ impl Daemon {
     /// Puts a NAR at its path in this store and registers it with no check
     /// at all, as a store written by an older or careless tool may hold it.
     pub fn register_unchecked(&self, info: PathInfo, nar: &[u8]) {
-        let layout = hermetic_store::StoreLayout::under_root(&self.root());
-        let real = layout.real_path(&info.path);
-        hermetic_store::nar::parse(
-            nar,
-            &mut hermetic_store::nar::RestoreSink::new(real.clone()),
-        )
-        .unwrap();
-        hermetic_store::canonical::canonicalise(&real, 0, 0).unwrap();
-        let mut db =
-            hermetic_store::db::Db::open(&layout.db_dir(), layout.store_dir.clone()).unwrap();
-        db.register_all(&[hermetic_store::db::Registration {
-            info,
-            drv_outputs: Vec::new(),
-        }])
-        .unwrap();
+        register_unchecked(&self.root(), info, nar)
     }
 
     /// Its socket.
@@ -541,4 +527,25 @@ pub fn file_as(file: &Path, path: StorePath) -> (PathInfo, Vec<u8>) {
         ultimate: false,
     };
     (info, nar)
+}
+
+/// Puts a NAR at its path in the store under `root` (made if need be) and
+/// registers it with no check at all, as a store written by an older or
+/// careless tool, or a damaged one, may hold it.
+pub fn register_unchecked(root: &std::path::Path, info: PathInfo, nar: &[u8]) {
+    let layout = hermetic_store::StoreLayout::under_root(root);
+    drop(hermetic_store::LocalStore::open(layout.clone()).unwrap());
+    let real = layout.real_path(&info.path);
+    hermetic_store::nar::parse(
+        nar,
+        &mut hermetic_store::nar::RestoreSink::new(real.clone()),
+    )
+    .unwrap();
+    hermetic_store::canonical::canonicalise(&real, 0, 0).unwrap();
+    let mut db = hermetic_store::db::Db::open(&layout.db_dir(), layout.store_dir.clone()).unwrap();
+    db.register_all(&[hermetic_store::db::Registration {
+        info,
+        drv_outputs: Vec::new(),
+    }])
+    .unwrap();
 }

@@ -454,3 +454,87 @@ fn a_machine_that_dies_mid_build_fails_the_build_cleanly() {
         .unwrap();
     assert!(verified.status.success(), "{}", stderr(&verified));
 }
+
+/// A machine whose output does not match the NAR hash it gives (a damaged
+/// store there): the copy back is refused, the build fails naming the
+/// machine, nothing is registered here.
+#[test]
+fn an_output_that_fails_its_nar_hash_is_not_registered() {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "an_output_that_fails_its_nar_hash_is_not_registered",
+        "dispatch-hash",
+    ) else {
+        return;
+    };
+    let dir = &work.path;
+    let program = hermetic_machine(dir, "daemon");
+    let local = dir.join("local");
+    let drv = instantiate(
+        &nix,
+        dir,
+        &local,
+        r#"derivation { name = "job"; system = builtins.currentSystem; builder = "/bin/sh";
+             args = [ "-c" "echo built > $out" ]; }"#,
+    );
+    let out = nix.run(
+        "nix-store",
+        &[
+            "--store",
+            local.to_str().unwrap(),
+            "--query",
+            "--outputs",
+            &drv,
+        ],
+    );
+    let out = out.trim();
+    // There, the output is already valid, registered with the hash of
+    // something else.
+    let content = dir.join("content");
+    std::fs::write(&content, "not what the builder makes\n").unwrap();
+    let mut nar = Vec::new();
+    hermetic_store::nar::dump(&content, &mut nar).unwrap();
+    let info = hermetic_store::PathInfo {
+        path: hermetic_store::StorePath::from_base_name(out.trim_start_matches("/nix/store/"))
+            .unwrap(),
+        nar_hash: hermetic_store::Hash::sha256(b"something else"),
+        nar_size: nar.len() as u64,
+        references: Default::default(),
+        deriver: None,
+        registration_time: 0,
+        ca: None,
+        sigs: Vec::new(),
+        ultimate: false,
+    };
+    hermetic_tests::daemon::register_unchecked(&dir.join("hermetic"), info, &nar);
+    let conf = format!(
+        "max-jobs = 0\nbuilders = {}\n",
+        builder(&sshd, &program, "x86_64-linux")
+    );
+    let built = hermetic_build(dir, &sshd, &local, &conf, &[&drv]);
+    let said = stderr(&built);
+    assert_eq!(built.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "cannot copy '{out}' from 'ssh-ng://root@127.0.0.1?remote-program={}': hash mismatch \
+             importing path '{out}'",
+            program.display()
+        )),
+        "{said}"
+    );
+    let valid = Command::new(hermetic())
+        .args(["--store", local.to_str().unwrap(), "store", "info", out])
+        .output()
+        .unwrap();
+    assert!(!valid.status.success(), "registered: {}", stderr(&valid));
+    let verified = Command::new(hermetic())
+        .args([
+            "--store",
+            local.to_str().unwrap(),
+            "store",
+            "verify",
+            "--check-contents",
+        ])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}
