@@ -538,3 +538,50 @@ fn an_output_that_fails_its_nar_hash_is_not_registered() {
         .unwrap();
     assert!(verified.status.success(), "{}", stderr(&verified));
 }
+
+/// The daemon sends its clients' builds to its `builders` too: a stock
+/// Nix client builds through hermetic's daemon, the build runs on the
+/// machine, the output is valid in the daemon's store.
+#[test]
+fn the_daemon_sends_its_clients_builds_to_its_machines() {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "the_daemon_sends_its_clients_builds_to_its_machines",
+        "dispatch-daemon",
+    ) else {
+        return;
+    };
+    let program = hermetic_machine(&work.path, "daemon");
+    let sshopts = format!("NIX_SSHOPTS={}", sshd.ssh_opts());
+    let daemon = hermetic_tests::daemon::Daemon::start_under(
+        "dispatch-daemon-itself",
+        &format!(
+            "extra-sandbox-paths = /bin/sh=/bin/busybox\nbuilders = {}",
+            builder(&sshd, &program, "x86_64-linux")
+        ),
+        &["env", &sshopts],
+    );
+    let out = daemon.nix_build_as(
+        &nix,
+        "root",
+        "job",
+        r#"derivation { name = "job"; system = builtins.currentSystem; builder = "/bin/sh";
+             args = [ "-c" "echo built-there > $out" ]; }"#,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let built = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(daemon.real(&built)).unwrap(),
+        "built-there\n"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "' on 'ssh-ng://root@127.0.0.1?remote-program={}' for",
+            program.display()
+        )),
+        "{log}"
+    );
+    // The machine has it too: it was built there.
+    let there = work.path.join("hermetic");
+    assert!(there.join(built.trim_start_matches('/')).exists());
+}
