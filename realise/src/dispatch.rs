@@ -70,13 +70,15 @@ impl Dispatcher {
         })
     }
 
-    /// Decides for a ready build of `drv` (printed `drv_path`); `say`
-    /// gets Nix's warning when no machine fits.
+    /// Decides for a ready build of `drv` (printed `drv_path`; `check`: a
+    /// `--check` build, which runs here, as in Nix); `say` gets Nix's
+    /// warning when no machine fits.
     pub fn decide(
         &self,
         settings: &Settings,
         drv: &Derivation,
         drv_path: &str,
+        check: bool,
         say: &dyn Fn(String),
     ) -> Decision {
         let attrs = Attrs::of(drv).ok();
@@ -101,7 +103,7 @@ impl Dispatcher {
                 Decision::Wait
             }
         };
-        let prefer_local = attrs.as_ref().is_some_and(|a| a.bool("preferLocalBuild"));
+        let prefer_local = check || attrs.as_ref().is_some_and(|a| a.bool("preferLocalBuild"));
         if self.machines.is_empty() || (prefer_local && local_allowed && local_kind) {
             return if local_allowed {
                 here()
@@ -350,33 +352,50 @@ mod tests {
         let here = drv("x86_64-linux", &[]);
         // A free machine first, then here, then wait.
         assert_eq!(
-            place(d.decide(&s, &here, "/d", &quiet)),
+            place(d.decide(&s, &here, "/d", false, &quiet)),
             Some(Place::Remote(0))
         );
         d.take(Place::Remote(0));
-        assert_eq!(place(d.decide(&s, &here, "/d", &quiet)), Some(Place::Local));
+        assert_eq!(
+            place(d.decide(&s, &here, "/d", false, &quiet)),
+            Some(Place::Local)
+        );
         d.take(Place::Local);
-        assert!(matches!(d.decide(&s, &here, "/d", &quiet), Decision::Wait));
+        assert!(matches!(
+            d.decide(&s, &here, "/d", false, &quiet),
+            Decision::Wait
+        ));
         // Only b builds aarch64; busy, it is waited for.
         let arm = drv("aarch64-linux", &[]);
         assert_eq!(
-            place(d.decide(&s, &arm, "/d", &quiet)),
+            place(d.decide(&s, &arm, "/d", false, &quiet)),
             Some(Place::Remote(1))
         );
         d.take(Place::Remote(1));
         d.take(Place::Remote(1));
-        assert!(matches!(d.decide(&s, &arm, "/d", &quiet), Decision::Wait));
+        assert!(matches!(
+            d.decide(&s, &arm, "/d", false, &quiet),
+            Decision::Wait
+        ));
         // preferLocalBuild stays here.
         d.release(Place::Local);
         d.release(Place::Remote(0));
         let local = drv("x86_64-linux", &[("preferLocalBuild", "1")]);
         assert_eq!(
-            place(d.decide(&s, &local, "/d", &quiet)),
+            place(d.decide(&s, &local, "/d", false, &quiet)),
+            Some(Place::Local)
+        );
+        // A --check build stays here.
+        assert_eq!(
+            place(d.decide(&s, &here, "/d", true, &quiet)),
             Some(Place::Local)
         );
         // An unreachable machine is passed over.
         d.disable(0);
-        assert_eq!(place(d.decide(&s, &here, "/d", &quiet)), Some(Place::Local));
+        assert_eq!(
+            place(d.decide(&s, &here, "/d", false, &quiet)),
+            Some(Place::Local)
+        );
     }
 
     #[test]
@@ -386,7 +405,7 @@ mod tests {
         let none = settings("", 0);
         let d = Dispatcher::new(&none).unwrap();
         let here = drv("x86_64-linux", &[("preferLocalBuild", "1")]);
-        let Decision::Nowhere(error) = d.decide(&none, &here, "/d", &say) else {
+        let Decision::Nowhere(error) = d.decide(&none, &here, "/d", false, &say) else {
             panic!("built somewhere")
         };
         assert_eq!(
@@ -397,7 +416,8 @@ mod tests {
         let s = settings("a x86_64-linux - 1 1 - -", 0);
         let d = Dispatcher::new(&s).unwrap();
         let big = drv("x86_64-linux", &[("requiredSystemFeatures", "big")]);
-        let Decision::Nowhere(error) = d.decide(&s, &big, "/nix/store/h-big.drv", &say) else {
+        let Decision::Nowhere(error) = d.decide(&s, &big, "/nix/store/h-big.drv", false, &say)
+        else {
             panic!("built somewhere")
         };
         assert!(

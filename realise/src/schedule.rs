@@ -477,7 +477,8 @@ pub fn build_all(
                     continue;
                 }
                 let printed = layout.store_dir.print(&path);
-                let place = match dispatcher.decide(settings, &node.drv, &printed, &say) {
+                let place = match dispatcher.decide(settings, &node.drv, &printed, node.check, &say)
+                {
                     Decision::Start(place) => place,
                     Decision::Wait => continue,
                     Decision::Nowhere(error) => {
@@ -517,8 +518,9 @@ pub fn build_all(
                 // Nothing else can run: wait for one another process builds.
                 if let Some(path) = postponed.pop_first() {
                     let printed = layout.store_dir.print(&path);
+                    let node = &nodes[&path];
                     if let Decision::Start(place) =
-                        dispatcher.decide(settings, &nodes[&path].drv, &printed, &say)
+                        dispatcher.decide(settings, &node.drv, &printed, node.check, &say)
                     {
                         dispatcher.take(place);
                         starts.push((path, None, place));

@@ -286,14 +286,33 @@ fn an_unreachable_machine_is_passed_over_and_max_jobs_0_needs_a_machine() {
     let gone = dir.join("no-such-program");
     let local = dir.join("local");
     let drv = instantiate(&nix, dir, &local, &two_chains(2));
+    // A key the machine does not take.
+    let wrong_key = dir.join("wrong_key");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&wrong_key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let refused_uri = format!(
+        "ssh-ng://root@127.0.0.1?remote-program={}&ssh-key={}",
+        good.display(),
+        wrong_key.display()
+    );
     let conf = format!(
-        "sandbox = true\nmax-jobs = 0\nbuilders = {} ; {}\n",
+        "sandbox = true\nmax-jobs = 0\nbuilders = {refused_uri} x86_64-linux - 1 ; {} ; {}\n",
         builder(&sshd, &gone, "x86_64-linux"),
         builder(&sshd, &good, "x86_64-linux")
     );
     let out = hermetic_build(dir, &sshd, &local, &conf, &[&drv]);
     let said = stderr(&out);
     assert!(out.status.success(), "{said}");
+    let refused = said
+        .lines()
+        .filter(|l| l.starts_with(&format!("cannot build on '{refused_uri}'")))
+        .collect::<Vec<_>>();
+    assert_eq!(refused.len(), 1, "{said}");
+    assert!(refused[0].contains("Permission denied"), "{said}");
     // Said once, naming the machine; not tried again.
     let refusal = format!(
         "cannot build on 'ssh-ng://root@127.0.0.1?remote-program={}': cannot open connection to \
