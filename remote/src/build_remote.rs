@@ -15,9 +15,9 @@ use crate::serve_client::BuildLimits;
 use crate::ssh::SshStore;
 
 /// Builds `drv` (at `drv_path`, whose inputs are valid in `store`) on
-/// the machine `remote` is connected to, within `limits`, and registers its outputs in
-/// `store`; `said` gets the machine's messages and its builder's log
-/// lines. `held` (the outputs' locks, if the caller took them) is let go
+/// the machine `remote` is connected to, within `limits`, and registers
+/// its outputs in `store`; `said` gets the machine's messages and its
+/// builder's log lines. `held` (the outputs' locks, if the caller took them) is let go
 /// before the outputs are imported, which lock each path themselves. A
 /// failure there or on the way is its message, naming the machine.
 pub fn build_on(

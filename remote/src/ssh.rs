@@ -269,11 +269,12 @@ impl SshStore {
                         let text: Vec<u8> = partial.drain(..=end).collect();
                         line(String::from_utf8_lossy(&text[..end]).trim_end_matches('\r'));
                     }
+                    // The end of it, for an error: a chatty remote cannot
+                    // fill memory.
                     let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                    // Enough to say why; a chatty remote cannot fill memory.
-                    if kept.len() < 64 * 1024 {
-                        kept.extend_from_slice(&buffer[..n]);
-                    }
+                    kept.extend_from_slice(&buffer[..n]);
+                    let excess = kept.len().saturating_sub(KEPT_STDERR);
+                    kept.drain(..excess);
                 }
                 if !partial.is_empty() {
                     line(&String::from_utf8_lossy(&partial));
@@ -315,7 +316,7 @@ impl SshStore {
         }
     }
 
-    /// What ssh and the remote program said on stderr so far.
+    /// The last lines ssh and the remote program said on stderr.
     pub fn said(&self) -> String {
         said_text(&self.stderr)
     }
@@ -339,9 +340,15 @@ impl Drop for SshStore {
     }
 }
 
+/// How much of the end of a machine's stderr is kept for errors.
+const KEPT_STDERR: usize = 16 * 1024;
+
+/// The last lines a machine said on stderr, for an error.
 fn said_text(stderr: &Mutex<Vec<u8>>) -> String {
     let bytes = stderr.lock().unwrap_or_else(|e| e.into_inner());
-    String::from_utf8_lossy(&bytes).trim().to_owned()
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 /// `HOST KEY` in a file of its own, for `UserKnownHostsFile`: the key is

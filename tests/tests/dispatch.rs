@@ -122,6 +122,22 @@ fn instantiate(nix: &NixPeer, dir: &Path, root: &Path, expr: &str) -> String {
     .to_owned()
 }
 
+/// `path` is not valid in the store under `root`, and the store verifies
+/// (nothing half-copied left).
+fn assert_not_registered(root: &Path, path: &str) {
+    let store = |args: &[&str]| {
+        Command::new(hermetic())
+            .args(["--store", root.to_str().unwrap(), "store"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let info = store(&["info", path]);
+    assert!(!info.status.success(), "registered: {}", stderr(&info));
+    let verified = store(&["verify", "--check-contents"]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}
+
 #[test]
 fn hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one() {
     let Some((nix, sshd, work)) = machines_or_skip(
@@ -450,28 +466,7 @@ fn a_machine_that_dies_mid_build_fails_the_build_cleanly() {
             &drv,
         ],
     );
-    let valid = Command::new(hermetic())
-        .args([
-            "--store",
-            local.to_str().unwrap(),
-            "store",
-            "info",
-            out.trim(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!valid.status.success(), "registered: {}", stderr(&valid));
-    let verified = Command::new(hermetic())
-        .args([
-            "--store",
-            local.to_str().unwrap(),
-            "store",
-            "verify",
-            "--check-contents",
-        ])
-        .output()
-        .unwrap();
-    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert_not_registered(&local, out.trim());
 }
 
 /// A machine whose output does not match the NAR hash it gives (a damaged
@@ -540,22 +535,7 @@ fn an_output_that_fails_its_nar_hash_is_not_registered() {
         )),
         "{said}"
     );
-    let valid = Command::new(hermetic())
-        .args(["--store", local.to_str().unwrap(), "store", "info", out])
-        .output()
-        .unwrap();
-    assert!(!valid.status.success(), "registered: {}", stderr(&valid));
-    let verified = Command::new(hermetic())
-        .args([
-            "--store",
-            local.to_str().unwrap(),
-            "store",
-            "verify",
-            "--check-contents",
-        ])
-        .output()
-        .unwrap();
-    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert_not_registered(&local, out);
 }
 
 /// The daemon sends its clients' builds to its `builders` too: a stock
