@@ -82,20 +82,14 @@ impl Dispatcher {
         say: &dyn Fn(String),
     ) -> Decision {
         let attrs = Attrs::of(drv).ok();
-        let features: BTreeSet<String> = attrs
+        let required = attrs
             .as_ref()
             .map(|a| a.strings("requiredSystemFeatures"))
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+            .unwrap_or_default();
+        let local_kind = crate::mode::builds_here(settings, &drv.system, &required);
+        let features: BTreeSet<String> = required.into_iter().collect();
         let local_allowed = settings.max_jobs > 0;
         let local_free = local_allowed && self.local_running < settings.max_jobs;
-        let local_kind = (drv.system == settings.system
-            || drv.system == "builtin"
-            || settings.extra_platforms.contains(&drv.system))
-            && features
-                .iter()
-                .all(|f| settings.system_features.contains(f));
         let here = || {
             if local_free {
                 Decision::Start(Place::Local)
@@ -255,8 +249,8 @@ pub fn build_remotely(
     // the build's log too, as Nix's hook passes it on.
     let _watch = crate::log::watch(drv_path, log);
     let mut stderr_lines = crate::log::PrefixedLines::new(drv_path, &drv.name);
-    let on_stderr = Box::new(move |line: &str| {
-        let _ = stderr_lines.write_all(format!("{line}\n").as_bytes());
+    let on_stderr = Box::new(move |said: &[u8]| {
+        let _ = stderr_lines.write_all(said);
     });
     let opened = match connection {
         Some(connection) => {

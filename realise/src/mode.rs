@@ -18,6 +18,18 @@ pub enum Mode {
     Unsandboxed,
 }
 
+/// Whether this machine builds for `system` with the `required` features:
+/// its own system (or `builtin`) or one of `extra-platforms`, and every
+/// feature among `system-features`.
+pub fn builds_here(settings: &Settings, system: &str, required: &[String]) -> bool {
+    (system == settings.system
+        || system == "builtin"
+        || settings.extra_platforms.iter().any(|p| p == system))
+        && required
+            .iter()
+            .all(|f| settings.system_features.contains(f))
+}
+
 /// Checks the platform and required features (B11, Lix's text).
 pub fn check_platform(
     settings: &Settings,
@@ -26,13 +38,7 @@ pub fn check_platform(
     attrs: &Attrs<'_>,
 ) -> Result<(), BuildError> {
     let required = attrs.strings("requiredSystemFeatures");
-    let system_ok = drv.system == settings.system
-        || drv.system == "builtin"
-        || settings.extra_platforms.contains(&drv.system);
-    let features_ok = required
-        .iter()
-        .all(|f| settings.system_features.contains(f));
-    if system_ok && features_ok {
+    if builds_here(settings, &drv.system, &required) {
         return Ok(());
     }
     Err(BuildError::WrongPlatform(Box::new(

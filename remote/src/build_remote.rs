@@ -6,7 +6,6 @@
 //! before it is registered here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 
 use hermetic_store::{Derivation, LocalStore, PathInfo, StorePath};
 
@@ -86,17 +85,24 @@ pub fn build_on(
             ca: info.ca.clone().unwrap_or_default(),
         };
         let real = store.layout().real_path(&info.path);
-        let mut nar = NarReader::start(real).map_err(|e| e.to_string())?;
-        remote
+        let printed = store_dir.print(&info.path);
+        // A NAR that cannot be made here is said as such, not as the
+        // connection's failure.
+        let mut unmade = None;
+        let mut dump = |mut w: &mut dyn std::io::Write| {
+            hermetic_store::nar::dump(&real, &mut w).map_err(|e| {
+                let said = e.to_string();
+                unmade = Some(e);
+                std::io::Error::other(said)
+            })
+        };
+        let added = remote
             .client
-            .add_to_store_nar(&store_dir.print(&info.path), &wire, &mut nar, said)
-            .map_err(|e| lost(remote, e))?;
-        nar.finish().map_err(|e| {
-            format!(
-                "cannot copy '{}' to '{uri}': {e}",
-                store_dir.print(&info.path)
-            )
-        })?;
+            .add_to_store_nar(&printed, &wire, &mut dump, said);
+        if let Some(e) = unmade {
+            return Err(format!("cannot copy '{printed}' to '{uri}': {e}"));
+        }
+        added.map_err(|e| lost(remote, e))?;
     }
 
     // The build, its input derivations' outputs among its sources.
@@ -221,40 +227,4 @@ fn in_dependency_order(mut paths: Vec<PathInfo>) -> Vec<PathInfo> {
         paths = rest;
     }
     ordered
-}
-
-/// A path's NAR, made by a thread as it is read.
-struct NarReader {
-    pipe: std::fs::File,
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
-}
-
-impl NarReader {
-    fn start(path: std::path::PathBuf) -> std::io::Result<NarReader> {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let thread = std::thread::spawn(move || {
-            let mut write = std::io::BufWriter::new(std::fs::File::from(write));
-            hermetic_store::nar::dump(&path, &mut write).map_err(|e| e.to_string())?;
-            std::io::Write::flush(&mut write).map_err(|e| e.to_string())
-        });
-        Ok(NarReader {
-            pipe: std::fs::File::from(read),
-            thread: Some(thread),
-        })
-    }
-
-    /// Whether the whole NAR was made.
-    fn finish(mut self) -> Result<(), String> {
-        match self.thread.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(done)) => done,
-            Some(Err(_)) => Err("the NAR writer panicked".into()),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Read for NarReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.pipe.read(buf)
-    }
 }

@@ -14,8 +14,8 @@ use crate::protocol::{
     STDERR_STOP_ACTIVITY, WORKER_MAGIC_1, WORKER_MAGIC_2, minor, result,
 };
 use crate::wire::{
-    WireError, read_count, read_string, read_strings, read_u64, write_string, write_strings,
-    write_u64,
+    FramedWriter, WireError, read_count, read_string, read_strings, read_u64, write_string,
+    write_strings, write_u64,
 };
 
 /// The protocol version this client speaks: 1.34.
@@ -181,6 +181,9 @@ impl WireDerivation {
         Ok(())
     }
 }
+
+/// What writes a path's NAR to the connection, as it is sent.
+pub type WriteNar<'a> = &'a mut dyn FnMut(&mut dyn Write) -> io::Result<()>;
 
 /// What became of a `BuildDerivation`: Nix's `BuildResult`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -408,14 +411,14 @@ impl DaemonClient {
         }))
     }
 
-    /// Adds `path` with its metadata and its NAR, read from `nar`
+    /// Adds `path` with its metadata and its NAR, which `nar` writes
     /// (`AddToStoreNar`); signatures are not asked for if the daemon
     /// trusts this client.
     pub fn add_to_store_nar(
         &mut self,
         path: &str,
         info: &WirePathInfo,
-        nar: &mut dyn Read,
+        nar: WriteNar<'_>,
         said: &mut dyn FnMut(Said),
     ) -> Result<(), ClientError> {
         self.conn.send(|w| {
@@ -423,16 +426,9 @@ impl DaemonClient {
             info.write(w, path)?;
             write_u64(w, 0)?; // repair
             write_u64(w, 1)?; // do not check signatures
-            // The NAR in frames, then an empty frame.
-            let mut buffer = vec![0u8; 64 * 1024];
-            loop {
-                let n = nar.read(&mut buffer)?;
-                write_u64(w, n as u64)?;
-                if n == 0 {
-                    return Ok(());
-                }
-                w.write_all(&buffer[..n])?;
-            }
+            let mut framed = FramedWriter::new(w);
+            nar(&mut framed)?;
+            framed.finish()
         })?;
         self.work(said)
     }

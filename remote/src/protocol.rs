@@ -39,7 +39,15 @@ pub mod result {
     pub const PROGRESS: u64 = 105;
 }
 
-/// The minor version of a protocol version.
+/// The serve protocol's (`nix-store --serve`) greeting by the client.
+pub const SERVE_MAGIC_1: u64 = 0x390c_9deb;
+/// The serve protocol's answer.
+pub const SERVE_MAGIC_2: u64 = 0x5452_eecb;
+/// The serve protocol's version hermetic speaks, both ends: 2.7, Nix
+/// 2.8's; today's Nix speaks the older of its own and the other end's.
+pub const SERVE_VERSION: u64 = (2 << 8) | 7;
+
+/// The minor version of a protocol version (either protocol).
 pub fn minor(version: u64) -> u64 {
     version & 0xff
 }

@@ -8,18 +8,33 @@
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 
-use crate::client::{ClientError, Conn, WireBuildResult, WireDerivation, WirePathInfo};
+use crate::client::{ClientError, Conn, WireBuildResult, WireDerivation, WirePathInfo, WriteNar};
+use crate::protocol::{SERVE_MAGIC_1, SERVE_MAGIC_2, SERVE_VERSION, minor};
 use crate::wire::{write_string, write_strings, write_u64};
-
-const SERVE_MAGIC_1: u64 = 0x390c_9deb;
-const SERVE_MAGIC_2: u64 = 0x5452_eecb;
-const CLIENT_VERSION: u64 = (2 << 8) | 7;
 
 const CMD_QUERY_VALID_PATHS: u64 = 1;
 const CMD_QUERY_PATH_INFOS: u64 = 2;
 const CMD_DUMP_STORE_PATH: u64 = 3;
 const CMD_BUILD_DERIVATION: u64 = 8;
 const CMD_ADD_TO_STORE_NAR: u64 = 9;
+
+/// A writer that counts what passes through it.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    count: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// The time limits a build command carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,27 +62,23 @@ impl ServeClient {
         let mut conn = Conn::new(at, from, to);
         conn.send(|w| {
             write_u64(w, SERVE_MAGIC_1)?;
-            write_u64(w, CLIENT_VERSION)
+            write_u64(w, SERVE_VERSION)
         })?;
         if conn.read_u64()? != SERVE_MAGIC_2 {
             return Err(conn.broke("it did not answer the serve protocol's greeting"));
         }
         let server = conn.read_u64()?;
-        if server >> 8 != 2 || (server & 0xff) < 5 {
+        if server >> 8 != 2 || minor(server) < 5 {
             return Err(conn.broke(&format!(
                 "it speaks serve protocol {}.{}, not 2.5 or later",
                 server >> 8,
-                server & 0xff
+                minor(server)
             )));
         }
         Ok(ServeClient {
             conn,
-            version: server.min(CLIENT_VERSION),
+            version: server.min(SERVE_VERSION),
         })
-    }
-
-    fn minor(&self) -> u64 {
-        self.version & 0xff
     }
 
     /// Which of `paths` are valid there.
@@ -100,7 +111,7 @@ impl ServeClient {
             let references = self.conn.read_strings()?.into_iter().collect();
             self.conn.read_u64()?; // download size
             let nar_size = self.conn.read_u64()?;
-            let (nar_hash, ca, sigs) = if self.minor() >= 4 {
+            let (nar_hash, ca, sigs) = if minor(self.version) >= 4 {
                 let nar_hash = self.conn.read_string()?;
                 let ca = self.conn.read_string()?;
                 let sigs = self.conn.read_strings()?.into_iter().collect();
@@ -123,18 +134,21 @@ impl ServeClient {
         }
     }
 
-    /// Adds `path` with its metadata and its NAR, read from `nar`.
+    /// Adds `path` with its metadata and its NAR, which `nar` writes.
     pub fn add_to_store_nar(
         &mut self,
         path: &str,
         info: &WirePathInfo,
-        nar: &mut dyn Read,
+        nar: WriteNar<'_>,
     ) -> Result<(), ClientError> {
         self.conn.send(|w| {
             write_u64(w, CMD_ADD_TO_STORE_NAR)?;
             info.write(w, path)?;
-            // The NAR as it is: its size is in the metadata.
-            let copied = io::copy(nar, w)?;
+            // The NAR as it is: the server reads the size the metadata
+            // says, so it must be that.
+            let mut counted = Counted { inner: w, count: 0 };
+            nar(&mut counted)?;
+            let copied = counted.count;
             if copied != info.nar_size {
                 return Err(io::Error::other(format!(
                     "the NAR of '{path}' is {copied} bytes, not {}",
@@ -159,7 +173,7 @@ impl ServeClient {
         drv: &WireDerivation,
         limits: BuildLimits,
     ) -> Result<WireBuildResult, ClientError> {
-        let minor = self.minor();
+        let minor = minor(self.version);
         self.conn.send(|w| {
             write_u64(w, CMD_BUILD_DERIVATION)?;
             write_string(w, drv_path)?;

@@ -3,7 +3,7 @@
 //! [-i KEY] [-o UserKnownHostsFile=…] 'PROGRAM ARGS'`, the worker protocol
 //! (`nix-daemon --stdio`) or the legacy serve protocol (`nix-store --serve
 //! --write`) on its stdin and stdout. What ssh and the remote program say
-//! on stderr (the build's log, for `ssh://`) is passed on line by line and
+//! on stderr (the build's log, for `ssh://`) is passed on as it comes and
 //! its end kept for the error of a failed connection.
 
 use std::io::Read;
@@ -72,7 +72,7 @@ impl RemoteClient {
         &mut self,
         path: &str,
         info: &WirePathInfo,
-        nar: &mut dyn Read,
+        nar: crate::client::WriteNar<'_>,
         said: &mut dyn FnMut(Said),
     ) -> Result<(), ClientError> {
         match self {
@@ -153,13 +153,13 @@ pub struct SshStore {
     pub client: RemoteClient,
     child: Child,
     stderr: Arc<Mutex<Vec<u8>>>,
-    /// Where the lines of stderr go: the build it serves now.
-    on_line: Arc<Mutex<LineSink>>,
+    /// Where stderr goes: the build it serves now.
+    on_line: Arc<Mutex<StderrSink>>,
     _known_hosts: Option<KnownHosts>,
 }
 
-/// What takes the lines a machine says on stderr.
-pub type LineSink = Box<dyn FnMut(&str) + Send>;
+/// What takes what a machine says on stderr, as it comes.
+pub type StderrSink = Box<dyn FnMut(&[u8]) + Send>;
 
 /// The host key of a machine as a known-hosts file of its own, removed
 /// when dropped.
@@ -204,7 +204,11 @@ pub fn command(
         query
             .split('&')
             .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
-            .map(percent_decode)
+            .map(|text| {
+                percent_encoding::percent_decode_str(text)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
     };
     let mut remote = if worker {
         let program = param("remote-program").unwrap_or_else(|| "nix-daemon".to_owned());
@@ -230,9 +234,9 @@ pub fn command(
 }
 
 impl SshStore {
-    /// Logs in to `machine` and greets its store; each line the remote
-    /// side says on stderr goes to `line`.
-    pub fn open(machine: &Machine, line: LineSink) -> Result<SshStore, SshError> {
+    /// Logs in to `machine` and greets its store; what the remote side
+    /// says on stderr goes to `line` as it comes.
+    pub fn open(machine: &Machine, line: StderrSink) -> Result<SshStore, SshError> {
         let known_hosts = match &machine.host_key {
             Some(key) => Some(write_known_hosts(machine, key)?),
             None => None,
@@ -253,31 +257,19 @@ impl SshStore {
         if let Some(mut pipe) = child.stderr.take() {
             let kept = stderr.clone();
             let on_line = on_line.clone();
-            let line = move |text: &str| {
-                let mut sink = on_line.lock().unwrap_or_else(|e| e.into_inner());
-                sink(text)
-            };
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 4096];
-                let mut partial = Vec::new();
                 while let Ok(n) = pipe.read(&mut buffer) {
                     if n == 0 {
                         break;
                     }
-                    partial.extend_from_slice(&buffer[..n]);
-                    while let Some(end) = partial.iter().position(|b| *b == b'\n') {
-                        let text: Vec<u8> = partial.drain(..=end).collect();
-                        line(String::from_utf8_lossy(&text[..end]).trim_end_matches('\r'));
-                    }
+                    (on_line.lock().unwrap_or_else(|e| e.into_inner()))(&buffer[..n]);
                     // The end of it, for an error: a chatty remote cannot
                     // fill memory.
                     let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
                     kept.extend_from_slice(&buffer[..n]);
                     let excess = kept.len().saturating_sub(KEPT_STDERR);
                     kept.drain(..excess);
-                }
-                if !partial.is_empty() {
-                    line(&String::from_utf8_lossy(&partial));
                 }
             });
         }
@@ -321,9 +313,9 @@ impl SshStore {
         said_text(&self.stderr)
     }
 
-    /// Sends the lines of stderr to `line` from now on (the next build's
+    /// Sends what stderr says to `line` from now on (the next build's
     /// log).
-    pub fn redirect(&self, line: LineSink) {
+    pub fn redirect(&self, line: StderrSink) {
         *self.on_line.lock().unwrap_or_else(|e| e.into_inner()) = line;
     }
 
@@ -372,27 +364,6 @@ fn write_known_hosts(machine: &Machine, key: &str) -> Result<KnownHosts, SshErro
     ));
     std::fs::write(&file, format!("{host} {}\n", line.trim())).map_err(|e| bad(e.to_string()))?;
     Ok(KnownHosts(file))
-}
-
-/// `%XX` escapes decoded, as Nix decodes a store URI's parameters.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&a), Some(&b)) if hex(a).is_some() && hex(b).is_some() => {
-                out.push((hex(a).unwrap_or(0) * 16 + hex(b).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `text` as one word for the remote shell.

@@ -117,6 +117,57 @@ pub fn write_strings<'a>(
     Ok(())
 }
 
+/// A writer of framed data, as a client sends it after `AddToStoreNar`:
+/// what it is given in frames (a length and its bytes), then, at
+/// [`FramedWriter::finish`], the empty frame that ends them.
+pub struct FramedWriter<'a> {
+    inner: &'a mut dyn Write,
+    frame: Vec<u8>,
+}
+
+/// The largest frame a [`FramedWriter`] sends.
+const FRAME: usize = 64 * 1024;
+
+impl<'a> FramedWriter<'a> {
+    /// Writes frames to `inner`.
+    pub fn new(inner: &'a mut dyn Write) -> Self {
+        Self {
+            inner,
+            frame: Vec::with_capacity(FRAME),
+        }
+    }
+
+    fn send_frame(&mut self) -> io::Result<()> {
+        if !self.frame.is_empty() {
+            write_u64(self.inner, self.frame.len() as u64)?;
+            self.inner.write_all(&self.frame)?;
+            self.frame.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends what is left and the empty frame.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.send_frame()?;
+        write_u64(self.inner, 0)
+    }
+}
+
+impl Write for FramedWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(FRAME - self.frame.len());
+        self.frame.extend_from_slice(&buf[..n]);
+        if self.frame.len() == FRAME {
+            self.send_frame()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_frame()
+    }
+}
+
 /// A reader of the framed data the client sends after some operations
 /// (`AddToStore`, `AddToStoreNar`): chunks, each a length and its bytes,
 /// until a zero length.

@@ -17,22 +17,12 @@ use hermetic_store::{StoreError, StoreLayout, StorePath};
 
 use super::results::Outcome;
 use super::{ClientWriter, Connection, ConnectionError, LogTo, OpError, Step, failed, lock};
+use crate::protocol::minor;
 use crate::trust::{Peer, admit};
 use crate::wire::{
     WireError, read_bool, read_string, read_strings, read_u64, write_string, write_u64,
 };
-
-/// The client's greeting.
-pub const SERVE_MAGIC_1: u64 = 0x390c_9deb;
-/// The answer.
-pub const SERVE_MAGIC_2: u64 = 0x5452_eecb;
-/// The version served: 2.7, Nix 2.8's; today's clients (2.8) speak the
-/// older of theirs and this.
-pub const SERVE_VERSION: u64 = (2 << 8) | 7;
-
-fn minor(version: u64) -> u64 {
-    version & 0xff
-}
+use hermetic_remote::protocol::{SERVE_MAGIC_1, SERVE_MAGIC_2, SERVE_VERSION};
 
 /// Serves one serve-protocol session from `from` to `to` until the client
 /// hangs up, log lines to `log`. `write` allows adding paths and building
