@@ -119,9 +119,14 @@ impl Pending {
             text.push_str(&format!("target {target}\n"));
         }
         let file: &mut File = self.lock.as_mut().expect("a pending record is locked");
-        file.set_len(0)
-            .and_then(|()| io::Seek::rewind(file))
+        // Written over the old text, then cut to length: every record
+        // starts with the same staging line, so a kill at any instant
+        // leaves one that names its staging path (emptied first, it could
+        // leave a record that names nothing, and the staging path would
+        // outlive recovery).
+        io::Seek::rewind(file)
             .and_then(|()| file.write_all(text.as_bytes()))
+            .and_then(|()| file.set_len(text.len() as u64))
             .map_err(io_err("write pending record", at))
     }
 
