@@ -80,7 +80,6 @@ pub const IGNORED_NIX_SETTINGS: &[&str] = &[
     "build-max-log-size",
     "build-poll-interval",
     "build-repeat",
-    "builders-use-substitutes",
     "builtin-builder-sandbox-paths",
     "commit-lock-file-summary",
     "commit-lockfile-summary",

@@ -520,6 +520,9 @@ declare_settings! {
     /// newlines between machines, `@FILE` to read them from a file).
     builders: String = "builders",
         default format!("@{}", host.conf_dir.join("machines").display()), RootCommand;
+    /// Whether a machine of `builders` fetches a build's inputs from its
+    /// own substituters before they are copied to it from here.
+    builders_use_substitutes: bool = "builders-use-substitutes", default false, Trusted;
 }
 
 /// The declared settings as a Markdown table (name, aliases, list or not,

@@ -217,8 +217,8 @@ pub enum Ended {
 pub struct RemoteBuild<'a> {
     /// The machine.
     pub machine: &'a Machine,
-    /// Its time limits (`max-silent-time`, `timeout`).
-    pub limits: hermetic_remote::serve_client::BuildLimits,
+    /// Its time limits and whether the machine substitutes inputs.
+    pub how: hermetic_remote::build_remote::RemoteSettings,
     /// The derivation's path.
     pub drv_path: &'a StorePath,
     /// The derivation.
@@ -240,7 +240,7 @@ pub fn build_remotely(
 ) -> Ended {
     let RemoteBuild {
         machine,
-        limits,
+        how,
         drv_path,
         drv,
         held,
@@ -287,7 +287,7 @@ pub fn build_remotely(
                 drv_path,
                 drv,
                 held,
-                limits,
+                how,
                 &mut said,
             )
             .map_err(|e| BuildError::Remote(e).into())

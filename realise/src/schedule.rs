@@ -555,9 +555,12 @@ pub fn build_all(
                         Box::new(move || {
                             let build = crate::dispatch::RemoteBuild {
                                 machine: &machine,
-                                limits: hermetic_remote::serve_client::BuildLimits {
-                                    max_silent_time: settings.max_silent_time,
-                                    timeout: settings.timeout,
+                                how: hermetic_remote::build_remote::RemoteSettings {
+                                    limits: hermetic_remote::serve_client::BuildLimits {
+                                        max_silent_time: settings.max_silent_time,
+                                        timeout: settings.timeout,
+                                    },
+                                    substitute_inputs: settings.builders_use_substitutes,
                                 },
                                 drv_path: &path_for_work,
                                 drv: &goal_drv,

@@ -13,8 +13,20 @@ use crate::client::{ClientError, Said, WireDerivation, WirePathInfo};
 use crate::serve_client::BuildLimits;
 use crate::ssh::SshStore;
 
+/// How a build goes to a machine: the settings of the local side that
+/// shape it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteSettings {
+    /// Its time limits (`max-silent-time`, `timeout`).
+    pub limits: BuildLimits,
+    /// `builders-use-substitutes`: the machine fetches what it lacks of
+    /// the inputs from its own substituters first; only what it still
+    /// lacks is copied from here.
+    pub substitute_inputs: bool,
+}
+
 /// Builds `drv` (at `drv_path`, whose inputs are valid in `store`) on
-/// the machine `remote` is connected to, within `limits`, and registers
+/// the machine `remote` is connected to, as `how` says, and registers
 /// its outputs in `store`; `said` gets the machine's messages and its
 /// builder's log lines. `held` (the outputs' locks, if the caller took them) is let go
 /// before the outputs are imported, which lock each path themselves. A
@@ -25,7 +37,7 @@ pub fn build_on(
     drv_path: &StorePath,
     drv: &Derivation,
     held: Option<Vec<hermetic_store::lock::PathLock>>,
-    limits: BuildLimits,
+    how: RemoteSettings,
     said: &mut dyn FnMut(Said),
 ) -> Result<BTreeMap<String, StorePath>, String> {
     let uri = remote.uri.clone();
@@ -61,7 +73,7 @@ pub fn build_on(
     let printed: BTreeSet<String> = closure.iter().map(|p| store_dir.print(p)).collect();
     let there = remote
         .client
-        .query_valid_paths(&printed, said)
+        .query_valid_paths(&printed, how.substitute_inputs, said)
         .map_err(|e| lost(remote, e))?;
     let missing: Vec<PathInfo> = closure
         .iter()
@@ -124,7 +136,7 @@ pub fn build_on(
     };
     let result = remote
         .client
-        .build_derivation(&printed_drv, &wire, limits, said)
+        .build_derivation(&printed_drv, &wire, how.limits, said)
         .map_err(|e| lost(remote, e))?;
     if !result.success() {
         return Err(format!(

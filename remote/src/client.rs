@@ -367,17 +367,19 @@ impl DaemonClient {
         Ok(())
     }
 
-    /// Which of `paths` (printed) are valid there (`QueryValidPaths`, no
-    /// substitution).
+    /// Which of `paths` (printed) are valid there (`QueryValidPaths`),
+    /// after it fetched what it could from its substituters if
+    /// `substitute`.
     pub fn query_valid_paths(
         &mut self,
         paths: &BTreeSet<String>,
+        substitute: bool,
         said: &mut dyn FnMut(Said),
     ) -> Result<BTreeSet<String>, ClientError> {
         self.conn.send(|w| {
             write_u64(w, OP_QUERY_VALID_PATHS)?;
             write_strings(w, paths.iter().map(String::as_str))?;
-            write_u64(w, 0)
+            write_u64(w, u64::from(substitute))
         })?;
         self.work(said)?;
         self.conn

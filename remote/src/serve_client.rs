@@ -81,15 +81,17 @@ impl ServeClient {
         })
     }
 
-    /// Which of `paths` are valid there.
+    /// Which of `paths` are valid there, after it fetched what it could
+    /// from its substituters if `substitute`.
     pub fn query_valid_paths(
         &mut self,
         paths: &BTreeSet<String>,
+        substitute: bool,
     ) -> Result<BTreeSet<String>, ClientError> {
         self.conn.send(|w| {
             write_u64(w, CMD_QUERY_VALID_PATHS)?;
             write_u64(w, 0)?; // lock
-            write_u64(w, 0)?; // substitute
+            write_u64(w, u64::from(substitute))?;
             write_strings(w, paths.iter().map(String::as_str))
         })?;
         Ok(self.conn.read_strings()?.into_iter().collect())

@@ -55,15 +55,17 @@ pub enum RemoteClient {
 }
 
 impl RemoteClient {
-    /// Which of `paths` are valid there.
+    /// Which of `paths` are valid there, after it fetched what it could
+    /// from its substituters if `substitute`.
     pub fn query_valid_paths(
         &mut self,
         paths: &std::collections::BTreeSet<String>,
+        substitute: bool,
         said: &mut dyn FnMut(Said),
     ) -> Result<std::collections::BTreeSet<String>, ClientError> {
         match self {
-            Self::Worker(client) => client.query_valid_paths(paths, said),
-            Self::Serve(client) => client.query_valid_paths(paths),
+            Self::Worker(client) => client.query_valid_paths(paths, substitute, said),
+            Self::Serve(client) => client.query_valid_paths(paths, substitute),
         }
     }
 

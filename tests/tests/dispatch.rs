@@ -584,3 +584,83 @@ fn the_daemon_sends_its_clients_builds_to_its_machines() {
     let there = work.path.join("hermetic");
     assert!(there.join(built.trim_start_matches('/')).exists());
 }
+
+/// `builders-use-substitutes`: the machine fetches the inputs it lacks
+/// from its own cache (the path there carries the cache's signature)
+/// instead of receiving them from here (no signature: this store built
+/// it); without the setting they are copied from here. Over `ssh-ng://`
+/// and `ssh://`.
+#[test]
+fn builders_use_substitutes_lets_the_machine_fetch_inputs_from_its_cache() {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "builders_use_substitutes_lets_the_machine_fetch_inputs_from_its_cache",
+        "dispatch-substitutes",
+    ) else {
+        return;
+    };
+    let Some(cache) = hermetic_tests::nix_cache::NixCache::make() else {
+        return;
+    };
+    let dir = &work.path;
+    let local = dir.join("local");
+    let d_nix = cache.dir.path.join("d.nix");
+    // The cache's derivation, built here: the same path, unsigned.
+    let input = instantiate(&nix, dir, &local, &format!("import {}", d_nix.display()));
+    let built = hermetic_build(dir, &sshd, &local, HERMETIC_BUILDS, &[&input]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), cache.built);
+    let top = instantiate(
+        &nix,
+        dir,
+        &local,
+        &format!(
+            r#"derivation {{ name = "uses"; system = builtins.currentSystem; builder = "/bin/sh";
+                 args = [ "-c" "cat ${{import {}}} > $out" ]; }}"#,
+            d_nix.display()
+        ),
+    );
+    let machine_conf = format!(
+        "{HERMETIC_BUILDS}substituters = {}\ntrusted-public-keys = {}\n",
+        cache.url(),
+        cache.public_key()
+    );
+    let serve = |command: &str| format!("{} --store {{root}} {command}", hermetic().display());
+    for (name, command, scheme, use_substitutes) in [
+        ("fetching", "daemon", "ssh-ng", true),
+        ("fetching-serve", "store serve", "ssh", true),
+        ("copied", "daemon", "ssh-ng", false),
+    ] {
+        let program = machine(dir, name, &machine_conf, &serve(command));
+        let uri = builder(&sshd, &program, "x86_64-linux").replacen("ssh-ng", scheme, 1);
+        let out = hermetic_build(
+            dir,
+            &sshd,
+            &local,
+            &format!(
+                "sandbox = true\nmax-jobs = 0\nbuilders = {uri}\n\
+                 builders-use-substitutes = {use_substitutes}\n"
+            ),
+            &[&top],
+        );
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let info = Command::new(hermetic())
+            .args(["--store", dir.join(name).to_str().unwrap()])
+            .args(["store", "info", "--json", &cache.built])
+            .output()
+            .unwrap();
+        assert!(info.status.success(), "{name}: {}", stderr(&info));
+        let info = String::from_utf8_lossy(&info.stdout);
+        assert_eq!(
+            info.contains("\"test-1:"),
+            use_substitutes,
+            "{name}: {info}"
+        );
+        // The next machine builds it again.
+        let removed = Command::new(hermetic())
+            .args(["--store", local.to_str().unwrap(), "store", "delete"])
+            .arg(String::from_utf8_lossy(&out.stdout).trim())
+            .output()
+            .unwrap();
+        assert!(removed.status.success(), "{name}: {}", stderr(&removed));
+    }
+}
