@@ -18,7 +18,7 @@ use hermetic_store::{Derivation, LocalStore, StoreLayout, StorePath};
 use crate::attrs::Attrs;
 use crate::error::BuildError;
 use crate::goal::BuildFailure;
-use crate::log::SharedLog;
+use crate::log::{SharedLog, SharedLogFile};
 use crate::schedule::Progress;
 
 /// Where one build goes.
@@ -225,6 +225,8 @@ pub struct RemoteBuild<'a> {
     pub drv: &'a Derivation,
     /// Its outputs' locks.
     pub held: Option<Vec<hermetic_store::lock::PathLock>>,
+    /// Where its log is kept here (`keep-build-log`), as a local build's.
+    pub log_file: Option<hermetic_store::local::build_log::BuildLogFile>,
 }
 
 /// Runs `build`: connects to its machine (or uses `connection`), then
@@ -244,14 +246,20 @@ pub fn build_remotely(
         drv_path,
         drv,
         held,
+        log_file,
     } = build;
     // What the machine says on stderr (for ssh://, the builder's log) is
-    // the build's log too, as Nix's hook passes it on.
+    // the build's log too, as Nix's hook passes it on; both are kept in
+    // the log file as they come.
     let _watch = crate::log::watch(drv_path, log);
+    let kept = SharedLogFile::new(log_file);
     let mut stderr_lines = crate::log::PrefixedLines::new(drv_path, &drv.name);
+    let stderr_kept = kept.clone();
     let on_stderr = Box::new(move |said: &[u8]| {
+        stderr_kept.write(said);
         let _ = stderr_lines.write_all(said);
     });
+
     let opened = match connection {
         Some(connection) => {
             connection.redirect(on_stderr);
@@ -262,6 +270,7 @@ pub fn build_remotely(
     let mut remote = match opened {
         Ok(remote) => remote,
         Err(e) => {
+            kept.finish();
             return Ended::Unreachable(format!(
                 "cannot build on '{}': {}",
                 machine.store_uri,
@@ -276,7 +285,9 @@ pub fn build_remotely(
         .and_then(|mut store| {
             let mut said = |said: Said| match said {
                 Said::BuildLog(line) => {
-                    let _ = lines.write_all(format!("{line}\n").as_bytes());
+                    let line = format!("{line}\n");
+                    kept.write(line.as_bytes());
+                    let _ = lines.write_all(line.as_bytes());
                 }
                 Said::Line(text) => progress(Progress::Message(text)),
                 Said::Started(_) => {}
@@ -292,12 +303,13 @@ pub fn build_remotely(
             )
             .map_err(|e| BuildError::Remote(e).into())
         });
+    // Its lines go nowhere until the next build takes it.
+    remote.redirect(Box::new(|_| {}));
+    if let Some(warning) = kept.finish() {
+        progress(Progress::Message(warning));
+    }
     match result {
-        Ok(outputs) => {
-            // Its lines go nowhere until the next build takes it.
-            remote.redirect(Box::new(|_| {}));
-            Ended::BuiltThere(outputs, remote)
-        }
+        Ok(outputs) => Ended::BuiltThere(outputs, remote),
         Err(failure) => Ended::Built(Err(failure)),
     }
 }

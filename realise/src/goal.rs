@@ -25,7 +25,6 @@ use hermetic_runtime::doctor::namespaces_available;
 use crate::mode::{Mode, check_platform, select};
 use crate::outputs::BuilderIds;
 use crate::spec::{SpecInputs, sandbox_spec};
-use hermetic_store::local::build_log::BuildLogFile;
 
 /// What kind of failure a build had: it decides the exit status (B83).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,17 +351,7 @@ impl Goal<'_> {
             pending.finish()?;
             return Ok(Done::Entered(ended.outcome));
         }
-        let log_file = if settings.keep_build_log {
-            match BuildLogFile::create(&layout, &self.drv_path, settings.compress_build_log) {
-                Ok(file) => Some(file),
-                Err(e) => {
-                    warn(hermetic_store::error_chain(&e));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let log_file = crate::log::kept_log_file(settings, &layout, &self.drv_path, &mut *warn);
         let mut log = BuilderOutput::new(&self.drv_path, &drv.name, log_file, &mut *warn);
         let ended = job.run(
             &sandbox,

@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hermetic_store::StorePath;
+use hermetic_store::local::build_log::BuildLogFile;
 
 /// Where builders' lines go.
 pub trait LogSink {
@@ -219,13 +220,74 @@ impl Drop for PrefixedLines {
     }
 }
 
+/// The log file of `drv`'s build when `keep-build-log` is on; one that
+/// cannot be made is warned of and the build goes on without it.
+pub fn kept_log_file(
+    settings: &hermetic_config::settings::Settings,
+    layout: &hermetic_store::StoreLayout,
+    drv: &StorePath,
+    warn: &mut dyn FnMut(String),
+) -> Option<BuildLogFile> {
+    if !settings.keep_build_log {
+        return None;
+    }
+    BuildLogFile::create(layout, drv, settings.compress_build_log)
+        .map_err(|e| warn(hermetic_store::error_chain(&e)))
+        .ok()
+}
+
+/// A build's log file written from more than one thread (a remote
+/// build's: the machine's stderr and the log lines its protocol carries).
+/// A write that fails drops the file; the warning is given by `finish`.
+#[derive(Clone, Default)]
+pub struct SharedLogFile(Arc<Mutex<(Option<BuildLogFile>, Option<String>)>>);
+
+impl SharedLogFile {
+    /// `file`, shared.
+    pub fn new(file: Option<BuildLogFile>) -> Self {
+        Self(Arc::new(Mutex::new((file, None))))
+    }
+
+    /// Appends `bytes`.
+    pub fn write(&self, bytes: &[u8]) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, failed) = &mut *kept;
+        if let Some(open) = file
+            && let Err(e) = open.write_all(bytes)
+        {
+            *failed = Some(format!(
+                "cannot write the build log '{}': {e}",
+                open.path().display()
+            ));
+            *file = None;
+        }
+    }
+
+    /// Ends the file; the warning if it could not be written.
+    pub fn finish(&self) -> Option<String> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, failed) = &mut *kept;
+        if let Some(file) = file.take() {
+            let path = file.path().to_owned();
+            if let Err(e) = file.finish() {
+                return Some(format!(
+                    "cannot write the build log '{}': {}",
+                    path.display(),
+                    hermetic_store::error_chain(&e)
+                ));
+            }
+        }
+        failed.take()
+    }
+}
+
 /// A builder's output on its way to its watchers and, when
 /// `keep-build-log` is on, to its log file (the raw bytes, as Nix writes
 /// them). A log file that cannot be written is dropped with a warning; the
 /// build goes on.
 pub struct BuilderOutput<'a> {
     lines: PrefixedLines,
-    file: Option<hermetic_store::local::build_log::BuildLogFile>,
+    file: Option<BuildLogFile>,
     warn: &'a mut dyn FnMut(String),
 }
 
@@ -234,7 +296,7 @@ impl<'a> BuilderOutput<'a> {
     pub fn new(
         drv: &StorePath,
         name: &str,
-        file: Option<hermetic_store::local::build_log::BuildLogFile>,
+        file: Option<BuildLogFile>,
         warn: &'a mut dyn FnMut(String),
     ) -> Self {
         Self {

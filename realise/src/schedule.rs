@@ -552,6 +552,12 @@ pub fn build_all(
                         // a build started.
                         let machine = dispatcher.machines[index].clone();
                         let connection = dispatcher.connection(index);
+                        let log_file = crate::log::kept_log_file(
+                            settings,
+                            layout,
+                            &path_for_work,
+                            &mut |text| progress(Progress::Message(text)),
+                        );
                         Box::new(move || {
                             let build = crate::dispatch::RemoteBuild {
                                 machine: &machine,
@@ -565,6 +571,7 @@ pub fn build_all(
                                 drv_path: &path_for_work,
                                 drv: &goal_drv,
                                 held: locks,
+                                log_file,
                             };
                             crate::dispatch::build_remotely(
                                 build, connection, layout, log, started_as, progress,

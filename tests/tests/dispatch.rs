@@ -122,6 +122,27 @@ fn instantiate(nix: &NixPeer, dir: &Path, root: &Path, expr: &str) -> String {
     .to_owned()
 }
 
+/// Each `left-*` and `right-*` build of the two chains under `top_drv`
+/// (`n` each) left its log here, as a local build does: stock Nix reads
+/// it (`nix-store --read-log`).
+fn assert_logs_kept(nix: &NixPeer, root: &Path, top_drv: &str, n: usize) {
+    let store = root.to_str().unwrap();
+    let closure = nix.run("nix-store", &["--store", store, "-qR", top_drv]);
+    for side in ["left", "right"] {
+        for step in 0..n {
+            let drv = closure
+                .lines()
+                .find(|l| l.ends_with(&format!("-{side}-{step}.drv")))
+                .unwrap_or_else(|| panic!("no {side}-{step} in {closure}"));
+            let log = nix.run("nix-store", &["--store", store, "--read-log", drv]);
+            assert!(
+                log.contains(&format!("making-{side}-{step}")),
+                "{drv}: {log}"
+            );
+        }
+    }
+}
+
 /// `path` is not valid in the store under `root`, and the store verifies
 /// (nothing half-copied left).
 fn assert_not_registered(root: &Path, path: &str) {
@@ -197,6 +218,7 @@ fn hermetic_sends_builds_to_a_nix_machine_and_a_hermetic_one() {
     let (on_nix, on_hermetic) = (on(&nix_machine), on(&hermetic_machine));
     assert_eq!(on_nix + on_hermetic, 21, "{said}");
     assert!(on_nix > 0 && on_hermetic > 0, "{said}");
+    assert_logs_kept(&nix, &local, &drv, 10);
     // One login per machine: a connection serves build after build.
     let logins = std::fs::read_to_string(sshd.dir.path.join("sshd.log")).unwrap();
     assert_eq!(logins.matches("Accepted publickey").count(), 2, "{logins}");
@@ -285,6 +307,7 @@ fn hermetic_sends_builds_over_ssh_to_nix_store_serve_and_hermetic() {
             );
         }
     }
+    assert_logs_kept(&nix, &local, &drv, 4);
     let verified = nix.verify_store(&local);
     assert!(verified.status.success(), "{}", stderr(&verified));
 }
