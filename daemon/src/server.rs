@@ -239,7 +239,7 @@ pub fn run_stdio(
         settings,
         Client {
             peer,
-            hangup: None,
+            hangup: crate::connection::stdin_hangup(),
             refused: None,
         },
         std::io::stdin(),

@@ -227,6 +227,9 @@ pub struct RemoteBuild<'a> {
     pub held: Option<Vec<hermetic_store::lock::PathLock>>,
     /// Where its log is kept here (`keep-build-log`), as a local build's.
     pub log_file: Option<hermetic_store::local::build_log::BuildLogFile>,
+    /// Readable when the run is interrupted: the machine's connection is
+    /// ended, which ends the build there.
+    pub cancel: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// Runs `build`: connects to its machine (or uses `connection`), then
@@ -247,6 +250,7 @@ pub fn build_remotely(
         drv,
         held,
         log_file,
+        cancel,
     } = build;
     // What the machine says on stderr (for ssh://, the builder's log) is
     // the build's log too, as Nix's hook passes it on; both are kept in
@@ -292,16 +296,19 @@ pub fn build_remotely(
                 Said::Line(text) => progress(Progress::Message(text)),
                 Said::Started(_) => {}
             };
-            hermetic_remote::build_remote::build_on(
-                &mut remote,
-                &mut store,
-                drv_path,
-                drv,
-                held,
-                how,
-                &mut said,
-            )
-            .map_err(|e| BuildError::Remote(e).into())
+            remote
+                .cancellable(cancel, |remote| {
+                    hermetic_remote::build_remote::build_on(
+                        remote, &mut store, drv_path, drv, held, how, &mut said,
+                    )
+                })
+                .map_err(|e| {
+                    if crate::schedule::cancelled(cancel) {
+                        BuildError::Interrupted(layout.store_dir.print(drv_path)).into()
+                    } else {
+                        BuildError::Remote(e).into()
+                    }
+                })
         });
     // Its lines go nowhere until the next build takes it.
     remote.redirect(Box::new(|_| {}));

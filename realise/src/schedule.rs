@@ -572,6 +572,7 @@ pub fn build_all(
                                 drv: &goal_drv,
                                 held: locks,
                                 log_file,
+                                cancel,
                             };
                             crate::dispatch::build_remotely(
                                 build, connection, layout, log, started_as, progress,

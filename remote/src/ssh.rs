@@ -6,9 +6,13 @@
 //! on stderr (the build's log, for `ssh://`) is passed on as it comes and
 //! its end kept for the error of a failed connection.
 
+use std::os::fd::{AsFd, BorrowedFd};
+
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::client::{
     ClientError, ClientOptions, DaemonClient, Said, WireBuildResult, WireDerivation, WirePathInfo,
@@ -319,6 +323,53 @@ impl SshStore {
     /// log).
     pub fn redirect(&self, line: StderrSink) {
         *self.on_line.lock().unwrap_or_else(|e| e.into_inner()) = line;
+    }
+
+    /// Runs `work` on this connection; if `cancel` becomes readable
+    /// meanwhile, `ssh` is ended, so that the machine sees its client hang
+    /// up (and stops the build there) and `work` fails on the broken
+    /// connection.
+    pub fn cancellable<T>(
+        &mut self,
+        cancel: Option<BorrowedFd<'_>>,
+        work: impl FnOnce(&mut Self) -> T,
+    ) -> T {
+        let Some(cancel) = cancel else {
+            return work(self);
+        };
+        let Ok((stop_r, stop_w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+            return work(self);
+        };
+        // The child is reaped only when this store is dropped, after the
+        // watch ended: its pid names it all along.
+        let ssh = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut fds = [
+                    PollFd::new(cancel, PollFlags::POLLIN),
+                    PollFd::new(stop_r.as_fd(), PollFlags::POLLIN),
+                ];
+                loop {
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if fds[1].revents().is_none_or(|r| !r.is_empty()) {
+                        return;
+                    }
+                    if fds[0].revents().is_none_or(|r| !r.is_empty()) {
+                        // Killed, as a dropped connection is: ssh was seen
+                        // holding SIGTERM blocked and going on.
+                        let _ = nix::sys::signal::kill(ssh, nix::sys::signal::Signal::SIGKILL);
+                        return;
+                    }
+                }
+            });
+            let result = work(self);
+            let _ = nix::unistd::write(&stop_w, b"x");
+            result
+        })
     }
 
     /// Whether `ssh` still runs: a connection to use again.

@@ -687,3 +687,116 @@ fn builders_use_substitutes_lets_the_machine_fetch_inputs_from_its_cache() {
         assert!(removed.status.success(), "{name}: {}", stderr(&removed));
     }
 }
+
+/// Polls `done` every 50 ms for up to `seconds`; whether it came true.
+fn within(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
+    let began = std::time::Instant::now();
+    while began.elapsed() < std::time::Duration::from_secs(seconds) {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
+/// Whether a process whose command line holds `marker` runs.
+fn running(marker: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// An interrupted run ends its remote builds: `hermetic build` ends the
+/// machine's ssh, the machine (hermetic's `daemon --stdio` and `store
+/// serve`) sees its client hang up and kills the builder; nothing is
+/// registered on either side.
+#[test]
+fn an_interrupt_ends_the_build_on_the_machine() {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "an_interrupt_ends_the_build_on_the_machine",
+        "dispatch-interrupt",
+    ) else {
+        return;
+    };
+    let dir = &work.path;
+    for (name, command, scheme, seconds) in [
+        ("stdio", "daemon", "ssh-ng", 987),
+        ("serve", "store serve", "ssh", 986),
+    ] {
+        let serve = format!("{} --store {{root}} {command}", hermetic().display());
+        let program = machine(dir, name, HERMETIC_BUILDS, &serve);
+        let uri = builder(&sshd, &program, "x86_64-linux").replacen("ssh-ng", scheme, 1);
+        let local = dir.join(format!("local-{name}"));
+        let drv = instantiate(
+            &nix,
+            dir,
+            &local,
+            &format!(
+                r#"derivation {{ name = "long"; system = builtins.currentSystem; builder = "/bin/sh";
+                     args = [ "-c" "echo started; sleep {seconds}; touch $out" ]; }}"#
+            ),
+        );
+        let conf_dir = dir.join(format!("conf-{name}"));
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::write(
+            conf_dir.join("nix.conf"),
+            format!("sandbox = true\nmax-jobs = 0\nbuilders = {uri}\n"),
+        )
+        .unwrap();
+        let mut build = Command::new(hermetic())
+            .args(["--store", local.to_str().unwrap(), "build", &drv])
+            .env("NIX_CONF_DIR", &conf_dir)
+            .env("NIX_SSHOPTS", sshd.ssh_opts())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("said-{name}"))).unwrap())
+            .spawn()
+            .unwrap();
+        let said = || std::fs::read_to_string(dir.join(format!("said-{name}"))).unwrap();
+        let marker = format!("sleep {seconds}");
+        assert!(
+            within(60, || running(&marker)),
+            "{name}: the builder never ran: {}",
+            said()
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(build.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut status = None;
+        let ended = within(60, || {
+            status = build.try_wait().unwrap();
+            status.is_some()
+        });
+        if !ended {
+            let _ = build.kill();
+            let _ = build.wait();
+        }
+        assert!(
+            ended,
+            "{name}: hermetic build did not end on SIGINT: {}",
+            said()
+        );
+        assert!(!status.unwrap().success(), "{name}: {}", said());
+        assert!(
+            said().contains(&format!("build of '{drv}' was interrupted")),
+            "{name}: {}",
+            said()
+        );
+        assert!(
+            within(30, || !running(&marker)),
+            "{name}: the builder still runs on the machine: {}",
+            said()
+        );
+        let out = nix.run(
+            "nix-store",
+            &["--store", local.to_str().unwrap(), "-q", "--outputs", &drv],
+        );
+        assert_not_registered(&local, out.trim());
+        assert_not_registered(&dir.join(name), out.trim());
+    }
+}

@@ -333,6 +333,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 layout,
                 settings,
                 write,
+                hermetic_daemon::connection::stdin_hangup(),
                 std::io::stdin(),
                 Box::new(std::io::stdout()),
                 Box::new(std::io::stderr()),

@@ -233,7 +233,8 @@ impl Connection {
     }
 
     /// Runs `work` with a descriptor that becomes readable if the client
-    /// hangs up meanwhile (a thread watches the client's socket).
+    /// hangs up meanwhile (a thread watches the client's socket, or the
+    /// stdin of `--stdio` and `store serve`).
     pub(super) fn while_watching_hangup<T>(
         &self,
         work: impl FnOnce(Option<std::os::fd::BorrowedFd<'_>>) -> T,
@@ -277,10 +278,18 @@ impl Connection {
                         let _ = nix::unistd::write(&cancel_w, b"x");
                         return;
                     }
-                    if fds[0].revents().is_none_or(|r| !r.is_empty()) {
+                    if let Some(events) = fds[0].revents()
+                        && !events.is_empty()
+                    {
+                        // A pipe (a login's stdin) hangs up as such; a
+                        // socket reads 0 bytes.
                         let mut byte = [0u8; 1];
                         let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
-                        if let Ok(0) = nix::sys::socket::recv(hangup.as_raw_fd(), &mut byte, flags)
+                        if events.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)
+                            || matches!(
+                                nix::sys::socket::recv(hangup.as_raw_fd(), &mut byte, flags),
+                                Ok(0)
+                            )
                         {
                             tracing::info!("the client hung up: cancelling its build");
                             let _ = nix::unistd::write(&cancel_w, b"x");

@@ -15,6 +15,14 @@ mod substitute;
 
 pub use serve::serve_legacy;
 
+/// A copy of stdin's descriptor, watched for a hang-up while a build runs
+/// (a login's `--stdio` or `store serve` session: the client's end of the
+/// pipe closes when its ssh ends), or `None` if it cannot be copied.
+pub fn stdin_hangup() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    std::io::stdin().as_fd().try_clone_to_owned().ok()
+}
+
 use std::collections::BTreeSet;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -209,13 +217,16 @@ pub fn serve(
         }
     };
     if let Some(socket) = &hangup {
-        // Admitted: the client may take its time from here on.
-        nix::sys::socket::setsockopt(
+        // Admitted: the client may take its time from here on. (A
+        // `--stdio` client's pipe has no timeout to lift.)
+        match nix::sys::socket::setsockopt(
             socket,
             nix::sys::socket::sockopt::ReceiveTimeout,
             &nix::sys::time::TimeVal::new(0, 0),
-        )
-        .map_err(std::io::Error::from)?;
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOTSOCK) => {}
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
     }
     {
         let mut w = lock(&to);

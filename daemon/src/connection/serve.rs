@@ -26,11 +26,13 @@ use hermetic_remote::protocol::{SERVE_MAGIC_1, SERVE_MAGIC_2, SERVE_VERSION};
 
 /// Serves one serve-protocol session from `from` to `to` until the client
 /// hangs up, log lines to `log`. `write` allows adding paths and building
-/// (`nix-store --serve --write`).
+/// (`nix-store --serve --write`). A build is cancelled when `hangup` (the
+/// descriptor `from` reads, if it is one) hangs up.
 pub fn serve_legacy(
     layout: StoreLayout,
     settings: Settings,
     write: bool,
+    hangup: Option<std::os::fd::OwnedFd>,
     from: impl Read,
     to: Box<dyn Write + Send>,
     log: Box<dyn Write + Send>,
@@ -54,7 +56,7 @@ pub fn serve_legacy(
         layout,
         settings,
         trusted,
-        hangup: None,
+        hangup,
         stop: None,
         version,
         to,
