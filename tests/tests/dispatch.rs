@@ -800,3 +800,99 @@ fn an_interrupt_ends_the_build_on_the_machine() {
         assert_not_registered(&dir.join(name), out.trim());
     }
 }
+
+/// A slow link (`ssh`'s `ProxyCommand` through `slow-link`, 1 KiB pieces
+/// at 2 MiB/s): inputs and outputs of half a megabyte and more cross it
+/// whole (the output's NAR hash is a local build's). A link that stops
+/// carrying anything back mid-copy: OpenSSH gives up as configured
+/// (`ServerAliveInterval`), the build fails naming the machine with
+/// ssh's words, and nothing is registered.
+#[test]
+fn a_slow_link_carries_builds_and_a_stalled_one_fails_them_cleanly() {
+    let Some((nix, sshd, work)) = machines_or_skip(
+        "a_slow_link_carries_builds_and_a_stalled_one_fails_them_cleanly",
+        "dispatch-slow",
+    ) else {
+        return;
+    };
+    let dir = &work.path;
+    let program = hermetic_machine(dir, "daemon");
+    let uri = builder(&sshd, &program, "x86_64-linux");
+    let expr = r#"let big = builtins.toFile "big" (builtins.concatStringsSep ""
+        (builtins.genList (i: "${toString i} 0123456789abcdef0123456789abcdef0123456789abcdef\n") 9000)); in
+      derivation { name = "doubled"; system = builtins.currentSystem; builder = "/bin/sh";
+        args = [ "-c" "cat ${big} ${big} > $out" ]; }"#;
+    let through = |name: &str, stall_after: Option<u64>| {
+        let proxy = dir.join(format!("proxy-{name}"));
+        std::fs::write(
+            &proxy,
+            format!(
+                "#!/bin/sh\nexec {} {} {}{}\n",
+                hermetic_tests::workspace_binary("slow-link").display(),
+                sshd.port,
+                2 << 20,
+                stall_after.map(|n| format!(" {n}")).unwrap_or_default()
+            ),
+        )
+        .unwrap();
+        hermetic_tests::set_mode(&proxy, 0o755);
+        let local = dir.join(format!("local-{name}"));
+        let drv = instantiate(&nix, dir, &local, expr);
+        let conf_dir = dir.join(format!("conf-{name}"));
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::write(
+            conf_dir.join("nix.conf"),
+            format!("sandbox = true\nmax-jobs = 0\nbuilders = {uri}\n"),
+        )
+        .unwrap();
+        let out = Command::new(hermetic())
+            .args(["--store", local.to_str().unwrap(), "build", &drv])
+            .env("NIX_CONF_DIR", &conf_dir)
+            .env(
+                "NIX_SSHOPTS",
+                format!(
+                    "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                     -o ProxyCommand={} -o ServerAliveInterval=1 -o ServerAliveCountMax=2",
+                    proxy.display()
+                ),
+            )
+            .output()
+            .unwrap();
+        (local, out)
+    };
+
+    let (local, out) = through("slow", None);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("' on '{}", uri.split(' ').next().unwrap())),
+        "{said}"
+    );
+    let built = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let here = dir.join("here");
+    let drv_here = instantiate(&nix, dir, &here, expr);
+    let local_build = hermetic_build(dir, &sshd, &here, HERMETIC_BUILDS, &[&drv_here]);
+    assert!(local_build.status.success(), "{}", stderr(&local_build));
+    assert_eq!(nix.nar_hash(&local, &built), nix.nar_hash(&here, &built));
+    let verified = nix.verify_store(&local);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+
+    // The machine built it before: now only its output comes back, and
+    // the link stops after 256 KiB of it.
+    let (stalled, out) = through("stalled", Some(256 << 10));
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    // The error names the machine; ssh's words are the build's log, as
+    // Nix's hook passes them on.
+    assert!(
+        said.contains(&format!(
+            "error: cannot copy '{built}' from '{}': ",
+            uri.split(' ').next().unwrap()
+        )),
+        "{said}"
+    );
+    assert!(said.contains("doubled> Timeout, server"), "{said}");
+    assert_not_registered(&stalled, &built);
+    let verified = nix.verify_store(dir.join("hermetic"));
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}
