@@ -18,6 +18,15 @@ pub const PROTOCOL_VERSION: u64 = (1 << 8) | 38;
 /// The oldest client version served: 1.10, as Nix's daemon.
 pub const OLDEST_CLIENT_VERSION: u64 = (1 << 8) | 10;
 
+/// hermetic's own opening of a connection to its daemon, instead of the
+/// worker protocol's magic: a `store serve` run by a user who cannot open
+/// the store asks the daemon for a serve-protocol session, which the
+/// daemon runs with that user's trust (from the socket). The magic, then
+/// the `--write` flag (0 or 1), 16 bytes carrying the caller's stderr
+/// (`SCM_RIGHTS`), where the session's log lines go; then the serve
+/// protocol, relayed byte for byte.
+pub const SERVE_SESSION_MAGIC: u64 = 0x6865_726d_7365_7276;
+
 /// A field of an activity or a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field<'a> {

@@ -15,6 +15,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::connection::{Client, Lifecycle, serve};
 use crate::limits::{ConnectionCounter, ConnectionLimits, Entry, descriptor_limit};
+use crate::protocol::SERVE_SESSION_MAGIC;
 use crate::trust::Peer;
 
 /// Why the daemon could not run.
@@ -169,19 +170,24 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                         Ok(writer) => writer,
                         Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
                     };
-                    let client = Client {
-                        peer,
-                        hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
-                        refused,
+                    let ended = if refused.is_none() && asks_for_serve_session(&stream) {
+                        serve_session(layout, settings, peer, stream, writer)
+                    } else {
+                        let client = Client {
+                            peer,
+                            hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
+                            refused,
+                        };
+                        serve(
+                            layout,
+                            settings,
+                            client,
+                            stream,
+                            Box::new(writer),
+                            &lifecycle,
+                        )
                     };
-                    if let Err(e) = serve(
-                        layout,
-                        settings,
-                        client,
-                        stream,
-                        Box::new(writer),
-                        &lifecycle,
-                    ) {
+                    if let Err(e) = ended {
                         tracing::info!(
                             "a client's connection ended: {}",
                             hermetic_store::error_chain(&e)
@@ -219,6 +225,104 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
     Ok(())
 }
 
+/// Whether a connection opens with [`SERVE_SESSION_MAGIC`] (looked at, not
+/// read).
+fn asks_for_serve_session(stream: &std::os::unix::net::UnixStream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut magic = [0u8; 8];
+    matches!(
+        recv(
+            stream.as_raw_fd(),
+            &mut magic,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_WAITALL
+        ),
+        Ok(8)
+    ) && u64::from_le_bytes(magic) == SERVE_SESSION_MAGIC
+}
+
+/// Runs the serve-protocol session a `store serve` of `peer` asked for
+/// (see [`SERVE_SESSION_MAGIC`]), with `peer`'s trust; log lines go to
+/// the stderr it passed.
+fn serve_session(
+    layout: StoreLayout,
+    settings: Settings,
+    peer: Peer,
+    stream: std::os::unix::net::UnixStream,
+    writer: std::os::unix::net::UnixStream,
+) -> Result<(), crate::connection::ConnectionError> {
+    let mut opening = [0u8; 16];
+    match hermetic_sys::recv_with_fd(stream.as_fd(), &mut opening) {
+        Ok(Some(stderr)) => {
+            let write = u64::from_le_bytes(opening[8..].try_into().expect("8 bytes")) == 1;
+            let _ = stream.set_read_timeout(None);
+            tracing::info!("serve session for user {}", peer.user);
+            let mut stderr = std::fs::File::from(stderr);
+            let log = stderr
+                .try_clone()
+                .map_err(crate::connection::ConnectionError::Io)?;
+            let client = Client {
+                peer,
+                hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
+                refused: None,
+            };
+            let ended = crate::connection::serve_legacy(
+                layout,
+                settings,
+                client,
+                write,
+                stream,
+                Box::new(writer),
+                Box::new(log),
+            );
+            // What ends a session in error is said to the user, as `store
+            // serve` run here says it.
+            if let Err(crate::connection::ConnectionError::ServeFailed(message)) = &ended {
+                let _ = writeln!(stderr, "error: {message}");
+            }
+            ended
+        }
+        Ok(None) => Err(crate::connection::ConnectionError::Mismatch),
+        Err(e) => Err(std::io::Error::from(e).into()),
+    }
+}
+
+/// A `store serve` run by a user who cannot write the store's state while
+/// its daemon listens: the session is the daemon's, with the user's trust
+/// (see [`SERVE_SESSION_MAGIC`]); stdin and stdout are relayed to it.
+/// Otherwise the session is served here, as the user running it.
+pub fn run_serve(
+    layout: StoreLayout,
+    settings: Settings,
+    write: bool,
+) -> Result<(), crate::connection::ConnectionError> {
+    let socket = layout.state_dir.join("daemon-socket/socket");
+    let writable = nix::unistd::access(&layout.state_dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    if !writable && socket.exists() {
+        let daemon = connect(&socket)?;
+        let mut opening = SERVE_SESSION_MAGIC.to_le_bytes().to_vec();
+        opening.extend_from_slice(&u64::from(write).to_le_bytes());
+        hermetic_sys::send_with_fd(daemon.as_fd(), &opening, std::io::stderr().as_fd())
+            .map_err(std::io::Error::from)?;
+        return relay(daemon).map_err(crate::connection::ConnectionError::Io);
+    }
+    let peer = Peer::of_process().map_err(crate::connection::ConnectionError::Io)?;
+    let client = Client {
+        peer,
+        hangup: crate::connection::stdin_hangup(),
+        refused: None,
+    };
+    crate::connection::serve_legacy(
+        layout,
+        settings,
+        client,
+        write,
+        std::io::stdin(),
+        Box::new(std::io::stdout()),
+        Box::new(std::io::stderr()),
+    )
+}
+
 /// Serves one client on stdin and stdout, as `nix-daemon --stdio` does
 /// (remote building over ssh); the client is the user running it. A user
 /// who cannot write the store's state while its daemon listens is passed
@@ -251,12 +355,21 @@ pub fn run_stdio(
 /// Copies stdin to the daemon at `socket` and its answers to stdout until
 /// either side ends.
 fn pass_on(socket: &Path) -> std::io::Result<()> {
-    let to_daemon = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
+    relay(connect(socket)?)
+}
+
+/// A connection to the daemon's socket, its error in Nix's words.
+fn connect(socket: &Path) -> std::io::Result<std::os::unix::net::UnixStream> {
+    std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot connect to socket at '{}': {e}", socket.display()),
         )
-    })?;
+    })
+}
+
+/// Relays stdin to the daemon and its answers to stdout until it hangs up.
+fn relay(to_daemon: std::os::unix::net::UnixStream) -> std::io::Result<()> {
     let mut from_daemon = to_daemon.try_clone()?;
     std::thread::spawn(move || {
         let mut to_daemon = to_daemon;

@@ -563,3 +563,55 @@ pub fn take_listen_fds() -> Vec<OwnedFd> {
         .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
         .collect()
 }
+
+/// Sends `bytes` on the Unix stream `socket` with `fd` passed along
+/// (`SCM_RIGHTS`): the receiver gets its own copy of the descriptor.
+pub fn send_with_fd(socket: BorrowedFd<'_>, bytes: &[u8], fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(bytes)];
+    let sent = sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    if sent == bytes.len() {
+        Ok(())
+    } else {
+        Err(Errno::EMSGSIZE)
+    }
+}
+
+/// Receives exactly `buf.len()` bytes from the Unix stream `socket`, and
+/// the first descriptor passed with them if any (others passed are
+/// closed). Descriptors arrive close-on-exec.
+pub fn recv_with_fd(socket: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<OwnedFd>, Errno> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL,
+    )?;
+    let received = message.bytes;
+    let mut passed: Vec<OwnedFd> = Vec::new();
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = control {
+            // SAFETY: the kernel installed these descriptors in this
+            // process for this message just now; nothing else owns them.
+            passed.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let len = iov[0].len();
+    if received != len {
+        return Err(Errno::EPROTO);
+    }
+    Ok(passed.into_iter().next())
+}

@@ -285,11 +285,13 @@ fn store_serve_refuses_what_it_may_not_do() {
 }
 
 /// Stock Nix builds a chain of `n` on a machine reached as `user` over
-/// `ssh-ng://`, whose login's `hermetic daemon --stdio` cannot write the
-/// store and so passes the user on to the machine's daemon.
+/// `scheme` (`ssh-ng` or `ssh`), whose login's `hermetic daemon --stdio`
+/// or `store serve --write` cannot write the store and so passes the user
+/// on to the machine's daemon.
 fn offload_to_daemon_as(
     sshd: &Sshd,
     daemon: &hermetic_tests::daemon::Daemon,
+    scheme: &str,
     user: &str,
     n: usize,
 ) -> Output {
@@ -305,10 +307,14 @@ fn offload_to_daemon_as(
         &path("conf"),
         &hermetic_tests::hermetic_for_test_user(),
         &daemon.root(),
-        "daemon",
+        if scheme == "ssh" {
+            "store serve"
+        } else {
+            "daemon"
+        },
     );
     let machine = format!(
-        "ssh-ng://{user}@127.0.0.1?remote-program={} x86_64-linux {} 1",
+        "{scheme}://{user}@127.0.0.1?remote-program={} x86_64-linux {} 1",
         program.display(),
         sshd.client_key().display()
     );
@@ -318,7 +324,9 @@ fn offload_to_daemon_as(
 /// A login user who is not root reaches the machine's daemon, which
 /// judges the user's trust as for any local client: an untrusted one may
 /// not have input-addressed derivations built from what it sends (Nix's
-/// words), nothing is added; a trusted one builds the chain.
+/// words), nothing is added; a trusted one builds the chain. Over
+/// `ssh-ng://` (`daemon --stdio` relays the worker protocol) and
+/// `ssh://` (`store serve` asks the daemon for a serve session).
 #[test]
 fn an_ordinary_login_user_gets_the_daemons_trust() {
     let test = "an_ordinary_login_user_gets_the_daemons_trust";
@@ -333,46 +341,54 @@ fn an_ordinary_login_user_gets_the_daemons_trust() {
     };
     let user = hermetic_tests::TEST_USER;
     let conf = "extra-sandbox-paths = /bin/sh=/bin/busybox\ntrusted-users = root";
-    let untrusted = hermetic_tests::daemon::Daemon::start("login-untrusted", conf);
-    let out = offload_to_daemon_as(&sshd, &untrusted, user, 2);
-    let said = stderr(&out);
-    assert!(!out.status.success(), "{said}");
-    assert!(
-        said.contains("you are not privileged to build input-addressed derivations"),
-        "{said}"
-    );
-    assert!(
-        untrusted.log().contains(&format!("user {user}")),
-        "{}",
-        untrusted.log()
-    );
-    let store = hermetic_store::LocalStore::open(hermetic_store::StoreLayout::under_root(
-        &untrusted.root(),
-    ))
-    .unwrap();
-    assert!(
-        store
-            .all_valid_paths()
-            .unwrap()
-            .iter()
-            .all(|p| !p.name().starts_with("chain-")),
-        "an untrusted build added outputs"
-    );
+    for scheme in ["ssh-ng", "ssh"] {
+        let untrusted =
+            hermetic_tests::daemon::Daemon::start(&format!("login-untrusted-{scheme}"), conf);
+        let out = offload_to_daemon_as(&sshd, &untrusted, scheme, user, 2);
+        let said = stderr(&out);
+        assert!(!out.status.success(), "{scheme}: {said}");
+        assert!(
+            said.contains("you are not privileged to build input-addressed derivations"),
+            "{scheme}: {said}"
+        );
+        // The daemon served the user (a serve session, for `ssh://`).
+        let served = if scheme == "ssh" {
+            format!("serve session for user {user}")
+        } else {
+            format!("user {user}")
+        };
+        assert!(untrusted.log().contains(&served), "{}", untrusted.log());
+        let store = hermetic_store::LocalStore::open(hermetic_store::StoreLayout::under_root(
+            &untrusted.root(),
+        ))
+        .unwrap();
+        assert!(
+            store
+                .all_valid_paths()
+                .unwrap()
+                .iter()
+                .all(|p| !p.name().starts_with("chain-")),
+            "an untrusted build added outputs"
+        );
 
-    let trusted = hermetic_tests::daemon::Daemon::start("login-trusted", &format!("{conf} {user}"));
-    let out = offload_to_daemon_as(&sshd, &trusted, user, 3);
-    let said = stderr(&out);
-    assert!(out.status.success(), "{said}");
-    let last = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let local = trusted.dir.path.join("local");
-    assert_eq!(
-        std::fs::read_to_string(local.join(last.trim_start_matches('/')))
-            .unwrap()
-            .trim(),
-        "2 1 0"
-    );
-    assert_eq!(
-        nix.nar_hash(&local, &last),
-        nix.nar_hash(&trusted.root(), &last)
-    );
+        let trusted = hermetic_tests::daemon::Daemon::start(
+            &format!("login-trusted-{scheme}"),
+            &format!("{conf} {user}"),
+        );
+        let out = offload_to_daemon_as(&sshd, &trusted, scheme, user, 3);
+        let said = stderr(&out);
+        assert!(out.status.success(), "{scheme}: {said}");
+        let last = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let local = trusted.dir.path.join("local");
+        assert_eq!(
+            std::fs::read_to_string(local.join(last.trim_start_matches('/')))
+                .unwrap()
+                .trim(),
+            "2 1 0"
+        );
+        assert_eq!(
+            nix.nar_hash(&local, &last),
+            nix.nar_hash(&trusted.root(), &last)
+        );
+    }
 }

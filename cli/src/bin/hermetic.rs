@@ -329,15 +329,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Store(StoreCommand::Serve { write, serve: _ }) => {
             let mut settings = hermetic_config::settings::Settings::for_caller();
             hermetic_config::nixconf::load(&mut settings, &[], &mut |w| eprintln!("warning: {w}"))?;
-            hermetic_daemon::connection::serve_legacy(
-                layout,
-                settings,
-                write,
-                hermetic_daemon::connection::stdin_hangup(),
-                std::io::stdin(),
-                Box::new(std::io::stdout()),
-                Box::new(std::io::stderr()),
-            )?;
+            hermetic_daemon::server::run_serve(layout, settings, write)?;
         }
         Command::Store(command) => store_command(layout, command)?,
         Command::Derivation(DerivationCommand::Show { paths }) => {

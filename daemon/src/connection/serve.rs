@@ -18,28 +18,35 @@ use hermetic_store::{StoreError, StoreLayout, StorePath};
 use super::results::Outcome;
 use super::{ClientWriter, Connection, ConnectionError, LogTo, OpError, Step, failed, lock};
 use crate::protocol::minor;
-use crate::trust::{Peer, admit};
+use crate::trust::admit;
 use crate::wire::{
     WireError, read_bool, read_string, read_strings, read_u64, write_string, write_u64,
 };
 use hermetic_remote::protocol::{SERVE_MAGIC_1, SERVE_MAGIC_2, SERVE_VERSION};
 
-/// Serves one serve-protocol session from `from` to `to` until the client
+/// Serves `client` one serve-protocol session from `from` to `to` until it
 /// hangs up, log lines to `log`. `write` allows adding paths and building
-/// (`nix-store --serve --write`). A build is cancelled when `hangup` (the
-/// descriptor `from` reads, if it is one) hangs up.
+/// (`nix-store --serve --write`). A build is cancelled when the client's
+/// `hangup` descriptor (what `from` reads, if it is one) hangs up.
 pub fn serve_legacy(
     layout: StoreLayout,
     settings: Settings,
+    client: super::Client,
     write: bool,
-    hangup: Option<std::os::fd::OwnedFd>,
     from: impl Read,
     to: Box<dyn Write + Send>,
     log: Box<dyn Write + Send>,
 ) -> Result<(), ConnectionError> {
-    let peer = Peer::of_process()?;
-    let trusted = admit(&settings, &peer)
-        .map_err(|refused| ConnectionError::ServeFailed(refused.to_string()))?;
+    let super::Client {
+        peer,
+        hangup,
+        refused,
+    } = client;
+    let admitted = match refused {
+        Some(refused) => Err(refused),
+        None => admit(&settings, &peer).map_err(|refused| refused.to_string()),
+    };
+    let trusted = admitted.map_err(ConnectionError::ServeFailed)?;
     let mut from = BufReader::new(from);
     let to: ClientWriter = Arc::new(Mutex::new(BufWriter::new(to)));
     if read_u64(&mut from)? != SERVE_MAGIC_1 {
