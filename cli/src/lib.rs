@@ -48,3 +48,27 @@ pub fn interrupts_as_fd() -> anyhow::Result<nix::sys::signalfd::SignalFd> {
     SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("listening for signals")
 }
+
+/// The phase table of `--timings`: for each point reached, in time order,
+/// the microseconds since the point before and what happened in between.
+pub fn phase_table(readings: &[(hermetic_sys::phase_clock::Point, u64)]) -> String {
+    let mut table = String::from("phases of this run (µs since the point before):\n");
+    let Some(&(_, first)) = readings.first() else {
+        return table;
+    };
+    let mut before = first;
+    for &(point, at) in readings {
+        table += &format!(
+            "{:>10.1} µs  {}\n",
+            at.saturating_sub(before) as f64 / 1e3,
+            point.phase()
+        );
+        before = at;
+    }
+    let last = readings.last().map_or(first, |&(_, at)| at);
+    table += &format!(
+        "{:>10.1} µs  in all\n",
+        last.saturating_sub(first) as f64 / 1e3
+    );
+    table
+}

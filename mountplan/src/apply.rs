@@ -6,6 +6,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
+use hermetic_sys::phase_clock::{Point, mark};
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{OFlag, openat};
@@ -139,11 +140,14 @@ fn run(op: &Op, layers: &mut [Option<OwnedFd>; MAX_LAYERS]) -> Result<(), Errno>
                 *fd = None;
             }
             chdir(new_root.as_c_str())?;
+            mark(Point::Mounted);
             pivot_root(c".", c".")?;
             // The old root is now stacked on top of the new one at "/":
             // detach it, which leaves the sandbox root in its place.
             umount2(c".", MntFlags::MNT_DETACH)?;
-            chdir(c"/")
+            chdir(c"/")?;
+            mark(Point::Pivoted);
+            Ok(())
         }
     }
 }

@@ -20,6 +20,7 @@ use nix::sys::stat::{Mode, umask};
 use crate::request::{LaunchRequest, UserNamespace};
 use crate::wire::{ChildStep, MESSAGE_LEN, READY, encode};
 use hermetic_sys as sys;
+use hermetic_sys::phase_clock::{Point, mark};
 
 /// Status of a child that failed before `execve`.
 const FAILED_STATUS: i32 = 127;
@@ -61,6 +62,7 @@ impl ChildProgram<'_, '_> {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
         )?;
         sys::reset_signals();
+        mark(Point::ChildStarted);
 
         if request.waits_at_start() {
             self.wait_for_go()?;
@@ -89,7 +91,9 @@ impl ChildProgram<'_, '_> {
                 sys::set_domainname(uts.domainname.to_bytes()),
             )?;
         }
+        mark(Point::SessionSet);
         (request.setup)().map_err(|failure| (ChildStep::Setup, failure.step, failure.errno))?;
+        mark(Point::FilesystemReady);
 
         match &request.user_namespace {
             UserNamespace::AfterSetup(maps) => {
@@ -104,12 +108,14 @@ impl ChildProgram<'_, '_> {
                         .map(drop),
                 )?;
                 self.wait_for_go()?;
+                mark(Point::UserMapped);
                 if let Some(network) = request.late_network {
                     step(
                         ChildStep::UnshareNetwork,
                         nix::sched::unshare(CloneFlags::CLONE_NEWNET),
                     )?;
                     network().map_err(|failure| (ChildStep::Setup, failure.step, failure.errno))?;
+                    mark(Point::NetworkReady);
                 }
                 drop_inheritable_capabilities(exec)?;
                 switch_ids(maps.uid, maps.gid)?;
@@ -128,6 +134,7 @@ impl ChildProgram<'_, '_> {
             }
             UserNamespace::None(None) => drop_inheritable_capabilities(exec)?,
         }
+        mark(Point::IdentitySwitched);
         // Keys of the caller's session (tokens, credentials) stay there.
         step(ChildStep::SessionKeyring, sys::join_new_session_keyring())?;
 
@@ -166,10 +173,12 @@ impl ChildProgram<'_, '_> {
         )?;
         self.check_parent_alive()?;
         self.close_other_descriptors()?;
+        mark(Point::Confined);
         // Last: from here on the filter rules every call, execve included.
         if let Some(program) = exec.seccomp {
             step(ChildStep::Seccomp, sys::install_seccomp_filter(program))?;
         }
+        mark(Point::FilterLoaded);
         let errno = sys::execve(&exec.program, &exec.argv, &exec.envp);
         Err((ChildStep::Exec, 0, errno))
     }

@@ -109,12 +109,16 @@ pub fn launch(request: &LaunchRequest<'_>) -> Result<Child, LaunchError> {
         channel: child_end.as_fd(),
         parent_end: parent_end.as_raw_fd(),
     };
+    sys::phase_clock::mark(sys::phase_clock::Point::Cloning);
     let (pid, pidfd) = sys::spawn(flags, &|| program.run()).map_err(LaunchError::Clone)?;
     drop(child_end);
     tracing::debug!(pid = pid.as_raw(), "cloned the sandbox's first process");
 
     match run_parent_side(request, pid, &parent_end) {
-        Ok(()) => Ok(Child { pid, pidfd }),
+        Ok(()) => {
+            sys::phase_clock::mark(sys::phase_clock::Point::Launched);
+            Ok(Child { pid, pidfd })
+        }
         Err(error) => {
             // The child has either reported and exited, or gets killed now.
             let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);

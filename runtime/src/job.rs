@@ -12,6 +12,7 @@
 //!                                                   time limits)
 //! ```
 
+use hermetic_sys::phase_clock::{Point, mark};
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -171,6 +172,7 @@ impl Job {
             });
             lease = Some(leased);
         }
+        mark(Point::Leased);
         Ok(Job {
             spec,
             policy: policy.clone(),
@@ -180,7 +182,9 @@ impl Job {
 
     /// Plans the build's sandbox.
     pub fn prepare(&self) -> Result<Sandbox, SandboxError> {
-        Sandbox::prepare(&self.spec)
+        let sandbox = Sandbox::prepare(&self.spec);
+        mark(Point::Planned);
+        sandbox
     }
 
     /// What `sandbox-run --print-plan` shows of `sandbox` (prepared from
@@ -238,6 +242,9 @@ impl Job {
             Some(user) => Some(self.create_cgroup(user)?),
             None => None,
         };
+        if cgroup.is_some() {
+            mark(Point::CgroupMade);
+        }
         let result = sandbox.run(
             RunOptions {
                 cgroup: cgroup.as_ref(),
@@ -252,11 +259,13 @@ impl Job {
             if ended.is_ok() {
                 cgroup::unrecord(&self.policy.build_users.state_dir, cgroup);
             }
+            mark(Point::CgroupRemoved);
         }
         let swept = sweep("after");
         // The lease goes last: the build user is free only once nothing of
         // the build is left (B28).
         drop(self.lease);
+        mark(Point::Released);
         let outcome = result?;
         ended?;
         swept?;

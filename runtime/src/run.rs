@@ -1,6 +1,7 @@
 //! Running a prepared [`Sandbox`]: scratch space, launch, supervision, and
 //! a clean end.
 
+use hermetic_sys::phase_clock::{Point, mark};
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
@@ -126,6 +127,7 @@ impl Sandbox {
         let span = tracing::debug_span!("sandbox", scratch = %self.scratch.dir.display());
         let _entered = span.enter();
         self.scratch.create(self.identity.build_user())?;
+        mark(Point::ScratchMade);
         tracing::debug!("made the scratch directory");
         let guard = ScratchGuard {
             scratch: &self.scratch,
@@ -189,6 +191,7 @@ impl Sandbox {
             pty.master,
             output,
         )?;
+        mark(Point::Reaped);
         if !sandboxed {
             // Whatever the builder left behind in its process group goes
             // too (the build user's other processes are the pool's job).
@@ -199,6 +202,7 @@ impl Sandbox {
         tracing::debug!(?status, cancelled, "PID 1 ended, and with it the sandbox");
         drop(host_terminal);
         let kept = guard.finish()?;
+        mark(Point::ScratchRemoved);
         tracing::debug!(kept = kept.is_some(), "done with the scratch directory");
         Ok(Outcome {
             status,

@@ -10,6 +10,8 @@
 //! thread list, so the broadcast would wait for threads that are not there.
 #![allow(unsafe_code)]
 
+pub mod phase_clock;
+
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 

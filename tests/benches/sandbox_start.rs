@@ -64,6 +64,41 @@ fn hermetic_args() -> Vec<String> {
     args
 }
 
+/// Runs `command` (a `sandbox-run --timings`) [`RUNS`] times and prints
+/// the median of each phase of its table, in the order they come.
+fn phase_table(command: &mut dyn FnMut() -> Command) {
+    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
+    for _ in 0..RUNS {
+        let out = command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            let Some((value, phase)) = line.split_once(" µs  ") else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            match phases.iter_mut().find(|(name, _)| name == phase) {
+                Some((_, values)) => values.push(value),
+                None => phases.push((phase.to_owned(), vec![value])),
+            }
+        }
+    }
+    println!("\nhermetic's phases (`sandbox-run --timings`, median of {RUNS} runs, µs):");
+    for (phase, mut values) in phases {
+        values.sort_by(f64::total_cmp);
+        println!("  {:9.1}  {phase}", values[values.len() / 2]);
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else is expected.
     let busybox =
@@ -137,6 +172,8 @@ fn main() {
         ms(h) / ms(b),
         ms(u) / ms(b)
     );
+
+    phase_table(&mut || hermetic_with(&["--timings"]));
 
     println!("\nhermetic with and without the seccomp filter ({RUNS} runs each, interleaved):");
     let without_filter = || hermetic_with(&["--no-filter-syscalls"]);

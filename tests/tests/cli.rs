@@ -672,3 +672,42 @@ fn store_takes_what_hermetic_and_nix_take() {
         assert!(made.is_empty(), "{given} made {made:?}");
     }
 }
+
+/// `--timings` prints the phase table of the run, the child's steps
+/// between clone and execve included (timed in a page shared with it), in
+/// the order they happen, and the run is the same: its output, its exit
+/// status.
+#[test]
+fn timings_show_each_phase_of_a_start_the_childs_included() {
+    if !root_or_skip("timings_show_each_phase_of_a_start_the_childs_included") {
+        return;
+    }
+    let (code, stdout, stderr, store) =
+        sandbox_run_in_store(&["--timings", "--", "/bin/sh", "-c", "echo ran; exit 3"]);
+    assert_eq!((code, stdout.as_str()), (3, "ran\n"), "{stderr}");
+    assert_no_scratch_left(&store);
+    let phases: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once(" µs  ").map(|(_, phase)| phase))
+        .collect();
+    let order = [
+        "plan (checks, mount plan compiled)",
+        "clone (namespaces made)",
+        "mounts (inputs, /dev, /proc, /etc, /tmp)",
+        "pivot_root",
+        "identity switch",
+        "seccomp load",
+        "execve seen by the parent",
+        "program runs, exits, reaped",
+        "scratch unmounted and removed",
+        "in all",
+    ];
+    let mut at = 0;
+    for phase in order {
+        let found = phases[at..]
+            .iter()
+            .position(|p| *p == phase)
+            .unwrap_or_else(|| panic!("'{phase}' missing or out of order: {stderr}"));
+        at += found + 1;
+    }
+}

@@ -3,6 +3,7 @@
 //! Thin: parses the command line into a `SandboxSpec`, calls the runtime,
 //! prints the error chain. See `sandbox-run --help`.
 
+use hermetic_sys::phase_clock::{Point, mark};
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -186,9 +187,15 @@ struct Cli {
     #[arg(long)]
     shell: bool,
 
-    /// Log each step (also: HERMETIC_LOG=debug).
+    /// Log each step (also: HERMETIC_LOG=debug), and the phase table of `--timings`.
     #[arg(long)]
     debug: bool,
+
+    /// After the run, print to stderr how long each phase of the sandbox's start and end
+    /// took (argument parsing, lease, plan, clone, mounts, pivot, identity switch, seccomp,
+    /// exec, teardown), in microseconds, the steps between clone and execve included.
+    #[arg(long)]
+    timings: bool,
 
     /// The command and its arguments (an absolute path inside the sandbox).
     #[arg(last = true, value_name = "CMD")]
@@ -231,6 +238,13 @@ fn parse_build_user(text: &str) -> Result<BuildUser, String> {
 }
 
 fn main() -> ExitCode {
+    // Timed from here when asked (looked for before parsing, which is
+    // timed too).
+    let timed = std::env::args_os().any(|a| a == "--timings" || a == "--debug");
+    if timed && let Err(e) = hermetic_sys::phase_clock::enable() {
+        eprintln!("warning: cannot time the phases: {e}");
+    }
+    mark(Point::Start);
     let cli = Cli::parse();
     hermetic_cli::init_logging(cli.debug, "warn");
     let result = match cli.subcommand {
@@ -238,6 +252,13 @@ fn main() -> ExitCode {
         None if cli.drv.is_some() => enter_drv(cli),
         None => run(cli),
     };
+    mark(Point::End);
+    if timed {
+        eprint!(
+            "{}",
+            hermetic_cli::phase_table(&hermetic_sys::phase_clock::readings())
+        );
+    }
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -475,6 +496,7 @@ fn report_usage(outcome: &JobOutcome, policy: &RunPolicy) {
 fn run(cli: Cli) -> Result<ExitCode> {
     let (mut spec, policy_from_file) = spec_from(&cli)?;
     let settings = settings_from(&cli)?;
+    mark(Point::Configured);
     let label = spec.builder.display().to_string();
     let policy = match policy_from_file {
         Some(policy) => {
@@ -489,6 +511,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         None => hermetic_realise::spec::run_policy(&settings),
     };
     let held = hold_scratch_in_store(&mut spec, cli.print_plan)?;
+    if held.is_some() {
+        mark(Point::ScratchHeld);
+    }
     let job = Job::start(spec, &policy, &label, &mut |notice| eprintln!("{notice}"))?;
     let sandbox = job.prepare()?;
     if cli.print_plan {
@@ -518,6 +543,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let outcome = ended.outcome;
     // A held scratch directory is let go, or moved aside when kept.
     let moved_to = held.and_then(|held| held.end(outcome.kept.is_some()));
+    mark(Point::ScratchLetGo);
     let moved = |path: &Path| match &moved_to {
         Some((from, to)) => path
             .strip_prefix(from)
