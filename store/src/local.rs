@@ -410,7 +410,28 @@ impl LocalStore {
         self.add_temp_root(&as_path)?;
         Pending::begin(&self.layout.state_dir, &self.layout.real_store_dir, &name)
     }
+}
 
+/// Begins a pending record and staging path as [`LocalStore::begin`] does,
+/// for a process that does not open the store (no database, no big lock:
+/// only the state directory's roots and records are written). The
+/// staging path's temporary root lasts as long as the returned roots.
+pub fn begin_unopened(layout: &StoreLayout) -> Result<(TempRoots, Pending), StoreError> {
+    state_dirs::make_state_dirs(&layout.state_dir)?;
+    let name = pending::staging_name();
+    let as_path = StorePath::from_base_name(&name).expect("staging names are store paths'");
+    let n = TEMP_ROOTS_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut roots = TempRoots::create(
+        &layout.state_dir,
+        &layout.store_dir,
+        &format!("{}-{n}", std::process::id()),
+    )?;
+    roots.add(&as_path)?;
+    let pending = Pending::begin(&layout.state_dir, &layout.real_store_dir, &name)?;
+    Ok((roots, pending))
+}
+
+impl LocalStore {
     /// Makes `path` a temporary root for as long as this store is open (a
     /// path being added or built, or used by a client): no garbage
     /// collector, Nix's or hermetic's, deletes it or its lock file

@@ -102,7 +102,7 @@ impl Point {
         match self {
             Point::Start => "process start",
             Point::Configured => "arguments, spec, configuration",
-            Point::ScratchHeld => "store opened, scratch held by a temporary root",
+            Point::ScratchHeld => "scratch held in the store (temporary root, record)",
             Point::Leased => "build-user lease",
             Point::Planned => "plan (checks, mount plan compiled)",
             Point::CgroupMade => "cgroup made",

@@ -640,8 +640,10 @@ fn enter_drv(cli: Cli) -> Result<ExitCode> {
 /// in the store directory is neither a valid path nor a root) removes the
 /// scratch of a running sandbox.
 struct HeldScratch {
-    /// The store, open for as long as its temporary root must last.
-    store: hermetic_store::LocalStore,
+    /// The store's state directory.
+    state_dir: PathBuf,
+    /// The temporary root on the directory's name.
+    _roots: hermetic_store::temp_roots::TempRoots,
     pending: hermetic_store::pending::Pending,
 }
 
@@ -656,9 +658,7 @@ impl HeldScratch {
             }
             return None;
         }
-        let (at, error) = self
-            .pending
-            .keep_aside(&self.store.layout().state_dir, "sandbox-run");
+        let (at, error) = self.pending.keep_aside(&self.state_dir, "sandbox-run");
         if let Some(e) = error {
             eprintln!("warning: {e:#}; a garbage collection may delete it");
         }
@@ -686,13 +686,18 @@ fn hold_scratch_in_store(spec: &mut SandboxSpec, plan_only: bool) -> Result<Opti
     if !layout.db_dir().join("db.sqlite").exists() {
         return Ok(None);
     }
-    let store = hermetic_store::LocalStore::open(layout)
-        .with_context(|| format!("opening the store in '{}'", real_store_dir.display()))?;
-    let pending = store.begin()?;
+    // Only the state directory's roots and records: the database is not
+    // needed for a hold, and opening it is most of a start's cost here.
+    let (roots, pending) = hermetic_store::local::begin_unopened(&layout)
+        .with_context(|| format!("holding a directory in '{}'", real_store_dir.display()))?;
     std::fs::create_dir(pending.staging())
         .with_context(|| format!("creating '{}'", pending.staging().display()))?;
     spec.scratch_parent = Some(pending.staging().to_owned());
-    Ok(Some(HeldScratch { store, pending }))
+    Ok(Some(HeldScratch {
+        state_dir: layout.state_dir,
+        _roots: roots,
+        pending,
+    }))
 }
 
 /// sandbox-run's exit status for how the sandbox ended: the command's,
