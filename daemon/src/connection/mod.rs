@@ -130,6 +130,18 @@ pub struct Lifecycle {
     pub stop: Option<std::os::fd::OwnedFd>,
 }
 
+impl Client {
+    /// Whether the daemon serves this client, and trusts it: refused for a
+    /// limit of the daemon's first, then by the trust rules (the refusal's
+    /// message).
+    pub(crate) fn admitted(&self, settings: &Settings) -> Result<bool, String> {
+        match &self.refused {
+            Some(refused) => Err(refused.clone()),
+            None => admit(settings, &self.peer).map_err(|refused| refused.to_string()),
+        }
+    }
+}
+
 /// A connected client, as the server hands it over.
 #[derive(Debug)]
 pub struct Client {
@@ -186,15 +198,8 @@ pub fn serve(
         read_u64(&mut from)?; // obsolete reserveSpace
     }
     // The start-up work: whether this peer may connect at all.
-    let Client {
-        peer,
-        hangup,
-        refused,
-    } = client;
-    let admitted = match refused {
-        Some(refused) => Err(refused),
-        None => admit(&settings, &peer).map_err(|refused| refused.to_string()),
-    };
+    let admitted = client.admitted(&settings);
+    let Client { peer, hangup, .. } = client;
     {
         let mut w = lock(&to);
         if minor(version) >= 33 {

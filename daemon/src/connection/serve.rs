@@ -18,7 +18,6 @@ use hermetic_store::{StoreError, StoreLayout, StorePath};
 use super::results::Outcome;
 use super::{ClientWriter, Connection, ConnectionError, LogTo, OpError, Step, failed, lock};
 use crate::protocol::minor;
-use crate::trust::admit;
 use crate::wire::{
     WireError, read_bool, read_string, read_strings, read_u64, write_string, write_u64,
 };
@@ -37,16 +36,10 @@ pub fn serve_legacy(
     to: Box<dyn Write + Send>,
     log: Box<dyn Write + Send>,
 ) -> Result<(), ConnectionError> {
-    let super::Client {
-        peer,
-        hangup,
-        refused,
-    } = client;
-    let admitted = match refused {
-        Some(refused) => Err(refused),
-        None => admit(&settings, &peer).map_err(|refused| refused.to_string()),
-    };
-    let trusted = admitted.map_err(ConnectionError::ServeFailed)?;
+    let trusted = client
+        .admitted(&settings)
+        .map_err(ConnectionError::ServeFailed)?;
+    let super::Client { peer, hangup, .. } = client;
     let mut from = BufReader::new(from);
     let to: ClientWriter = Arc::new(Mutex::new(BufWriter::new(to)));
     if read_u64(&mut from)? != SERVE_MAGIC_1 {
