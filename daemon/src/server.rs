@@ -170,14 +170,14 @@ pub fn run(layout: StoreLayout, settings: Settings, socket: &Path) -> Result<(),
                         Ok(writer) => writer,
                         Err(e) => return tracing::warn!("cloning a client's socket: {e}"),
                     };
-                    let ended = if refused.is_none() && asks_for_serve_session(&stream) {
-                        serve_session(layout, settings, peer, stream, writer)
+                    let client = Client {
+                        peer,
+                        hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
+                        refused,
+                    };
+                    let ended = if asks_for_serve_session(&stream) {
+                        serve_session(layout, settings, client, stream, writer)
                     } else {
-                        let client = Client {
-                            peer,
-                            hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
-                            refused,
-                        };
                         serve(
                             layout,
                             settings,
@@ -241,13 +241,13 @@ fn asks_for_serve_session(stream: &std::os::unix::net::UnixStream) -> bool {
     ) && u64::from_le_bytes(magic) == SERVE_SESSION_MAGIC
 }
 
-/// Runs the serve-protocol session a `store serve` of `peer` asked for
-/// (see [`SERVE_SESSION_MAGIC`]), with `peer`'s trust; log lines go to
-/// the stderr it passed.
+/// Runs the serve-protocol session a `store serve` of `client` asked for
+/// (see [`SERVE_SESSION_MAGIC`]), with the client's trust; log lines, and
+/// a refusal, go to the stderr it passed.
 fn serve_session(
     layout: StoreLayout,
     settings: Settings,
-    peer: Peer,
+    client: Client,
     stream: std::os::unix::net::UnixStream,
     writer: std::os::unix::net::UnixStream,
 ) -> Result<(), crate::connection::ConnectionError> {
@@ -256,16 +256,11 @@ fn serve_session(
         Ok(Some(stderr)) => {
             let write = u64::from_le_bytes(opening[8..].try_into().expect("8 bytes")) == 1;
             let _ = stream.set_read_timeout(None);
-            tracing::info!("serve session for user {}", peer.user);
+            tracing::info!("serve session for user {}", client.peer.user);
             let mut stderr = std::fs::File::from(stderr);
             let log = stderr
                 .try_clone()
                 .map_err(crate::connection::ConnectionError::Io)?;
-            let client = Client {
-                peer,
-                hangup: stream.try_clone().ok().map(std::os::fd::OwnedFd::from),
-                refused: None,
-            };
             let ended = crate::connection::serve_legacy(
                 layout,
                 settings,

@@ -342,6 +342,21 @@ fn an_ordinary_login_user_gets_the_daemons_trust() {
     let user = hermetic_tests::TEST_USER;
     let conf = "extra-sandbox-paths = /bin/sh=/bin/busybox\ntrusted-users = root";
     for scheme in ["ssh-ng", "ssh"] {
+        // A user the daemon does not allow is told so, in Nix's words.
+        let closed = hermetic_tests::daemon::Daemon::start(
+            &format!("login-closed-{scheme}"),
+            &format!("{conf}\nallowed-users = root"),
+        );
+        let out = offload_to_daemon_as(&sshd, &closed, scheme, user, 1);
+        let said = stderr(&out);
+        assert!(!out.status.success(), "{scheme}: {said}");
+        assert!(
+            said.contains(&format!(
+                "user '{user}' is not allowed to connect to the Nix daemon"
+            )),
+            "{scheme}: {said}"
+        );
+
         let untrusted =
             hermetic_tests::daemon::Daemon::start(&format!("login-untrusted-{scheme}"), conf);
         let out = offload_to_daemon_as(&sshd, &untrusted, scheme, user, 2);
