@@ -114,6 +114,7 @@ impl ChildProgram<'_, '_> {
                         ChildStep::UnshareNetwork,
                         nix::sched::unshare(CloneFlags::CLONE_NEWNET),
                     )?;
+                    mark(Point::NetworkMade);
                     network().map_err(|failure| (ChildStep::Setup, failure.step, failure.errno))?;
                     mark(Point::NetworkReady);
                 }

@@ -43,7 +43,9 @@ pub enum Point {
     FilesystemReady,
     /// The child's user namespace is mapped (after the parent's go).
     UserMapped,
-    /// The child's network namespace and loopback are up.
+    /// The child's network namespace is made.
+    NetworkMade,
+    /// The child's loopback is up.
     NetworkReady,
     /// The child runs as the build user.
     IdentitySwitched,
@@ -68,7 +70,7 @@ pub enum Point {
 }
 
 /// Every point, in order.
-pub const POINTS: [Point; 25] = [
+pub const POINTS: [Point; 26] = [
     Point::Start,
     Point::Configured,
     Point::ScratchHeld,
@@ -83,6 +85,7 @@ pub const POINTS: [Point; 25] = [
     Point::Pivoted,
     Point::FilesystemReady,
     Point::UserMapped,
+    Point::NetworkMade,
     Point::NetworkReady,
     Point::IdentitySwitched,
     Point::Confined,
@@ -114,7 +117,8 @@ impl Point {
             Point::Pivoted => "pivot_root",
             Point::FilesystemReady => "mounts after pivot (read-only remounts)",
             Point::UserMapped => "user namespace mapped",
-            Point::NetworkReady => "network namespace, loopback",
+            Point::NetworkMade => "network namespace made (unshare)",
+            Point::NetworkReady => "loopback up",
             Point::IdentitySwitched => "identity switch",
             Point::Confined => "capabilities, descriptors, keyring",
             Point::FilterLoaded => "seccomp load",
