@@ -182,8 +182,9 @@ pub fn mark(point: Point) {
     }
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds (0 if it cannot be read).
-fn now() -> u64 {
+/// `CLOCK_MONOTONIC` in nanoseconds (0 if it cannot be read): the clock
+/// of the readings, for a caller that times a process from outside.
+pub fn now() -> u64 {
     let mut time = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -68,18 +68,32 @@ fn hermetic_args() -> Vec<String> {
 /// the median of each phase of its table, in the order they come.
 fn phase_table(command: &mut dyn FnMut() -> Command) {
     let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
+    let (mut before_main, mut after_main) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
+        let spawned = hermetic_sys::phase_clock::now() as f64;
         let out = command()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .output()
             .unwrap();
+        let reaped = hermetic_sys::phase_clock::now() as f64;
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         for line in String::from_utf8_lossy(&out.stderr).lines() {
+            if let Some(rest) = line.strip_prefix("CLOCK_MONOTONIC at the first point ") {
+                let numbers: Vec<f64> = rest
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                if let [first, last] = numbers[..] {
+                    before_main.push((first - spawned) / 1e3);
+                    after_main.push((reaped - last) / 1e3);
+                }
+                continue;
+            }
             let Some((value, phase)) = line.split_once(" µs  ") else {
                 continue;
             };
@@ -92,6 +106,17 @@ fn phase_table(command: &mut dyn FnMut() -> Command) {
             }
         }
     }
+    phases.insert(
+        0,
+        (
+            "before main: spawn, exec, loading (from the caller)".to_owned(),
+            before_main,
+        ),
+    );
+    phases.push((
+        "after main: exit, reaped by the caller".to_owned(),
+        after_main,
+    ));
     println!("\nhermetic's phases (`sandbox-run --timings`, median of {RUNS} runs, µs):");
     for (phase, mut values) in phases {
         values.sort_by(f64::total_cmp);
