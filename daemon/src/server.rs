@@ -282,6 +282,15 @@ fn serve_session(
     }
 }
 
+/// The socket of the store's daemon when this process cannot write the
+/// store's state and the daemon listens: the client is then passed on to
+/// it (`daemon --stdio`, `store serve`), as Nix's are.
+fn daemon_to_pass_on(layout: &StoreLayout) -> Option<std::path::PathBuf> {
+    let socket = layout.state_dir.join("daemon-socket/socket");
+    let writable = nix::unistd::access(&layout.state_dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    (!writable && socket.exists()).then_some(socket)
+}
+
 /// A `store serve` run by a user who cannot write the store's state while
 /// its daemon listens: the session is the daemon's, with the user's trust
 /// (see [`SERVE_SESSION_MAGIC`]); stdin and stdout are relayed to it.
@@ -291,9 +300,7 @@ pub fn run_serve(
     settings: Settings,
     write: bool,
 ) -> Result<(), crate::connection::ConnectionError> {
-    let socket = layout.state_dir.join("daemon-socket/socket");
-    let writable = nix::unistd::access(&layout.state_dir, nix::unistd::AccessFlags::W_OK).is_ok();
-    if !writable && socket.exists() {
+    if let Some(socket) = daemon_to_pass_on(&layout) {
         let daemon = connect(&socket)?;
         let mut opening = SERVE_SESSION_MAGIC.to_le_bytes().to_vec();
         opening.extend_from_slice(&u64::from(write).to_le_bytes());
@@ -327,9 +334,7 @@ pub fn run_stdio(
     layout: StoreLayout,
     settings: Settings,
 ) -> Result<(), crate::connection::ConnectionError> {
-    let socket = layout.state_dir.join("daemon-socket/socket");
-    let writable = nix::unistd::access(&layout.state_dir, nix::unistd::AccessFlags::W_OK).is_ok();
-    if !writable && socket.exists() {
+    if let Some(socket) = daemon_to_pass_on(&layout) {
         return pass_on(&socket).map_err(crate::connection::ConnectionError::Io);
     }
     let peer = Peer::of_process().map_err(crate::connection::ConnectionError::Io)?;

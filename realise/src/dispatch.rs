@@ -263,7 +263,6 @@ pub fn build_remotely(
         stderr_kept.write(said);
         let _ = stderr_lines.write_all(said);
     });
-
     let opened = match connection {
         Some(connection) => {
             connection.redirect(on_stderr);

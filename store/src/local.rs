@@ -49,6 +49,16 @@ pub struct LocalStore {
 /// Numbers the temporary roots files of this process's store handles.
 static TEMP_ROOTS_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A temporary roots file of this process's own (`<pid>-<n>`).
+fn new_temp_roots(layout: &StoreLayout) -> Result<TempRoots, StoreError> {
+    let n = TEMP_ROOTS_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    TempRoots::create(
+        &layout.state_dir,
+        &layout.store_dir,
+        &format!("{}-{n}", std::process::id()),
+    )
+}
+
 /// What `verify` found.
 #[derive(Debug, Default)]
 pub struct VerifyReport {
@@ -420,12 +430,7 @@ pub fn begin_unopened(layout: &StoreLayout) -> Result<(TempRoots, Pending), Stor
     state_dirs::make_state_dirs(&layout.state_dir)?;
     let name = pending::staging_name();
     let as_path = StorePath::from_base_name(&name).expect("staging names are store paths'");
-    let n = TEMP_ROOTS_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut roots = TempRoots::create(
-        &layout.state_dir,
-        &layout.store_dir,
-        &format!("{}-{n}", std::process::id()),
-    )?;
+    let mut roots = new_temp_roots(layout)?;
     roots.add(&as_path)?;
     let pending = Pending::begin(&layout.state_dir, &layout.real_store_dir, &name)?;
     Ok((roots, pending))
@@ -440,15 +445,7 @@ impl LocalStore {
         let mut roots = self.temp_roots.borrow_mut();
         let roots = match &mut *roots {
             Some(roots) => roots,
-            None => {
-                let n = TEMP_ROOTS_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let name = format!("{}-{n}", std::process::id());
-                roots.insert(TempRoots::create(
-                    &self.layout.state_dir,
-                    &self.layout.store_dir,
-                    &name,
-                )?)
-            }
+            None => roots.insert(new_temp_roots(&self.layout)?),
         };
         roots.add(path)
     }
