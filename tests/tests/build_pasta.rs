@@ -60,7 +60,7 @@ fn a_fixed_output_build_gets_its_network_from_pasta(test: &str) {
         "grep -q eth0 /proc/net/dev || exit 2; \
          grep -q 'nameserver 169.254.1.1' /etc/resolv.conf || exit 3; \
          grep -q 169.254.1.2 /proc/net/fib_trie || exit 4; \
-         echo ping | timeout 5 nc 169.254.1.1 {port} > reply; \
+         echo ping | timeout 15 nc 169.254.1.1 {port} > reply; \
          grep -q pong reply || exit 6; \
          echo ok > $out"
     );
